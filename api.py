@@ -1,0 +1,130 @@
+"""HTTP API (a Flask blueprint on the Dash server): health, CSV exports, server-side PNG charts.
+
+Every parameter is validated; bad ones get a 400 with one-line JSON `{"error": "..."}`, and no
+traceback ever reaches a client.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from components import figures
+from services.export import PngRenderer, RendererUnavailable
+from services.market import current_market
+from services.settings import SettingsError, parse_symbol, parse_threshold, parse_window
+from services.sources import iso_utc
+
+log = logging.getLogger(__name__)
+MAX_TICKS = 10_000
+DEFAULT_SECONDS = 3_600
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def create_api(renderer: PngRenderer) -> Blueprint:
+    api = Blueprint("api", __name__, url_prefix="/api")
+
+    @api.errorhandler(BadRequest)
+    @api.errorhandler(SettingsError)
+    def bad_request(exc):
+        return jsonify(error=str(exc)), 400
+
+    @api.errorhandler(HTTPException)
+    def http_error(exc):
+        return jsonify(error=exc.description), exc.code
+
+    @api.errorhandler(Exception)
+    def internal_error(exc):
+        log.exception("API error")
+        return jsonify(error="internal error; see the server log"), 500
+
+    @api.get("/health")
+    def health():
+        market = current_market()
+        market.refresh()
+        return jsonify(market.status())
+
+    @api.get("/analytics.csv")
+    def analytics_csv():
+        market, settings, pair, window = _analytics_params()
+        end_s = int(market.clock())
+        df = market.frame(end_s - _seconds(market) + 1, end_s, window=window, pair=pair)
+        out = df[[*pair, "spread", "zscore"]].reset_index()
+        out["timestamp_utc"] = out["timestamp_utc"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _csv_response(out.to_csv(index=False, float_format="%.10g"), f"analytics_{pair[0]}-{pair[1]}.csv")
+
+    @api.get("/ticks.csv")
+    def ticks_csv():
+        market = current_market()
+        raw = request.args.get("symbol")
+        symbols = market.settings.pair if raw is None else (_symbol(market, raw, "symbol"),)
+        limit = _int_param("limit", MAX_TICKS, 1, MAX_TICKS)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["timestamp_utc", "symbol", "price"])
+        for t in reversed(market.recent_ticks(limit, symbols)):
+            writer.writerow([iso_utc(t.time), t.symbol, repr(t.price)])
+        return _csv_response(buf.getvalue(), "ticks.csv")
+
+    @api.get("/chart/<kind>.png")
+    def chart_png(kind):
+        if kind not in figures.CHART_KINDS:
+            raise BadRequest(f"unknown chart {kind!r}; use one of {', '.join(figures.CHART_KINDS)}")
+        market, settings, pair, window = _analytics_params()
+        threshold = parse_threshold(request.args.get("threshold", settings.threshold))
+        end_s = int(market.clock())
+        df = market.frame(end_s - _seconds(market) + 1, end_s, window=window, pair=pair)
+        alerts = market.alerts.log(settings.pair_label) if window == settings.window else []
+        fig = figures.chart_figure(kind, df, pair, window, threshold, alerts)
+        try:
+            png = renderer.render(fig, width=_int_param("width", 1200, 200, 4000),
+                                  height=_int_param("height", 500, 150, 4000))
+        except RendererUnavailable as exc:
+            return jsonify(error=str(exc)), 503
+        return Response(png, mimetype="image/png")
+
+    return api
+
+
+def _symbol(market, value, name):
+    return parse_symbol(value, set(market.symbols()) | set(market.settings.pair), name)
+
+
+def _analytics_params():
+    """The pair (must be the one being recorded) and window of an analytics request."""
+    market = current_market()
+    settings = market.settings
+    pair = (_symbol(market, request.args.get("a", settings.symbol_a), "a"),
+            _symbol(market, request.args.get("b", settings.symbol_b), "b"))
+    if pair != settings.pair:
+        raise BadRequest(f"only the watched pair {settings.pair_label} is recorded; "
+                         f"change the pair on /settings to get {pair[0]}/{pair[1]}")
+    window = parse_window(request.args.get("window", settings.window))
+    return market, settings, pair, window
+
+
+def _int_param(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be from {lo} to {hi}, got {value}")
+    return value
+
+
+def _seconds(market) -> int:
+    return _int_param("seconds", DEFAULT_SECONDS, 1, market.config.history_s)
+
+
+def _csv_response(text: str, filename: str) -> Response:
+    return Response(text, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -1,0 +1,1 @@
+"""Pure UI builders: data in, Dash components or plotly figures out."""

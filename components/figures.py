@@ -1,0 +1,117 @@
+"""Pure figure builders: analytics frame in, `go.Figure` out. No data access, no callbacks.
+
+Each live figure is built whole once (on first paint or when what it shows changes) and then
+grown with `extend_payload`, which must append to traces in the order the builder made them:
+`TRACE_COLUMNS` says that order. x values are UTC wall-clock times (plotly has no time zones),
+and every time axis says UTC.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+SCATTERGL_ABOVE = 10_000
+COLORS = {"a": "#f7931a", "b": "#627eea", "spread": "#20c997", "mean": "#adb5bd", "z": "#0dcaf0",
+          "band": "#dc3545", "alert": "#ffc107"}
+UIREVISION = "live"  # constant: zoom and pan survive every update
+CHART_KINDS = ("price", "spread", "zscore")
+
+
+def trace_columns(kind: str, pair: tuple[str, str]) -> tuple[str, ...]:
+    """Frame columns behind a chart's line traces, in trace order."""
+    return {"price": pair, "spread": ("spread", "mean"), "zscore": ("zscore",)}[kind]
+
+
+def utc_x(index: pd.DatetimeIndex) -> list[str]:
+    return list(index.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def _values(series: pd.Series) -> list:
+    return [None if np.isnan(v) else float(v) for v in series.to_numpy(dtype=float)]
+
+
+def _line(x, y, name, color, n, yaxis="y", width=1.6):
+    cls = go.Scattergl if n > SCATTERGL_ABOVE else go.Scatter
+    return cls(x=x, y=y, name=name, mode="lines", line={"color": color, "width": width}, yaxis=yaxis,
+               connectgaps=False, hovertemplate="%{y:,.6g}<extra>" + name + "</extra>")
+
+
+def _layout(fig: go.Figure, title: str, export_name: str, yaxis_title: str) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 15}},
+        template="plotly_dark", paper_bgcolor="#1f242b", plot_bgcolor="#161a1f",
+        margin={"l": 60, "r": 60, "t": 40, "b": 40}, height=340, uirevision=UIREVISION,
+        legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+        hovermode="x unified", meta={"export_name": export_name},
+        xaxis={"title": {"text": "time (UTC)"}, "type": "date", "gridcolor": "#263040"},
+        yaxis={"title": {"text": yaxis_title}, "gridcolor": "#263040", "tickformat": ",.6~g"},
+    )
+    return fig
+
+
+def price_figure(df: pd.DataFrame, pair: tuple[str, str]) -> go.Figure:
+    """Both symbols' bucket prices, each on its own axis (their levels differ 30-fold)."""
+    a, b = pair
+    x, n = utc_x(df.index), len(df)
+    fig = go.Figure([_line(x, _values(df[a]), a, COLORS["a"], n), _line(x, _values(df[b]), b, COLORS["b"], n, "y2")])
+    _layout(fig, f"Prices · {a} (left) / {b} (right)", f"price_{a}-{b}", a)
+    fig.update_layout(yaxis2={"title": {"text": b}, "overlaying": "y", "side": "right", "showgrid": False,
+                              "tickformat": ",.6~g"})
+    return fig
+
+
+def spread_figure(df: pd.DataFrame, pair: tuple[str, str], window: int) -> go.Figure:
+    a, b = pair
+    x, n = utc_x(df.index), len(df)
+    fig = go.Figure([_line(x, _values(df["spread"]), "spread", COLORS["spread"], n),
+                     _line(x, _values(df["mean"]), f"mean ({window})", COLORS["mean"], n, width=1.2)])
+    fig.data[1].line.dash = "dot"
+    return _layout(fig, f"Spread {a} − {b} with its {window}-bucket rolling mean", f"spread_{a}-{b}", "spread")
+
+
+def zscore_figure(df: pd.DataFrame, pair: tuple[str, str], window: int, threshold: float,
+                  alerts=()) -> go.Figure:
+    """z with ±threshold bands, and a marker at each bucket where an alert fired."""
+    a, b = pair
+    x, n = utc_x(df.index), len(df)
+    ax = [al.time.strftime("%Y-%m-%dT%H:%M:%S") for al in alerts]
+    fig = go.Figure([
+        _line(x, _values(df["zscore"]), "z-score", COLORS["z"], n),
+        go.Scatter(x=ax, y=[al.zscore for al in alerts], name="alert", mode="markers",
+                   marker={"color": COLORS["alert"], "size": 10, "symbol": "diamond",
+                           "line": {"color": "#000", "width": 1}},
+                   hovertemplate="alert z=%{y:.2f}<extra></extra>"),
+    ])
+    for level in (threshold, -threshold):
+        fig.add_hline(y=level, line={"color": COLORS["band"], "dash": "dash", "width": 1.2},
+                      annotation_text=f"{level:+g}", annotation_position="top left")
+    fig.add_hline(y=0, line={"color": "#6c757d", "width": 0.8})
+    fig.add_hrect(y0=-threshold, y1=threshold, fillcolor=COLORS["band"], opacity=0.06, line_width=0)
+    return _layout(fig, f"Rolling z-score ({window} buckets) · {a} − {b} · alert at |z| ≥ {threshold:g}",
+                   f"zscore_{a}-{b}", "z")
+
+
+def chart_figure(kind: str, df: pd.DataFrame, pair: tuple[str, str], window: int, threshold: float,
+                 alerts=()) -> go.Figure:
+    """Any of `CHART_KINDS`, by name (pages and the PNG API share this)."""
+    if kind == "price":
+        return price_figure(df, pair)
+    if kind == "spread":
+        return spread_figure(df, pair, window)
+    return zscore_figure(df, pair, window, threshold, alerts)
+
+
+def extend_payload(df: pd.DataFrame, columns, max_points: int, extra=None):
+    """`dcc.Graph.extendData` for new rows: one list per trace in `columns` order, then the
+    optional `extra` traces given as (x_list, y_list) (for instance new alert markers)."""
+    xs, ys = [], []
+    x = utc_x(df.index)
+    for col in columns:
+        xs.append(x)
+        ys.append(_values(df[col]))
+    for ex, ey in extra or ():
+        xs.append(list(ex))
+        ys.append(list(ey))
+    n = len(xs)
+    return [{"x": xs, "y": ys}, list(range(n)), [max_points] * n]

@@ -1,0 +1,67 @@
+"""Pure layout builders shared by the pages: navbar, stat cards, chart cards, range picker."""
+from __future__ import annotations
+
+import dash_bootstrap_components as dbc
+from dash import dcc, html
+
+from components import ids
+
+RANGES = {"5m": 300, "15m": 900, "1h": 3_600, "6h": 21_600, "24h": 86_400}
+DEFAULT_RANGE = "15m"
+
+
+def navbar(pages) -> dbc.Navbar:
+    links = [dbc.NavLink(p["name"], href=p["relative_path"], active="exact") for p in pages]
+    return dbc.Navbar(
+        dbc.Container([
+            dbc.NavbarBrand([html.Span("◆ ", className="brand-mark"), "Pair Monitor"], href="/"),
+            dbc.Nav(links, navbar=True, className="me-auto"),
+            html.Div([
+                html.Span(id=ids.NAV_PAIR, className="nav-pair me-3"),
+                dbc.Badge("…", id=ids.SOURCE_BADGE, color="secondary", className="me-2 source-badge"),
+                dbc.Badge("waiting for data", id=ids.AGE_BADGE, color="secondary", className="age-badge"),
+            ], className="d-flex align-items-center"),
+        ], fluid=True),
+        color="dark", dark=True, className="mb-3 border-bottom border-secondary",
+    )
+
+
+def status_banner() -> html.Div:
+    return html.Div(id=ids.STATUS_BANNER)
+
+
+def stat_card(label: str, value_id: str, sub_id: str | None = None, label_id: str | None = None) -> dbc.Card:
+    head = html.Div(label, className="stat-label", **({"id": label_id} if label_id else {}))
+    body = [head, html.Div("–", id=value_id, className="stat-value")]
+    if sub_id:
+        body.append(html.Div(id=sub_id, className="stat-sub"))
+    return dbc.Card(dbc.CardBody(body), className="stat-card h-100")
+
+
+def chart_card(graph_id: str, state_id: str) -> dbc.Card:
+    """A live chart with its Export PNG button and the store that tracks what it has drawn."""
+    return dbc.Card(dbc.CardBody([
+        html.Div(dbc.Button("Export PNG", id=ids.export_button(graph_id), size="sm", color="info",
+                            outline=True, className="export-png"), className="d-flex justify-content-end"),
+        dcc.Graph(id=graph_id, config={"displaylogo": False,
+                                       "toImageButtonOptions": {"format": "png", "scale": 2}}),
+        dcc.Store(id=state_id),
+        dcc.Store(id=ids.export_done(graph_id)),
+    ]), className="mb-3 chart-card")
+
+
+def range_picker(component_id: str) -> html.Div:
+    return html.Div([
+        html.Span("Range", className="me-2 text-muted small"),
+        dbc.RadioItems(id=component_id, options=[{"label": k, "value": k} for k in RANGES], value=DEFAULT_RANGE,
+                       inline=True, className="btn-group range-picker", inputClassName="btn-check",
+                       labelClassName="btn btn-sm btn-outline-secondary", labelCheckedClassName="active"),
+    ], className="d-flex align-items-center")
+
+
+def error_text(message: str) -> dbc.Alert:
+    return dbc.Alert(message, color="danger", className="py-2 mb-0 small", dismissable=False)
+
+
+def ok_text(message: str) -> dbc.Alert:
+    return dbc.Alert(message, color="success", className="py-2 mb-0 small", duration=6000)

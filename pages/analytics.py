@@ -1,0 +1,109 @@
+"""Spread & z-score: spread with its rolling mean, z with ±threshold bands and alert markers."""
+from __future__ import annotations
+
+import math
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, callback, html
+
+from components import ids
+from components.layout import chart_card, error_text, ok_text, range_picker, stat_card
+from pages._live import chart_update
+from services.market import current_market
+from services.settings import SettingsError
+
+dash.register_page(__name__, path="/analytics", name="Spread & z-score", title="Spread & z-score · Pair Monitor",
+                   order=1)
+
+RANGE = "an-range"
+WINDOW = "an-window"
+WINDOW_APPLY = "an-window-apply"
+WINDOW_MSG = "an-window-msg"
+SPREAD_GRAPH = "an-spread-graph"
+SPREAD_STATE = "an-spread-state"
+Z_GRAPH = "an-z-graph"
+Z_STATE = "an-z-state"
+STAT_Z, STAT_SPREAD, STAT_MEAN, STAT_STD, STAT_ALERTS = "an-z", "an-spread", "an-mean", "an-std", "an-alerts"
+STAT_Z_SUB = "an-z-sub"
+
+
+def layout(**_kwargs):
+    settings = current_market().settings
+    stats = [stat_card("z-score", STAT_Z, STAT_Z_SUB), stat_card("Spread", STAT_SPREAD),
+             stat_card("Rolling mean", STAT_MEAN), stat_card("Rolling std", STAT_STD),
+             stat_card("Alerts (this pair)", STAT_ALERTS)]
+    window_form = dbc.InputGroup([
+        dbc.InputGroupText("Window (buckets)"),
+        dbc.Input(id=WINDOW, type="number", value=settings.window, min=2, max=86_400, step=1,
+                  debounce=True, style={"maxWidth": "110px"}),
+        dbc.Button("Apply", id=WINDOW_APPLY, color="primary"),
+    ], size="sm", style={"width": "auto"})
+    return dbc.Container([
+        dbc.Row([dbc.Col(s) for s in stats], className="g-3 mb-3"),
+        dbc.Row([
+            dbc.Col(window_form, width="auto"),
+            dbc.Col(html.Div(id=WINDOW_MSG), width="auto"),
+            dbc.Col(range_picker(RANGE), className="d-flex justify-content-end"),
+        ], className="g-3 mb-3 align-items-center"),
+        chart_card(SPREAD_GRAPH, SPREAD_STATE),
+        chart_card(Z_GRAPH, Z_STATE),
+    ], fluid=True)
+
+
+def _fmt(x: float, spec: str = ",.6g") -> str:
+    return "–" if x is None or math.isnan(x) else format(x, spec)
+
+
+@callback(
+    Output(STAT_Z, "children"), Output(STAT_Z_SUB, "children"), Output(STAT_SPREAD, "children"),
+    Output(STAT_MEAN, "children"), Output(STAT_STD, "children"), Output(STAT_ALERTS, "children"),
+    Input(ids.INTERVAL, "n_intervals"),
+)
+def update_stats(_n):
+    market = current_market()
+    market.refresh()
+    settings = market.settings
+    now_s = int(market.clock())
+    row = market.frame(now_s, now_s).iloc[-1]
+    z = row["zscore"]
+    where = ("outside the band" if abs(z) >= settings.threshold else "inside the band") if not math.isnan(z) \
+        else f"undefined until {settings.window} buckets are filled"
+    return (_fmt(z, "+.3f"), f"threshold ±{settings.threshold:g} · {where}", _fmt(row["spread"]),
+            _fmt(row["mean"]), _fmt(row["std"]), str(len(market.alerts.log(settings.pair_label))))
+
+
+@callback(
+    Output(SPREAD_GRAPH, "figure"), Output(SPREAD_GRAPH, "extendData"), Output(SPREAD_STATE, "data"),
+    Input(ids.INTERVAL, "n_intervals"), Input(RANGE, "value"),
+    State(SPREAD_STATE, "data"),
+)
+def update_spread_chart(_n, range_name, state):
+    market = current_market()
+    market.refresh()
+    return chart_update("spread", market, range_name, state)
+
+
+@callback(
+    Output(Z_GRAPH, "figure"), Output(Z_GRAPH, "extendData"), Output(Z_STATE, "data"),
+    Input(ids.INTERVAL, "n_intervals"), Input(RANGE, "value"),
+    State(Z_STATE, "data"),
+)
+def update_z_chart(_n, range_name, state):
+    market = current_market()
+    market.refresh()
+    return chart_update("zscore", market, range_name, state)
+
+
+@callback(
+    Output(WINDOW_MSG, "children"),
+    Input(WINDOW_APPLY, "n_clicks"), Input(WINDOW, "n_submit"),
+    State(WINDOW, "value"),
+    prevent_initial_call=True,
+)
+def apply_window(_clicks, _submit, value):
+    try:
+        saved = current_market().save_settings({"window": value})
+    except SettingsError as exc:
+        return error_text(str(exc))
+    return ok_text(f"Window set to {saved.window} buckets for every page and tab.")

@@ -1,0 +1,79 @@
+"""Live ticks: a card per symbol, both prices on one chart, the raw tick table."""
+from __future__ import annotations
+
+import math
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, callback, html
+
+from components import ids
+from components.layout import chart_card, range_picker, stat_card
+from components.tables import TICK_COLUMNS, grid, tick_rows
+from pages._live import chart_update
+from services.market import current_market
+from services.sources import iso_utc
+
+dash.register_page(__name__, path="/", name="Live ticks", title="Live ticks · Pair Monitor", order=0)
+
+RANGE = "live-range"
+PRICE_GRAPH = "live-price-graph"
+PRICE_STATE = "live-price-state"
+TICKS = "live-ticks"
+CARD_TITLE = ("live-a-title", "live-b-title")
+CARD_PRICE = ("live-a-price", "live-b-price")
+CARD_SUB = ("live-a-sub", "live-b-sub")
+TICK_ROWS = 60
+
+
+def _symbol_card(i: int) -> dbc.Col:
+    return dbc.Col(stat_card("", CARD_PRICE[i], CARD_SUB[i], label_id=CARD_TITLE[i]), md=6, lg=3)
+
+
+def layout(**_kwargs):
+    return dbc.Container([
+        dbc.Row([_symbol_card(0), _symbol_card(1),
+                 dbc.Col(range_picker(RANGE), className="d-flex align-items-end justify-content-lg-end")],
+                className="g-3 mb-3"),
+        chart_card(PRICE_GRAPH, PRICE_STATE),
+        dbc.Card(dbc.CardBody([html.H6("Ticks, newest first", className="card-title"),
+                               grid(TICKS, TICK_COLUMNS, height=380)]), className="mb-3"),
+    ], fluid=True)
+
+
+def _card(market, symbol: str, start_s: int, end_s: int):
+    last = market.store.last_tick(symbol)
+    if last is None:
+        return symbol, "–", "no tick yet"
+    prices = market.store.prices(symbol, start_s, end_s)
+    first = next((p for p in prices if not math.isnan(p)), None)
+    change = "" if first is None else (
+        f"Δ {last.price - first:+,.8g} ({(last.price / first - 1) * 100:+.3f} %) over {end_s - start_s + 1} s · ")
+    return symbol, f"{last.price:,.8g}", change + f"last tick {iso_utc(last.time)}"
+
+
+@callback(
+    Output(CARD_TITLE[0], "children"), Output(CARD_PRICE[0], "children"), Output(CARD_SUB[0], "children"),
+    Output(CARD_TITLE[1], "children"), Output(CARD_PRICE[1], "children"), Output(CARD_SUB[1], "children"),
+    Output(TICKS, "rowData"),
+    Input(ids.INTERVAL, "n_intervals"),
+)
+def update_cards(_n):
+    market = current_market()
+    market.refresh()
+    settings = market.settings
+    end_s = int(market.clock())
+    start_s = end_s - settings.window + 1
+    cards = [v for s in settings.pair for v in _card(market, s, start_s, end_s)]
+    return *cards, tick_rows(market.recent_ticks(TICK_ROWS))
+
+
+@callback(
+    Output(PRICE_GRAPH, "figure"), Output(PRICE_GRAPH, "extendData"), Output(PRICE_STATE, "data"),
+    Input(ids.INTERVAL, "n_intervals"), Input(RANGE, "value"),
+    State(PRICE_STATE, "data"),
+)
+def update_price_chart(_n, range_name, state):
+    market = current_market()
+    market.refresh()
+    return chart_update("price", market, range_name, state)

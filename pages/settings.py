@@ -1,0 +1,83 @@
+"""Settings: the pair, the alert threshold, the rolling window, the poll interval; the alert log."""
+from __future__ import annotations
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, callback, dcc, html
+
+from components import ids
+from components.layout import error_text, ok_text
+from components.tables import ALERT_COLUMNS, grid
+from services.market import current_market
+from services.settings import POLL_RANGE, WINDOW_RANGE, SettingsError
+
+dash.register_page(__name__, path="/settings", name="Settings", title="Settings · Pair Monitor", order=2)
+
+SYMBOL_A, SYMBOL_B = "set-symbol-a", "set-symbol-b"
+THRESHOLD, WINDOW, POLL = "set-threshold", "set-window", "set-poll"
+SAVE, SAVE_MSG = "set-save", "set-save-msg"
+ALERT_LOG, CLEAR_ALERTS, CLEAR_MSG = "set-alert-log", "set-clear-alerts", "set-clear-msg"
+
+
+def _field(label: str, control, help_text: str) -> dbc.Row:
+    return dbc.Row([dbc.Label(label, width=4, html_for=control.id),
+                    dbc.Col([control, dbc.FormText(help_text)], width=8)], className="mb-3")
+
+
+def layout(**_kwargs):
+    market = current_market()
+    s = market.settings
+    options = market.symbols()
+    form = dbc.Card(dbc.CardBody([
+        html.H5("Pair and alerts", className="card-title mb-3"),
+        _field("Symbol A", dcc.Dropdown(id=SYMBOL_A, options=options, value=s.symbol_a, clearable=False),
+               "The leg whose price comes first in the spread."),
+        _field("Symbol B", dcc.Dropdown(id=SYMBOL_B, options=options, value=s.symbol_b, clearable=False),
+               "spread = A − B (β = 1). Must differ from A."),
+        _field("z threshold", dbc.Input(id=THRESHOLD, type="number", value=s.threshold, step="any"),
+               "An alert fires when |z| crosses this level from inside. Greater than 0."),
+        _field("Rolling window", dbc.Input(id=WINDOW, type="number", value=s.window, step=1),
+               f"Buckets (seconds) in the rolling mean and std, {WINDOW_RANGE[0]}–{WINDOW_RANGE[1]}."),
+        _field("Poll interval (s)", dbc.Input(id=POLL, type="number", value=s.poll_interval_s, step="any"),
+               f"How often prices are fetched, {POLL_RANGE[0]}–{POLL_RANGE[1]} s."),
+        html.Div([dbc.Button("Save", id=SAVE, color="primary", className="me-3"), html.Div(id=SAVE_MSG)],
+                 className="d-flex align-items-center"),
+    ]), className="mb-3")
+    log = dbc.Card(dbc.CardBody([
+        html.Div([html.H5("Alert log, newest first", className="card-title mb-0"),
+                  dbc.Button("Clear", id=CLEAR_ALERTS, color="danger", outline=True, size="sm")],
+                 className="d-flex justify-content-between align-items-center mb-2"),
+        html.Div(id=CLEAR_MSG),
+        grid(ALERT_LOG, ALERT_COLUMNS, height=420),
+    ]), className="mb-3")
+    return dbc.Container(dbc.Row([dbc.Col(form, lg=5), dbc.Col(log, lg=7)], className="g-3"), fluid=True)
+
+
+@callback(
+    Output(SAVE_MSG, "children"),
+    Input(SAVE, "n_clicks"),
+    State(SYMBOL_A, "value"), State(SYMBOL_B, "value"), State(THRESHOLD, "value"), State(WINDOW, "value"),
+    State(POLL, "value"),
+    prevent_initial_call=True,
+)
+def save(_n, a, b, threshold, window, poll):
+    try:
+        saved = current_market().save_settings({"symbol_a": a, "symbol_b": b, "threshold": threshold,
+                                                 "window": window, "poll_interval_s": poll})
+    except SettingsError as exc:
+        return error_text(f"Not saved: {exc}")
+    return ok_text(f"Saved: {saved.pair_label}, |z| ≥ {saved.threshold:g}, window {saved.window}, "
+                   f"poll {saved.poll_interval_s:g} s. Applies to every page and tab.")
+
+
+@callback(Output(ALERT_LOG, "rowData"), Input(ids.INTERVAL, "n_intervals"), Input(CLEAR_MSG, "children"))
+def update_alert_log(_n, _cleared):
+    market = current_market()
+    market.refresh()
+    return [a.as_row() for a in market.alerts.log()]
+
+
+@callback(Output(CLEAR_MSG, "children"), Input(CLEAR_ALERTS, "n_clicks"), prevent_initial_call=True)
+def clear_alerts(_n):
+    current_market().alerts.clear()
+    return ok_text("Alert log cleared.")

@@ -1,0 +1,1 @@
+"""Everything that is not UI. No module in this package imports dash."""

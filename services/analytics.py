@@ -1,0 +1,86 @@
+"""Pure analytics on aligned 1-second price arrays: no I/O, no clocks, no state.
+
+Every output at bucket t depends on inputs at or before t only (no look-ahead), so computing
+over a slice that starts `warmup(window, ffill_limit)` buckets early gives exactly the values a
+computation over the whole history gives. The service relies on that to update per tick in
+O(window) instead of O(history).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# A window whose sample std is below this fraction of its mean level is treated as flat (std 0):
+# the z-score would be noise divided by rounding error.
+FLAT_STD_RTOL = 1e-12
+
+
+def forward_fill(values: np.ndarray, limit: int) -> np.ndarray:
+    """Carry the last price forward over at most `limit` empty seconds.
+
+    Causal, like pandas' `ffill(limit=...)`: the first `limit` seconds of a longer gap are
+    filled (at that moment nobody knows the gap will be long); the rest stays NaN, so a long
+    gap shows as a break, never as an invented flat line or an interpolation.
+    """
+    return pd.Series(values, dtype=float).ffill(limit=limit).to_numpy() if limit > 0 else np.asarray(values, float)
+
+
+def spread(a: np.ndarray, b: np.ndarray, beta: float = 1.0, alpha: float = 0.0) -> np.ndarray:
+    """spread_t = A_t − (β·B_t + α). β = 1, α = 0 is the plain price difference."""
+    return np.asarray(a, float) - (beta * np.asarray(b, float) + alpha)
+
+
+def rolling_zscore(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rolling mean, sample std (ddof=1) and z = (x − mean) / std over `window` buckets.
+
+    NaN until the window holds `window` valid values (a NaN inside the window makes the window
+    incomplete) and wherever the std is zero.
+    """
+    s = pd.Series(x, dtype=float)
+    roll = s.rolling(window, min_periods=window)
+    mean = roll.mean().to_numpy()
+    std = roll.std(ddof=1).to_numpy()
+    flat = std <= FLAT_STD_RTOL * np.maximum(np.abs(mean), 1.0)
+    std = np.where(flat, 0.0, std)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(flat, np.nan, (s.to_numpy() - mean) / std)
+    return mean, std, z
+
+
+def warmup(window: int, ffill_limit: int) -> int:
+    """How many buckets before t the value at t can depend on."""
+    return int(window) - 1 + int(ffill_limit)
+
+
+def pair_frame(start_s: int, a: np.ndarray, b: np.ndarray, window: int, ffill_limit: int,
+               names: tuple[str, str], beta: float = 1.0) -> pd.DataFrame:
+    """Aligned prices, spread and rolling z for consecutive seconds starting at `start_s`.
+
+    `a` and `b` are raw bucket prices (NaN = no tick that second). Index: tz-aware UTC
+    timestamps of the bucket starts. Columns: the two symbol names, spread, mean, std, zscore.
+    """
+    pa, pb = forward_fill(a, ffill_limit), forward_fill(b, ffill_limit)
+    sp = spread(pa, pb, beta)
+    mean, std, z = rolling_zscore(sp, window)
+    index = pd.to_datetime(np.arange(start_s, start_s + len(sp), dtype=np.int64), unit="s", utc=True)
+    index.name = "timestamp_utc"
+    return pd.DataFrame({names[0]: pa, names[1]: pb, "spread": sp, "mean": mean, "std": std, "zscore": z},
+                        index=index)
+
+
+def crossings(z: np.ndarray, threshold: float, outside: bool | None) -> tuple[list[int], bool | None]:
+    """Indices where |z| goes from inside the band to outside (|z| ≥ threshold).
+
+    `outside` is the state before z[0] (None: unknown, so the first known value only sets the
+    state). NaN leaves the state as it was: a gap is not a crossing. Returns the indices and
+    the state after the last value. One alert per crossing, however long z stays outside.
+    """
+    fired = []
+    for i, v in enumerate(np.asarray(z, float)):
+        if np.isnan(v):
+            continue
+        now_out = abs(v) >= threshold
+        if now_out and outside is False:
+            fired.append(i)
+        outside = now_out
+    return fired, outside

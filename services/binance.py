@@ -1,0 +1,194 @@
+"""Binance spot REST client for public market data (no API key).
+
+One `requests.Session`, explicit connect/read timeouts, and Binance's error bodies
+(`{"code": -1121, "msg": "Invalid symbol."}`) and HTTP statuses turned into typed errors, so
+that callers can tell "the exchange said no" from "the exchange could not be reached".
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
+import requests
+
+DEFAULT_BASE_URL = "https://api.binance.com"
+KLINES_MAX_LIMIT = 1000
+
+
+class BinanceError(Exception):
+    """Anything that kept a Binance call from giving a usable answer."""
+
+    def __init__(self, message: str, status: int | None = None, code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+    def as_dict(self) -> dict:
+        return {"message": self.message, "status": self.status, "code": self.code}
+
+
+class BinanceUnreachable(BinanceError):
+    """No HTTP answer at all: DNS, refused connection, timeout."""
+
+
+class BinanceAPIError(BinanceError):
+    """An HTTP answer that is an error (4xx/5xx), with Binance's code and msg when given."""
+
+
+class BinanceRateLimited(BinanceAPIError):
+    """429 (too many requests) or 418 (IP banned); `retry_after` in seconds when given."""
+
+    def __init__(self, message, status, code=None, retry_after: float | None = None):
+        super().__init__(message, status, code)
+        self.retry_after = retry_after
+
+
+class BinanceBadResponse(BinanceError):
+    """A 2xx answer whose body is not the JSON shape Binance documents."""
+
+
+@dataclass(frozen=True)
+class PriceQuote:
+    symbol: str
+    price: float
+    time: datetime  # tz-aware UTC
+
+
+@dataclass(frozen=True)
+class Kline:
+    open_time: datetime  # tz-aware UTC; klines are identified by open time
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+def symbols_param(symbols) -> str:
+    """`["BTCUSDT","ETHUSDT"]` with no spaces, as Binance's pattern demands."""
+    return json.dumps(list(symbols), separators=(",", ":"))
+
+
+def ms_to_utc(ms: int | float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
+
+
+def exchange_time(date_header: str | None, sent: float, received: float) -> datetime:
+    """When the exchange produced an answer that carries no timestamp of its own.
+
+    The `Date` header is the exchange's clock but only to the second; the local clock has
+    sub-second resolution but may be skewed. We take the exchange's second and, when the local
+    midpoint of the request falls in that same second, its fraction too (so that two answers in
+    one second keep their order). Without a usable header the local midpoint is used.
+    """
+    mid = (sent + received) / 2.0
+    if date_header:
+        try:
+            whole = parsedate_to_datetime(date_header).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            whole = None
+        if whole is not None:
+            frac = mid - whole if 0.0 <= mid - whole < 1.0 else 0.0
+            return datetime.fromtimestamp(whole + frac, tz=timezone.utc)
+    return datetime.fromtimestamp(mid, tz=timezone.utc)
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    try:
+        return float(resp.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+
+
+class BinanceClient:
+    """Blocking client for the handful of public endpoints the dashboard needs."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 5.0,
+        session: requests.Session | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.session = session or requests.Session()
+        self.session.headers.setdefault("User-Agent", "quant-dashboard/1.0")
+        self.used_weight: int | None = None
+
+    def _get(self, path: str, params: dict | None = None, timeout=None):
+        url = f"{self.base_url}{path}"
+        sent = time.time()
+        try:
+            resp = self.session.get(url, params=params, timeout=timeout or self.timeout)
+        except requests.Timeout as exc:
+            raise BinanceUnreachable(f"Binance timed out ({url})") from exc
+        except requests.RequestException as exc:
+            raise BinanceUnreachable(f"Binance unreachable ({url}): {exc.__class__.__name__}") from exc
+        received = time.time()
+        weight = resp.headers.get("X-MBX-USED-WEIGHT-1M")
+        if weight and weight.isdigit():
+            self.used_weight = int(weight)
+        if resp.status_code >= 400:
+            raise self._error(resp)
+        try:
+            body = resp.json()
+        except ValueError as exc:
+            raise BinanceBadResponse(f"Binance sent a body that is not JSON ({path})", resp.status_code) from exc
+        return body, exchange_time(resp.headers.get("Date"), sent, received)
+
+    @staticmethod
+    def _error(resp: requests.Response) -> BinanceAPIError:
+        code, msg = None, None
+        try:
+            body = resp.json()
+            if isinstance(body, dict):
+                code, msg = body.get("code"), body.get("msg")
+        except ValueError:
+            pass
+        status = resp.status_code
+        text = f"Binance HTTP {status}" + (f" (code {code}): {msg}" if msg else "")
+        if status == 451:
+            text += " — restricted location; try https://data-api.binance.vision"
+        if status in (418, 429):
+            return BinanceRateLimited(text, status, code, _retry_after(resp))
+        return BinanceAPIError(text, status, code)
+
+    def ping(self, timeout: float = 3.0) -> None:
+        self._get("/api/v3/ping", timeout=(timeout, timeout))
+
+    def ticker_prices(self, symbols) -> list[PriceQuote]:
+        """Last prices for all `symbols` in ONE request (weight 4)."""
+        body, when = self._get("/api/v3/ticker/price", {"symbols": symbols_param(symbols)})
+        if isinstance(body, dict):
+            body = [body]
+        try:
+            return [PriceQuote(row["symbol"], float(row["price"]), when) for row in body]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BinanceBadResponse("ticker/price answer is not a list of {symbol, price}") from exc
+
+    def klines(self, symbol: str, interval: str = "1s", start_ms: int | None = None,
+               end_ms: int | None = None, limit: int = KLINES_MAX_LIMIT) -> list[Kline]:
+        params = {"symbol": symbol, "interval": interval, "limit": min(int(limit), KLINES_MAX_LIMIT)}
+        if start_ms is not None:
+            params["startTime"] = int(start_ms)
+        if end_ms is not None:
+            params["endTime"] = int(end_ms)
+        body, _ = self._get("/api/v3/klines", params)
+        try:
+            return [Kline(ms_to_utc(int(r[0])), float(r[1]), float(r[2]), float(r[3]),
+                          float(r[4]), float(r[5])) for r in body]
+        except (IndexError, TypeError, ValueError) as exc:
+            raise BinanceBadResponse("klines answer is not a list of 12-field rows") from exc
+
+    def trading_symbols(self) -> list[str]:
+        """Symbols whose status is TRADING, sorted."""
+        body, _ = self._get("/api/v3/exchangeInfo", {"symbolStatus": "TRADING"})
+        try:
+            return sorted(s["symbol"] for s in body["symbols"] if s.get("status", "TRADING") == "TRADING")
+        except (KeyError, TypeError) as exc:
+            raise BinanceBadResponse("exchangeInfo answer has no symbols list") from exc

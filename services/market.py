@@ -1,0 +1,234 @@
+"""The service layer every page and API route talks to: `MarketService`.
+
+`refresh()` is called by every tab's `dcc.Interval` callbacks, many times a second in all. It
+asks the upstream source at most once per poll interval, whatever the number of tabs, pages
+and workers: a process lets one caller through at a time (the others return at once with what
+is stored), and across processes the poll slot is claimed in the shared flask-caching store
+with `add` (atomic on Redis; on the default FileSystemCache a near-simultaneous race can let
+two through). The worker that wins a slot shares its ticks through the same cache; the others
+ingest those.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import asdict
+
+import pandas as pd
+from flask import current_app
+
+from services import analytics
+from services.alerts import AlertMonitor
+from services.binance import BinanceError
+from services.settings import AppConfig, SettingsStore, UserSettings, validate
+from services.sources import Tick, iso_utc, open_source
+from services.store import PriceStore
+
+MIN_BACKFILL_S = 900
+SYMBOLS_TTL_S = 3_600
+
+
+class MarketService:
+    def __init__(self, config: AppConfig, cache, clock=time.time, source=None):
+        self.config = config
+        self.cache = cache
+        self.clock = clock
+        self.settings_store = SettingsStore(config.data_dir)
+        self.store = PriceStore(config.history_s)
+        self.alerts = AlertMonitor()
+        self.source_note = "given" if source is not None else ""
+        self._source = source
+        self._source_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._last_slot: int | None = None
+        self._pending: deque[str] = deque(maxlen=8)  # slot keys another worker polls
+        self._alert_key = None
+        self._alert_cursor: int | None = None
+        self.last_error: dict | None = None
+        self.upstream_polls = 0
+        self.worker_id = f"{os.getpid()}-{id(self)}"
+
+    # --- source and settings -------------------------------------------------------------
+    @property
+    def source(self):
+        """Opened on first use, not at import or construction (`auto` may probe the network)."""
+        if self._source is None:
+            with self._source_lock:
+                if self._source is None:
+                    self._source, self.source_note = open_source(
+                        self.config.source, self.config.binance_url, clock=self.clock,
+                        seed=self.config.sim_seed, span_s=self.config.history_s)
+        return self._source
+
+    @property
+    def settings(self) -> UserSettings:
+        return self.settings_store.current()
+
+    def symbols(self) -> list[str]:
+        """Tradable symbols (exchangeInfo, cached for an hour); the current pair if unknown."""
+        key = f"symbols:{self.source.kind}"
+        cached = self.cache.get(key)
+        if cached:
+            return cached
+        try:
+            symbols = self.source.symbols()
+        except BinanceError as exc:
+            self._record_error(exc)
+            return sorted(set(self.settings.pair))
+        self.cache.set(key, symbols, timeout=SYMBOLS_TTL_S)
+        return symbols
+
+    def save_settings(self, raw: dict) -> UserSettings:
+        """Validate a (partial) settings change against the source's symbols and persist it.
+
+        Raises SettingsError with a user-facing message; nothing is saved then.
+        """
+        merged = {**asdict(self.settings), **raw}
+        return self.settings_store.save(validate(merged, set(self.symbols())))
+
+    # --- refresh ---------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Poll upstream if this poll interval has not been polled yet; True if this call did."""
+        if not self._refresh_lock.acquire(blocking=False):
+            return False
+        try:
+            settings = self.settings
+            self.store.retain(settings.pair)
+            now = self.clock()
+            polled = self._poll(settings, now)
+            self._ingest_pending(settings)
+            self._evaluate_alerts(settings, now)
+            return polled
+        finally:
+            self._refresh_lock.release()
+
+    def _slot_timeout(self, settings) -> int:
+        return max(2, math.ceil(settings.poll_interval_s * 4))
+
+    def _poll(self, settings: UserSettings, now: float) -> bool:
+        slot = int(now // settings.poll_interval_s)
+        if slot == self._last_slot:
+            return False
+        self._last_slot = slot
+        key = f"poll:{','.join(settings.pair)}:{settings.poll_interval_s}:{slot}"
+        if not self.cache.add(key, self.worker_id, timeout=self._slot_timeout(settings)):
+            self._pending.append(key)
+            return False
+        try:
+            ticks = self.source.poll(settings.pair)
+        except BinanceError as exc:
+            self._record_error(exc)
+            return True
+        finally:
+            self.upstream_polls += 1
+        self.last_error = None
+        self.cache.set(f"ticks:{key}", ticks, timeout=self._slot_timeout(settings))
+        self._ingest(ticks, settings)
+        return True
+
+    def _ingest_pending(self, settings: UserSettings) -> None:
+        for key in list(self._pending):
+            ticks = self.cache.get(f"ticks:{key}")
+            if ticks is not None:
+                self._pending.remove(key)
+                self._ingest(ticks, settings)
+
+    def _backfill_span(self, settings: UserSettings) -> int:
+        return min(self.config.history_s, max(MIN_BACKFILL_S, 3 * settings.window + self.config.ffill_s))
+
+    def _ingest(self, ticks: list[Tick], settings: UserSettings) -> None:
+        """Store live ticks; first backfill a symbol's history, or the hole since its last tick."""
+        for tick in ticks:
+            if tick.symbol not in settings.pair:
+                continue
+            second = int(tick.epoch)
+            prev = self.store.latest_second(tick.symbol)
+            if prev is None:
+                start = second - self._backfill_span(settings)
+            elif second - prev > self.config.ffill_s + 1:
+                start = max(prev + 1, second - self.config.history_s)
+            else:
+                start = second
+            if start < second:
+                try:
+                    self.store.add_ticks(self.source.history(tick.symbol, start, second - 1), raw=False)
+                except BinanceError as exc:
+                    self._record_error(exc)
+            self.store.add_ticks([tick])
+
+    def _record_error(self, exc: BinanceError) -> None:
+        self.last_error = {**exc.as_dict(), "time_utc": iso_utc(self.clock())}
+
+    # --- analytics and alerts --------------------------------------------------------------
+    def frame(self, start_s: int, end_s: int, settings: UserSettings | None = None,
+              window: int | None = None, pair: tuple[str, str] | None = None) -> pd.DataFrame:
+        """Prices, spread and z for seconds start_s..end_s, computed from just enough history."""
+        settings = settings or self.settings
+        window = window or settings.window
+        a, b = pair or settings.pair
+        lead = analytics.warmup(window, self.config.ffill_s)
+        lo = int(start_s) - lead
+        df = analytics.pair_frame(lo, self.store.prices(a, lo, end_s), self.store.prices(b, lo, end_s),
+                                  window, self.config.ffill_s, (a, b))
+        return df.iloc[lead:]
+
+    def _evaluate_alerts(self, settings: UserSettings, now: float) -> None:
+        """Feed the alert monitor every closed bucket it has not seen, once."""
+        closed = int(now) - 1
+        key = (settings.pair, settings.window, settings.threshold)
+        if key != self._alert_key:
+            last = self.frame(closed, closed, settings)["zscore"]
+            self.alerts.reset(float(last.iloc[-1]) if len(last) else None, settings.threshold)
+            self._alert_key, self._alert_cursor = key, closed
+            return
+        if closed <= self._alert_cursor:
+            return
+        start = max(self._alert_cursor + 1, closed - self.config.history_s + 1)
+        df = self.frame(start, closed, settings)
+        self.alerts.evaluate(df.index, df["zscore"].to_numpy(), df["spread"].to_numpy(),
+                             settings.threshold, settings.pair_label)
+        self._alert_cursor = closed
+
+    # --- what pages and the API show -------------------------------------------------------
+    def stale_after_s(self, settings: UserSettings | None = None) -> float:
+        return max(5.0, 3 * (settings or self.settings).poll_interval_s)
+
+    def status(self) -> dict:
+        """Source, freshness and the last upstream error: the navbar and /api/health."""
+        settings = self.settings
+        now = self.clock()
+        last = {s: self.store.last_tick(s) for s in settings.pair}
+        ages = {s: (None if t is None else round(now - t.epoch, 3)) for s, t in last.items()}
+        known = [t for t in last.values() if t is not None]
+        oldest = min(known, key=lambda t: t.epoch) if len(known) == len(last) else None
+        age = None if oldest is None else round(now - oldest.epoch, 3)
+        if age is None:
+            state = "starting" if self.last_error is None else "error"
+        else:
+            state = "ok" if age <= self.stale_after_s(settings) else "stale"
+        source = self.source
+        return {
+            "status": state,
+            "source": source.kind,
+            "source_label": source.label,
+            "simulated": source.simulated,
+            "source_note": self.source_note,
+            "symbols": list(settings.pair),
+            "last_tick_utc": None if oldest is None else iso_utc(oldest.epoch),
+            "age_s": age,
+            "ages_s": ages,
+            "stale_after_s": self.stale_after_s(settings),
+            "last_error": self.last_error,
+            "settings_error": self.settings_store.load_error,
+        }
+
+    def recent_ticks(self, limit: int = 50, symbols=None) -> list[Tick]:
+        return self.store.recent_ticks(symbols or self.settings.pair, limit)
+
+
+def current_market() -> MarketService:
+    """The MarketService of the Flask app serving this request (set by `app.create_app`)."""
+    return current_app.extensions["market"]

@@ -1,0 +1,113 @@
+"""Bounded price history in 1-second UTC buckets, plus a short log of raw ticks.
+
+Each symbol has a ring buffer indexed by epoch second modulo its capacity, so memory is fixed by
+the configured span (default 24 h) and writing a tick is O(1). A bucket holds the LAST price of
+its second: a tick that is older than the one already in its bucket (out of order) loses, a
+duplicate changes nothing. Reading returns NaN for seconds that had no tick; forward-filling
+short gaps is the reader's choice (`services.analytics.forward_fill`).
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+
+from services.sources import Tick
+
+NO_SECOND = np.iinfo(np.int64).min
+
+
+class BucketRing:
+    """Last price per UTC second for one symbol, for the most recent `capacity` seconds."""
+
+    def __init__(self, capacity: int):
+        self.capacity = int(capacity)
+        self.second = np.full(self.capacity, NO_SECOND, dtype=np.int64)
+        self.tick_ns = np.zeros(self.capacity, dtype=np.int64)
+        self.price = np.full(self.capacity, np.nan)
+        self.latest_s: int | None = None
+
+    def put(self, epoch_s: float, price: float) -> bool:
+        """Record a tick; False when it was too old to keep or older than its bucket's tick."""
+        ns = int(round(epoch_s * 1e9))
+        s = ns // 1_000_000_000
+        if self.latest_s is not None and s <= self.latest_s - self.capacity:
+            return False
+        i = s % self.capacity
+        if self.second[i] == s and ns < self.tick_ns[i]:
+            return False
+        self.second[i], self.tick_ns[i], self.price[i] = s, ns, price
+        if self.latest_s is None or s > self.latest_s:
+            self.latest_s = s
+        return True
+
+    def window(self, start_s: int, end_s: int) -> np.ndarray:
+        """Prices for seconds start_s..end_s inclusive; NaN where the ring holds no such second."""
+        n = int(end_s) - int(start_s) + 1
+        if n <= 0:
+            return np.empty(0)
+        secs = np.arange(start_s, end_s + 1, dtype=np.int64)
+        idx = secs % self.capacity
+        return np.where(self.second[idx] == secs, self.price[idx], np.nan)
+
+
+class PriceStore:
+    """Buckets and raw ticks for every symbol being watched; thread-safe."""
+
+    def __init__(self, span_s: int = 86_400, raw_ticks: int = 5_000):
+        self.span_s = int(span_s)
+        self.raw_ticks = int(raw_ticks)
+        self._rings: dict[str, BucketRing] = {}
+        self._ticks: dict[str, deque[Tick]] = {}
+        self._lock = threading.Lock()
+
+    def add_ticks(self, ticks, raw: bool = True) -> int:
+        """Put ticks in their buckets; `raw` ones (live polls, not backfill) also go to the tick log."""
+        stored = 0
+        with self._lock:
+            for t in ticks:
+                ring = self._rings.get(t.symbol)
+                if ring is None:
+                    ring = self._rings[t.symbol] = BucketRing(self.span_s)
+                    self._ticks[t.symbol] = deque(maxlen=self.raw_ticks)
+                if ring.put(t.epoch, t.price):
+                    stored += 1
+                if raw:
+                    self._ticks[t.symbol].append(t)
+        return stored
+
+    def latest_second(self, symbol: str) -> int | None:
+        ring = self._rings.get(symbol)
+        return None if ring is None else ring.latest_s
+
+    def prices(self, symbol: str, start_s: int, end_s: int) -> np.ndarray:
+        with self._lock:
+            ring = self._rings.get(symbol)
+            if ring is None:
+                return np.full(max(int(end_s) - int(start_s) + 1, 0), np.nan)
+            return ring.window(start_s, end_s)
+
+    def recent_ticks(self, symbols, limit: int) -> list[Tick]:
+        """The newest `limit` raw ticks of `symbols`, newest first."""
+        with self._lock:
+            merged = [t for s in symbols for t in list(self._ticks.get(s, ()))[-limit:]]
+        merged.sort(key=lambda t: t.time, reverse=True)
+        return merged[:limit]
+
+    def last_tick(self, symbol: str) -> Tick | None:
+        with self._lock:
+            log = self._ticks.get(symbol)
+            return log[-1] if log else None
+
+    def retain(self, symbols) -> None:
+        """Forget symbols no longer watched, so that pair changes cannot grow memory."""
+        keep = set(symbols)
+        with self._lock:
+            for s in [s for s in self._rings if s not in keep]:
+                del self._rings[s]
+                del self._ticks[s]
+
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(r.second.nbytes + r.tick_ns.nbytes + r.price.nbytes for r in self._rings.values())
