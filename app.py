@@ -77,7 +77,7 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
         suppress_callback_exceptions=True,
     )
     server = app.server
-    cache = Cache(server, config={"CACHE_TYPE": "FileSystemCache",
+    cache = Cache(server, config={"CACHE_TYPE": "services.cache.AtomicFileSystemCache",
                                   "CACHE_DIR": str(Path(config.data_dir) / "cache"), "CACHE_THRESHOLD": 2_000})
     server.extensions["market"] = market or MarketService(config, cache)
     server.register_blueprint(create_api(PngRenderer()))

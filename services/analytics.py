@@ -79,7 +79,7 @@ def crossings(z: np.ndarray, threshold: float, outside: bool | None) -> tuple[li
     for i, v in enumerate(np.asarray(z, float)):
         if np.isnan(v):
             continue
-        now_out = abs(v) >= threshold
+        now_out = bool(abs(v) >= threshold)
         if now_out and outside is False:
             fired.append(i)
         outside = now_out

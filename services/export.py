@@ -7,9 +7,12 @@ import), and every render holds one lock.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from pathlib import Path
 
 import kaleido
+from choreographer.browsers.chromium import Chromium
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,12 @@ class RendererUnavailable(RuntimeError):
     """No browser to render with; the message says how to install one."""
 
 
+def find_browser() -> str | None:
+    """The Chrome/Chromium kaleido would use: $BROWSER_PATH if set, else choreographer's search."""
+    path = os.environ.get("BROWSER_PATH") or Chromium.find_browser(skip_local=False)
+    return path if path and Path(path).is_file() else None
+
+
 class PngRenderer:
     def __init__(self):
         self._lock = threading.Lock()
@@ -30,6 +39,8 @@ class PngRenderer:
     def render(self, fig, width: int = 1200, height: int = 500, scale: float = 1.0) -> bytes:
         with self._lock:
             if not self._started:
+                if find_browser() is None:
+                    raise RendererUnavailable(INSTALL_HINT)
                 try:
                     kaleido.start_sync_server(silence_warnings=True)
                 except Exception as exc:  # choreographer's ChromeNotFoundError and friends

@@ -1,0 +1,33 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fake_binance import FakeBinance  # noqa: E402
+
+
+@pytest.fixture
+def fake_binance(httpserver):
+    return FakeBinance(httpserver)
+
+
+class FakeClock:
+    """A settable clock: `clock()` returns `now`."""
+
+    def __init__(self, now: float):
+        self.now = float(now)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock(1_761_091_200.25)  # 2025-10-22T00:00:00.25Z, the recorded day

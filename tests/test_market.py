@@ -1,0 +1,205 @@
+"""MarketService: one upstream poll per interval, backfill, holes, alerts, settings persistence."""
+import json
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from cachelib import SimpleCache
+
+from services import analytics
+from services.binance import BinanceClient
+from services.cache import AtomicFileSystemCache
+from services.market import MarketService
+from services.settings import AppConfig, SettingsError
+from services.sources import BinanceSource, SimSource, Tick, utc_from_epoch
+
+
+class ScriptedSource:
+    """Prices given per second by arrays starting at `origin`; the clock says which second is now."""
+
+    simulated, kind, label = True, "script", "Scripted"
+
+    def __init__(self, clock, origin, prices):
+        self.clock, self.origin, self.prices = clock, origin, prices
+
+    def symbols(self):
+        return sorted(self.prices)
+
+    def poll(self, symbols):
+        s = int(self.clock())
+        return [Tick(sym, float(self.prices[sym][s - self.origin]), utc_from_epoch(self.clock())) for sym in symbols]
+
+    def history(self, symbol, start_s, end_s):
+        lo = max(start_s, self.origin)
+        return [Tick(symbol, float(self.prices[symbol][s - self.origin]), utc_from_epoch(s)) for s in range(lo, end_s + 1)]
+
+
+def sim_market(tmp_path, clock, **kw):
+    cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=kw.pop("history_s", 7_200))
+    source = SimSource(seed=7, origin_s=int(clock()) - cfg.history_s, span_s=cfg.history_s, clock=clock)
+    return MarketService(cfg, SimpleCache(), clock=clock, source=source)
+
+
+def hammer(services, seconds, threads=8):
+    """`threads` clients per service calling refresh() as fast as a busy browser would."""
+    stop = time.time() + seconds
+
+    def client(svc):
+        while time.time() < stop:
+            svc.refresh()
+            time.sleep(0.01)
+
+    workers = [threading.Thread(target=client, args=(svc,)) for svc in services for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def test_one_upstream_poll_per_interval_with_many_clients(fake_binance, tmp_path):
+    cfg = AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path))
+    market = MarketService(cfg, SimpleCache(), source=BinanceSource(BinanceClient(fake_binance.url)))
+    start = time.time()
+    hammer([market], 3.2, threads=8)
+    slots = int(time.time()) - int(start) + 1  # poll intervals (1 s) the run touched
+    calls = fake_binance.count("/api/v3/ticker/price")
+    assert 3 <= calls <= slots, f"{calls} ticker/price calls in {slots} intervals"
+    assert fake_binance.count("/api/v3/klines") == 2, "one backfill per symbol, once"
+
+
+def test_two_workers_share_one_poll_per_interval(fake_binance, tmp_path):
+    """Two processes' services (here: two instances) sharing the FileSystemCache poll once per slot."""
+    cfg = AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path))
+    workers = [MarketService(cfg, AtomicFileSystemCache(str(tmp_path / "cache")),
+                             source=BinanceSource(BinanceClient(fake_binance.url))) for _ in range(2)]
+    start = time.time()
+    hammer(workers, 3.2, threads=4)
+    slots = int(time.time()) - int(start) + 1
+    calls = fake_binance.count("/api/v3/ticker/price")
+    assert 3 <= calls <= slots, f"{calls} ticker/price calls in {slots} intervals from two workers"
+    for w in workers:
+        assert w.store.last_tick("BTCUSDT") is not None, "the worker that did not poll still has the ticks"
+
+
+def test_backfill_defines_z_on_first_refresh(tmp_path, clock):
+    market = sim_market(tmp_path, clock)
+    assert market.refresh() is True
+    now = int(clock())
+    row = market.frame(now, now).iloc[-1]
+    assert not np.isnan(row["zscore"]) and not np.isnan(row["BTCUSDT"])
+    assert market.refresh() is False, "same poll interval: no second upstream call"
+
+
+def test_a_hole_is_backfilled_into_the_right_seconds(tmp_path, clock):
+    market = sim_market(tmp_path, clock)
+    market.refresh()
+    before = int(clock())
+    clock.advance(120)
+    market.refresh()
+    after = int(clock())
+    got = market.store.prices("ETHUSDT", before, after)
+    expected = [t.price for t in market.source.history("ETHUSDT", before, after)]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_stale_data_is_reported_and_never_live(fake_binance, tmp_path):
+    cfg = AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path))
+    now = [time.time()]
+    market = MarketService(cfg, SimpleCache(), clock=lambda: now[0],
+                           source=BinanceSource(BinanceClient(fake_binance.url)))
+    market.refresh()
+    assert market.status()["status"] == "ok" and market.status()["last_error"] is None
+    fake_binance.fail_next("/api/v3/ticker/price", 500, {"code": -1000, "msg": "An unknown error occurred"}, times=20)
+    for _ in range(10):
+        now[0] += 1
+        market.refresh()
+    status = market.status()
+    assert status["status"] == "stale" and status["age_s"] >= 9
+    assert status["last_error"]["status"] == 500 and "unknown error" in status["last_error"]["message"]
+    last = int(now[0])
+    tail = market.frame(last - 3, last)
+    assert tail["BTCUSDT"].isna().all(), "no price is carried forward past the fill limit"
+
+
+def test_alerts_fire_once_per_crossing_whatever_the_number_of_clients(tmp_path, clock):
+    origin = int(clock()) - 1_000
+    n = 2_000
+    rng = np.random.default_rng(4)
+    spread = np.cumsum(rng.normal(size=n)) * 0.3
+    spread[1_300:1_310] += 25  # a blow-out, then back
+    spread[1_600:1_640] -= 30
+    prices = {"AAAUSDT": 1_000 + spread, "BBBUSDT": np.full(n, 500.0)}
+    cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_000)
+    market = MarketService(cfg, SimpleCache(), clock=clock, source=ScriptedSource(clock, origin, prices))
+    market.settings_store.save(market.settings_store.current().__class__("AAAUSDT", "BBBUSDT", 2.0, 30, 1.0))
+    start = int(clock())
+    stop = threading.Event()
+
+    def tab():
+        while not stop.is_set():
+            market.refresh()
+            time.sleep(0.001)
+
+    tabs = [threading.Thread(target=tab) for _ in range(4)]
+    for t in tabs:
+        t.start()
+    while clock.now < origin + n - 2:
+        clock.advance(1)
+        while market.store.latest_second("AAAUSDT") != int(clock()):  # the tabs poll each second
+            time.sleep(0.0002)
+    stop.set()
+    for t in tabs:
+        t.join()
+    market.refresh()
+    # Reference: plain pandas over the script, crossings counted by hand from the first evaluated second.
+    s = pd.Series(prices["AAAUSDT"] - prices["BBBUSDT"])
+    z = ((s - s.rolling(30).mean()) / s.rolling(30).std()).to_numpy()
+    first, last = start - origin - 1, int(clock()) - 1 - origin
+    expected, outside = [], abs(z[first]) >= 2
+    for i in range(first + 1, last + 1):
+        now_out = abs(z[i]) >= 2
+        if now_out and not outside:
+            expected.append(origin + i)
+        outside = now_out
+    got = sorted(int(a.time.timestamp()) for a in market.alerts.log())
+    assert len(expected) >= 3
+    assert got == expected
+    assert all(a.pair == "AAAUSDT/BBBUSDT" for a in market.alerts.log())
+
+
+def test_settings_survive_a_restart_and_bad_input_changes_nothing(tmp_path, clock):
+    market = sim_market(tmp_path, clock)
+    market.save_settings({"symbol_a": "SOLUSDT", "symbol_b": "BNBUSDT", "threshold": "2.5", "window": "120",
+                          "poll_interval_s": 2})
+    saved = (tmp_path / "settings.json").read_text()
+    for bad, message in [({"threshold": 0}, "greater than 0"), ({"threshold": "nan"}, "finite"),
+                         ({"window": 1}, "from 2"), ({"window": 2.5}, "whole number"),
+                         ({"window": None}, "required"), ({"poll_interval_s": 0.1}, "0.5"),
+                         ({"symbol_b": "SOLUSDT"}, "must differ"), ({"symbol_a": "NOPEUSDT"}, "not a symbol")]:
+        with pytest.raises(SettingsError, match=message):
+            market.save_settings(bad)
+        assert (tmp_path / "settings.json").read_text() == saved
+    restarted = sim_market(tmp_path, clock)
+    s = restarted.settings
+    assert (s.symbol_a, s.symbol_b, s.threshold, s.window, s.poll_interval_s) == ("SOLUSDT", "BNBUSDT", 2.5, 120, 2.0)
+
+
+def test_corrupt_settings_file_keeps_defaults_and_says_so(tmp_path, clock):
+    (tmp_path / "settings.json").write_text("{not json")
+    market = sim_market(tmp_path, clock)
+    assert market.settings.pair == ("BTCUSDT", "ETHUSDT")
+    assert "unreadable" in market.status()["settings_error"]
+
+
+def test_pair_change_backfills_the_new_pair_and_forgets_the_old(tmp_path, clock):
+    market = sim_market(tmp_path, clock)
+    market.refresh()
+    market.save_settings({"symbol_a": "SOLUSDT", "symbol_b": "XRPUSDT"})
+    clock.advance(1)
+    market.refresh()
+    now = int(clock())
+    assert not np.isnan(market.frame(now, now)["zscore"].iloc[-1])
+    assert market.store.latest_second("BTCUSDT") is None
+    json.loads((tmp_path / "settings.json").read_text())
