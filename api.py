@@ -44,11 +44,14 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         log.exception("API error")
         return jsonify(error="internal error; see the server log"), 500
 
+    @api.before_request
+    def refresh_market():
+        """Every route answers from fresh data (at most one upstream poll per interval)."""
+        current_market().refresh()
+
     @api.get("/health")
     def health():
-        market = current_market()
-        market.refresh()
-        return jsonify(market.status())
+        return jsonify(current_market().status())
 
     @api.get("/analytics.csv")
     def analytics_csv():
@@ -88,6 +91,10 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         except RendererUnavailable as exc:
             return jsonify(error=str(exc)), 503
         return Response(png, mimetype="image/png")
+
+    @api.route("/<path:rest>")
+    def not_found(rest):
+        return jsonify(error=f"no API route /api/{rest}; see the README for the routes"), 404
 
     return api
 

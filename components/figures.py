@@ -102,16 +102,8 @@ def chart_figure(kind: str, df: pd.DataFrame, pair: tuple[str, str], window: int
     return zscore_figure(df, pair, window, threshold, alerts)
 
 
-def extend_payload(df: pd.DataFrame, columns, max_points: int, extra=None):
-    """`dcc.Graph.extendData` for new rows: one list per trace in `columns` order, then the
-    optional `extra` traces given as (x_list, y_list) (for instance new alert markers)."""
-    xs, ys = [], []
+def extend_payload(df: pd.DataFrame, columns, max_points: int):
+    """`dcc.Graph.extendData` appending `df`'s rows to the line traces (`columns` in trace order),
+    keeping at most `max_points` per trace (the chart's range)."""
     x = utc_x(df.index)
-    for col in columns:
-        xs.append(x)
-        ys.append(_values(df[col]))
-    for ex, ey in extra or ():
-        xs.append(list(ex))
-        ys.append(list(ey))
-    n = len(xs)
-    return [{"x": xs, "y": ys}, list(range(n)), [max_points] * n]
+    return [{"x": [x] * len(columns), "y": [_values(df[c]) for c in columns]}, list(range(len(columns))), max_points]

@@ -1,4 +1,5 @@
-"""Ids of components that live outside any one page (the app shell) or follow a pattern."""
+"""Component ids, each typed once: the app shell, the pattern-matching export ids, and one
+namespace per page (tests import them too, without importing the page modules)."""
 
 INTERVAL = "tick-interval"
 NAV_PAIR = "nav-pair"
@@ -16,3 +17,43 @@ def export_button(graph_id: str) -> dict:
 
 def export_done(graph_id: str) -> dict:
     return {"type": EXPORT_DONE, "graph": graph_id}
+
+
+class Live:
+    RANGE = "live-range"
+    PRICE_GRAPH = "live-price-graph"
+    PRICE_STATE = "live-price-state"
+    TICKS = "live-ticks"
+    CARD_TITLE = ("live-a-title", "live-b-title")
+    CARD_PRICE = ("live-a-price", "live-b-price")
+    CARD_SUB = ("live-a-sub", "live-b-sub")
+
+
+class Analytics:
+    RANGE = "an-range"
+    WINDOW = "an-window"
+    WINDOW_APPLY = "an-window-apply"
+    WINDOW_MSG = "an-window-msg"
+    SPREAD_GRAPH = "an-spread-graph"
+    SPREAD_STATE = "an-spread-state"
+    Z_GRAPH = "an-z-graph"
+    Z_STATE = "an-z-state"
+    STAT_Z = "an-z"
+    STAT_Z_SUB = "an-z-sub"
+    STAT_SPREAD = "an-spread"
+    STAT_MEAN = "an-mean"
+    STAT_STD = "an-std"
+    STAT_ALERTS = "an-alerts"
+
+
+class Settings:
+    SYMBOL_A = "set-symbol-a"
+    SYMBOL_B = "set-symbol-b"
+    THRESHOLD = "set-threshold"
+    WINDOW = "set-window"
+    POLL = "set-poll"
+    SAVE = "set-save"
+    SAVE_MSG = "set-save-msg"
+    ALERT_LOG = "set-alert-log"
+    CLEAR_ALERTS = "set-clear-alerts"
+    CLEAR_MSG = "set-clear-msg"

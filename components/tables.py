@@ -11,12 +11,12 @@ DARK_THEME = ("themeAlpine.withParams({backgroundColor: '#1f242b', foregroundCol
               "fontSize: 13, rowHeight: 30, headerHeight: 34})")
 
 
-def grid(component_id: str, columns: list[dict], height: int = 360) -> dag.AgGrid:
+def grid(component_id: str, columns: list[dict], empty_text: str, height: int = 360) -> dag.AgGrid:
     return dag.AgGrid(
         id=component_id, rowData=[], columnDefs=columns,
         defaultColDef={"resizable": True, "sortable": False, "flex": 1, "minWidth": 90},
         dashGridOptions={"animateRows": False, "suppressCellFocus": True,
-                         "overlayNoRowsTemplate": "Nothing yet", "theme": {"function": DARK_THEME}},
+                         "localeText": {"noRowsToShow": empty_text}, "theme": {"function": DARK_THEME}},
         style={"height": f"{height}px", "width": "100%"},
     )
 

@@ -8,6 +8,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, html
 
 from components import ids
+from components.ids import Analytics as ID
 from components.layout import chart_card, error_text, ok_text, range_picker, stat_card
 from pages._live import chart_update
 from services.market import current_market
@@ -16,38 +17,28 @@ from services.settings import SettingsError
 dash.register_page(__name__, path="/analytics", name="Spread & z-score", title="Spread & z-score · Pair Monitor",
                    order=1)
 
-RANGE = "an-range"
-WINDOW = "an-window"
-WINDOW_APPLY = "an-window-apply"
-WINDOW_MSG = "an-window-msg"
-SPREAD_GRAPH = "an-spread-graph"
-SPREAD_STATE = "an-spread-state"
-Z_GRAPH = "an-z-graph"
-Z_STATE = "an-z-state"
-STAT_Z, STAT_SPREAD, STAT_MEAN, STAT_STD, STAT_ALERTS = "an-z", "an-spread", "an-mean", "an-std", "an-alerts"
-STAT_Z_SUB = "an-z-sub"
 
 
 def layout(**_kwargs):
     settings = current_market().settings
-    stats = [stat_card("z-score", STAT_Z, STAT_Z_SUB), stat_card("Spread", STAT_SPREAD),
-             stat_card("Rolling mean", STAT_MEAN), stat_card("Rolling std", STAT_STD),
-             stat_card("Alerts (this pair)", STAT_ALERTS)]
+    stats = [stat_card("z-score", ID.STAT_Z, ID.STAT_Z_SUB), stat_card("Spread", ID.STAT_SPREAD),
+             stat_card("Rolling mean", ID.STAT_MEAN), stat_card("Rolling std", ID.STAT_STD),
+             stat_card("Alerts (this pair)", ID.STAT_ALERTS)]
     window_form = dbc.InputGroup([
         dbc.InputGroupText("Window (buckets)"),
-        dbc.Input(id=WINDOW, type="number", value=settings.window, min=2, max=86_400, step=1,
+        dbc.Input(id=ID.WINDOW, type="number", value=settings.window, step=1,
                   debounce=True, style={"maxWidth": "110px"}),
-        dbc.Button("Apply", id=WINDOW_APPLY, color="primary"),
+        dbc.Button("Apply", id=ID.WINDOW_APPLY, color="primary"),
     ], size="sm", style={"width": "auto"})
     return dbc.Container([
         dbc.Row([dbc.Col(s) for s in stats], className="g-3 mb-3"),
         dbc.Row([
             dbc.Col(window_form, width="auto"),
-            dbc.Col(html.Div(id=WINDOW_MSG), width="auto"),
-            dbc.Col(range_picker(RANGE), className="d-flex justify-content-end"),
+            dbc.Col(html.Div(id=ID.WINDOW_MSG), width="auto"),
+            dbc.Col(range_picker(ID.RANGE), className="d-flex justify-content-end"),
         ], className="g-3 mb-3 align-items-center"),
-        chart_card(SPREAD_GRAPH, SPREAD_STATE),
-        chart_card(Z_GRAPH, Z_STATE),
+        chart_card(ID.SPREAD_GRAPH, ID.SPREAD_STATE),
+        chart_card(ID.Z_GRAPH, ID.Z_STATE),
     ], fluid=True)
 
 
@@ -56,8 +47,8 @@ def _fmt(x: float, spec: str = ",.6g") -> str:
 
 
 @callback(
-    Output(STAT_Z, "children"), Output(STAT_Z_SUB, "children"), Output(STAT_SPREAD, "children"),
-    Output(STAT_MEAN, "children"), Output(STAT_STD, "children"), Output(STAT_ALERTS, "children"),
+    Output(ID.STAT_Z, "children"), Output(ID.STAT_Z_SUB, "children"), Output(ID.STAT_SPREAD, "children"),
+    Output(ID.STAT_MEAN, "children"), Output(ID.STAT_STD, "children"), Output(ID.STAT_ALERTS, "children"),
     Input(ids.INTERVAL, "n_intervals"),
 )
 def update_stats(_n):
@@ -74,9 +65,9 @@ def update_stats(_n):
 
 
 @callback(
-    Output(SPREAD_GRAPH, "figure"), Output(SPREAD_GRAPH, "extendData"), Output(SPREAD_STATE, "data"),
-    Input(ids.INTERVAL, "n_intervals"), Input(RANGE, "value"),
-    State(SPREAD_STATE, "data"),
+    Output(ID.SPREAD_GRAPH, "figure"), Output(ID.SPREAD_GRAPH, "extendData"), Output(ID.SPREAD_STATE, "data"),
+    Input(ids.INTERVAL, "n_intervals"), Input(ID.RANGE, "value"),
+    State(ID.SPREAD_STATE, "data"),
 )
 def update_spread_chart(_n, range_name, state):
     market = current_market()
@@ -85,9 +76,9 @@ def update_spread_chart(_n, range_name, state):
 
 
 @callback(
-    Output(Z_GRAPH, "figure"), Output(Z_GRAPH, "extendData"), Output(Z_STATE, "data"),
-    Input(ids.INTERVAL, "n_intervals"), Input(RANGE, "value"),
-    State(Z_STATE, "data"),
+    Output(ID.Z_GRAPH, "figure"), Output(ID.Z_GRAPH, "extendData"), Output(ID.Z_STATE, "data"),
+    Input(ids.INTERVAL, "n_intervals"), Input(ID.RANGE, "value"),
+    State(ID.Z_STATE, "data"),
 )
 def update_z_chart(_n, range_name, state):
     market = current_market()
@@ -96,9 +87,9 @@ def update_z_chart(_n, range_name, state):
 
 
 @callback(
-    Output(WINDOW_MSG, "children"),
-    Input(WINDOW_APPLY, "n_clicks"), Input(WINDOW, "n_submit"),
-    State(WINDOW, "value"),
+    Output(ID.WINDOW_MSG, "children"),
+    Input(ID.WINDOW_APPLY, "n_clicks"), Input(ID.WINDOW, "n_submit"),
+    State(ID.WINDOW, "value"),
     prevent_initial_call=True,
 )
 def apply_window(_clicks, _submit, value):

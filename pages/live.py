@@ -8,6 +8,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, html
 
 from components import ids
+from components.ids import Live as ID
 from components.layout import chart_card, range_picker, stat_card
 from components.tables import TICK_COLUMNS, grid, tick_rows
 from pages._live import chart_update
@@ -16,28 +17,21 @@ from services.sources import iso_utc
 
 dash.register_page(__name__, path="/", name="Live ticks", title="Live ticks · Pair Monitor", order=0)
 
-RANGE = "live-range"
-PRICE_GRAPH = "live-price-graph"
-PRICE_STATE = "live-price-state"
-TICKS = "live-ticks"
-CARD_TITLE = ("live-a-title", "live-b-title")
-CARD_PRICE = ("live-a-price", "live-b-price")
-CARD_SUB = ("live-a-sub", "live-b-sub")
 TICK_ROWS = 60
 
 
 def _symbol_card(i: int) -> dbc.Col:
-    return dbc.Col(stat_card("", CARD_PRICE[i], CARD_SUB[i], label_id=CARD_TITLE[i]), md=6, lg=3)
+    return dbc.Col(stat_card("", ID.CARD_PRICE[i], ID.CARD_SUB[i], label_id=ID.CARD_TITLE[i]), md=6, lg=3)
 
 
 def layout(**_kwargs):
     return dbc.Container([
         dbc.Row([_symbol_card(0), _symbol_card(1),
-                 dbc.Col(range_picker(RANGE), className="d-flex align-items-end justify-content-lg-end")],
+                 dbc.Col(range_picker(ID.RANGE), className="d-flex align-items-end justify-content-lg-end")],
                 className="g-3 mb-3"),
-        chart_card(PRICE_GRAPH, PRICE_STATE),
+        chart_card(ID.PRICE_GRAPH, ID.PRICE_STATE),
         dbc.Card(dbc.CardBody([html.H6("Ticks, newest first", className="card-title"),
-                               grid(TICKS, TICK_COLUMNS, height=380)]), className="mb-3"),
+                               grid(ID.TICKS, TICK_COLUMNS, "Waiting for the first tick", height=380)]), className="mb-3"),
     ], fluid=True)
 
 
@@ -53,9 +47,9 @@ def _card(market, symbol: str, start_s: int, end_s: int):
 
 
 @callback(
-    Output(CARD_TITLE[0], "children"), Output(CARD_PRICE[0], "children"), Output(CARD_SUB[0], "children"),
-    Output(CARD_TITLE[1], "children"), Output(CARD_PRICE[1], "children"), Output(CARD_SUB[1], "children"),
-    Output(TICKS, "rowData"),
+    Output(ID.CARD_TITLE[0], "children"), Output(ID.CARD_PRICE[0], "children"), Output(ID.CARD_SUB[0], "children"),
+    Output(ID.CARD_TITLE[1], "children"), Output(ID.CARD_PRICE[1], "children"), Output(ID.CARD_SUB[1], "children"),
+    Output(ID.TICKS, "rowData"),
     Input(ids.INTERVAL, "n_intervals"),
 )
 def update_cards(_n):
@@ -69,9 +63,9 @@ def update_cards(_n):
 
 
 @callback(
-    Output(PRICE_GRAPH, "figure"), Output(PRICE_GRAPH, "extendData"), Output(PRICE_STATE, "data"),
-    Input(ids.INTERVAL, "n_intervals"), Input(RANGE, "value"),
-    State(PRICE_STATE, "data"),
+    Output(ID.PRICE_GRAPH, "figure"), Output(ID.PRICE_GRAPH, "extendData"), Output(ID.PRICE_STATE, "data"),
+    Input(ids.INTERVAL, "n_intervals"), Input(ID.RANGE, "value"),
+    State(ID.PRICE_STATE, "data"),
 )
 def update_price_chart(_n, range_name, state):
     market = current_market()

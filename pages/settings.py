@@ -6,6 +6,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, dcc, html
 
 from components import ids
+from components.ids import Settings as ID
 from components.layout import error_text, ok_text
 from components.tables import ALERT_COLUMNS, grid
 from services.market import current_market
@@ -13,10 +14,6 @@ from services.settings import POLL_RANGE, WINDOW_RANGE, SettingsError
 
 dash.register_page(__name__, path="/settings", name="Settings", title="Settings · Pair Monitor", order=2)
 
-SYMBOL_A, SYMBOL_B = "set-symbol-a", "set-symbol-b"
-THRESHOLD, WINDOW, POLL = "set-threshold", "set-window", "set-poll"
-SAVE, SAVE_MSG = "set-save", "set-save-msg"
-ALERT_LOG, CLEAR_ALERTS, CLEAR_MSG = "set-alert-log", "set-clear-alerts", "set-clear-msg"
 
 
 def _field(label: str, control, help_text: str) -> dbc.Row:
@@ -30,34 +27,34 @@ def layout(**_kwargs):
     options = market.symbols()
     form = dbc.Card(dbc.CardBody([
         html.H5("Pair and alerts", className="card-title mb-3"),
-        _field("Symbol A", dcc.Dropdown(id=SYMBOL_A, options=options, value=s.symbol_a, clearable=False),
+        _field("Symbol A", dcc.Dropdown(id=ID.SYMBOL_A, options=options, value=s.symbol_a, clearable=False),
                "The leg whose price comes first in the spread."),
-        _field("Symbol B", dcc.Dropdown(id=SYMBOL_B, options=options, value=s.symbol_b, clearable=False),
+        _field("Symbol B", dcc.Dropdown(id=ID.SYMBOL_B, options=options, value=s.symbol_b, clearable=False),
                "spread = A − B (β = 1). Must differ from A."),
-        _field("z threshold", dbc.Input(id=THRESHOLD, type="number", value=s.threshold, step="any"),
+        _field("z threshold", dbc.Input(id=ID.THRESHOLD, type="number", value=s.threshold, step="any"),
                "An alert fires when |z| crosses this level from inside. Greater than 0."),
-        _field("Rolling window", dbc.Input(id=WINDOW, type="number", value=s.window, step=1),
+        _field("Rolling window", dbc.Input(id=ID.WINDOW, type="number", value=s.window, step=1),
                f"Buckets (seconds) in the rolling mean and std, {WINDOW_RANGE[0]}–{WINDOW_RANGE[1]}."),
-        _field("Poll interval (s)", dbc.Input(id=POLL, type="number", value=s.poll_interval_s, step="any"),
+        _field("Poll interval (s)", dbc.Input(id=ID.POLL, type="number", value=s.poll_interval_s, step="any"),
                f"How often prices are fetched, {POLL_RANGE[0]}–{POLL_RANGE[1]} s."),
-        html.Div([dbc.Button("Save", id=SAVE, color="primary", className="me-3"), html.Div(id=SAVE_MSG)],
+        html.Div([dbc.Button("Save", id=ID.SAVE, color="primary", className="me-3"), html.Div(id=ID.SAVE_MSG)],
                  className="d-flex align-items-center"),
     ]), className="mb-3")
     log = dbc.Card(dbc.CardBody([
         html.Div([html.H5("Alert log, newest first", className="card-title mb-0"),
-                  dbc.Button("Clear", id=CLEAR_ALERTS, color="danger", outline=True, size="sm")],
+                  dbc.Button("Clear", id=ID.CLEAR_ALERTS, color="danger", outline=True, size="sm")],
                  className="d-flex justify-content-between align-items-center mb-2"),
-        html.Div(id=CLEAR_MSG),
-        grid(ALERT_LOG, ALERT_COLUMNS, height=420),
+        html.Div(id=ID.CLEAR_MSG),
+        grid(ID.ALERT_LOG, ALERT_COLUMNS, "No alerts yet", height=420),
     ]), className="mb-3")
     return dbc.Container(dbc.Row([dbc.Col(form, lg=5), dbc.Col(log, lg=7)], className="g-3"), fluid=True)
 
 
 @callback(
-    Output(SAVE_MSG, "children"),
-    Input(SAVE, "n_clicks"),
-    State(SYMBOL_A, "value"), State(SYMBOL_B, "value"), State(THRESHOLD, "value"), State(WINDOW, "value"),
-    State(POLL, "value"),
+    Output(ID.SAVE_MSG, "children"),
+    Input(ID.SAVE, "n_clicks"),
+    State(ID.SYMBOL_A, "value"), State(ID.SYMBOL_B, "value"), State(ID.THRESHOLD, "value"), State(ID.WINDOW, "value"),
+    State(ID.POLL, "value"),
     prevent_initial_call=True,
 )
 def save(_n, a, b, threshold, window, poll):
@@ -70,14 +67,14 @@ def save(_n, a, b, threshold, window, poll):
                    f"poll {saved.poll_interval_s:g} s. Applies to every page and tab.")
 
 
-@callback(Output(ALERT_LOG, "rowData"), Input(ids.INTERVAL, "n_intervals"), Input(CLEAR_MSG, "children"))
+@callback(Output(ID.ALERT_LOG, "rowData"), Input(ids.INTERVAL, "n_intervals"), Input(ID.CLEAR_MSG, "children"))
 def update_alert_log(_n, _cleared):
     market = current_market()
     market.refresh()
     return [a.as_row() for a in market.alerts.log()]
 
 
-@callback(Output(CLEAR_MSG, "children"), Input(CLEAR_ALERTS, "n_clicks"), prevent_initial_call=True)
+@callback(Output(ID.CLEAR_MSG, "children"), Input(ID.CLEAR_ALERTS, "n_clicks"), prevent_initial_call=True)
 def clear_alerts(_n):
     current_market().alerts.clear()
     return ok_text("Alert log cleared.")

@@ -31,3 +31,14 @@ class FakeClock:
 @pytest.fixture
 def clock():
     return FakeClock(1_761_091_200.25)  # 2025-10-22T00:00:00.25Z, the recorded day
+
+
+def pytest_setup_options():
+    """Chromium flags for a machine with no internet: no background calls to Google's hosts."""
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    for flag in ("--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    return options

@@ -1,0 +1,123 @@
+"""The HTTP API through Flask's test client, on the simulation and on the loopback fake Binance."""
+import io
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app import create_app
+from services.settings import AppConfig
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def sim_client(tmp_path):
+    app = create_app(AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600))
+    return app.server.test_client()
+
+
+def read_csv(resp) -> pd.DataFrame:
+    assert resp.status_code == 200 and resp.mimetype == "text/csv"
+    return pd.read_csv(io.StringIO(resp.get_data(as_text=True)))
+
+
+def test_health_tells_source_and_freshness(sim_client):
+    body = sim_client.get("/api/health").get_json()
+    assert body["status"] == "ok" and body["source"] == "sim" and body["simulated"] is True
+    assert body["symbols"] == ["BTCUSDT", "ETHUSDT"]
+    assert body["last_tick_utc"].endswith("Z") and 0 <= body["age_s"] < 2
+    assert body["last_error"] is None
+
+
+def test_analytics_csv_columns_and_utc_times(sim_client):
+    df = read_csv(sim_client.get("/api/analytics.csv?seconds=120"))
+    assert list(df.columns) == ["timestamp_utc", "BTCUSDT", "ETHUSDT", "spread", "zscore"]
+    assert len(df) == 120
+    assert df["timestamp_utc"].str.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$").all()
+    t = pd.to_datetime(df["timestamp_utc"])
+    assert (t.diff().dropna() == pd.Timedelta(seconds=1)).all()
+    np.testing.assert_allclose(df["spread"], df["BTCUSDT"] - df["ETHUSDT"], rtol=1e-9)
+    assert df["zscore"].notna().sum() > 100, "backfill makes z defined from the first request"
+
+
+def test_analytics_csv_window_parameter_changes_z(sim_client):
+    z60 = read_csv(sim_client.get("/api/analytics.csv?seconds=30&window=60"))["zscore"]
+    z10 = read_csv(sim_client.get("/api/analytics.csv?seconds=30&window=10"))["zscore"]
+    assert not np.allclose(z60.to_numpy(), z10.to_numpy(), equal_nan=True)
+
+
+def test_ticks_csv(sim_client):
+    sim_client.get("/api/health")
+    df = read_csv(sim_client.get("/api/ticks.csv?symbol=ethusdt"))
+    assert list(df.columns) == ["timestamp_utc", "symbol", "price"]
+    assert set(df["symbol"]) == {"ETHUSDT"} and df["timestamp_utc"].str.endswith("Z").all()
+
+
+@pytest.mark.parametrize("url,needle", [
+    ("/api/analytics.csv?a=NOPEUSDT", "NOPEUSDT"),
+    ("/api/analytics.csv?window=1", "Window"),
+    ("/api/analytics.csv?window=abc", "number"),
+    ("/api/analytics.csv?window=", "required"),
+    ("/api/analytics.csv?seconds=-5", "seconds"),
+    ("/api/analytics.csv?a=SOLUSDT", "watched pair"),
+    ("/api/ticks.csv?symbol=%3Dcmd", "not a symbol"),
+    ("/api/ticks.csv?limit=zero", "limit"),
+    ("/api/chart/candles.png", "unknown chart"),
+    ("/api/chart/zscore.png?threshold=-1", "greater than 0"),
+    ("/api/chart/zscore.png?threshold=inf", "finite"),
+])
+def test_bad_parameters_get_one_line_json_400(sim_client, url, needle):
+    resp = sim_client.get(url)
+    assert resp.status_code == 400
+    text = resp.get_data(as_text=True)
+    assert text.count("\n") <= 1 and "Traceback" not in text
+    assert needle.lower() in json.loads(text)["error"].lower()
+
+
+def test_unknown_api_path_is_json_404(sim_client):
+    resp = sim_client.get("/api/nothing-here")
+    assert resp.status_code == 404
+
+
+@pytest.mark.parametrize("kind", ["price", "spread", "zscore"])
+def test_chart_png_is_rendered_server_side(sim_client, kind):
+    resp = sim_client.get(f"/api/chart/{kind}.png?seconds=300&width=600&height=300")
+    assert resp.status_code == 200 and resp.mimetype == "image/png"
+    assert resp.data.startswith(PNG_MAGIC) and len(resp.data) > 5_000
+
+
+def test_chart_png_without_a_browser_is_503_with_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chrome-here"))
+    client = create_app(AppConfig(source="sim", data_dir=str(tmp_path), history_s=600)).server.test_client()
+    resp = client.get("/api/chart/price.png")
+    assert resp.status_code == 503
+    assert "apt-get install -y chromium" in resp.get_json()["error"]
+
+
+def test_against_fake_binance_csv_matches_the_server_second_by_second(fake_binance, tmp_path):
+    """The 'done when' check: the app's buckets are the server's prices, its z a rolling
+    recomputation from its own rows."""
+    app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path)))
+    client = app.server.test_client()
+    first = time.time()
+    deadline = first + 6
+    while time.time() < deadline:
+        assert client.get("/api/health").status_code == 200
+        time.sleep(0.2)
+    health = client.get("/api/health").get_json()
+    assert health["source"] == "binance" and health["simulated"] is False and health["status"] == "ok"
+    df = read_csv(client.get("/api/analytics.csv?seconds=600&window=30"))
+    seconds = (pd.to_datetime(df["timestamp_utc"]) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    first_poll = min(min(v) for v in fake_binance.served.values())
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        raw = [fake_binance.served[sym].get(s, np.nan) if s >= first_poll else fake_binance.price(sym, s)
+               for s in seconds]
+        expected = pd.Series(raw).ffill(limit=3).to_numpy()
+        np.testing.assert_array_equal(df[sym].to_numpy(), expected)
+    assert len(fake_binance.served["BTCUSDT"]) >= 5
+    spread = df["BTCUSDT"] - df["ETHUSDT"]
+    z = ((spread - spread.rolling(30).mean()) / spread.rolling(30).std()).to_numpy()
+    np.testing.assert_allclose(df["zscore"].to_numpy()[29:], z[29:], rtol=1e-6, atol=1e-9, equal_nan=True)

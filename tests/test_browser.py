@@ -1,0 +1,178 @@
+"""The dashboard in headless Chromium (dash[testing]): every page and every user action."""
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from app import create_app
+from components.ids import Analytics as analytics
+from components.ids import Live as live
+from components.ids import Settings as settings
+from services.settings import AppConfig
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def sim_app(data_dir):
+    return create_app(AppConfig(source="sim", data_dir=str(data_dir), history_s=3_600))
+
+
+def wait_for(predicate, timeout=15, message="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def figure(dash_duo, graph_id):
+    return dash_duo.driver.execute_script(
+        "const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');"
+        "return gd && gd.data && gd.data.length ? {data: gd.data.map(t => ({name: t.name, n: t.x.length, last: t.x[t.x.length - 1]})),"
+        " shapes: (gd.layout.shapes || []).map(s => [s.y0, s.y1])} : null;", graph_id)
+
+
+def grid_rows(dash_duo, grid_id):
+    return dash_duo.driver.find_elements(By.CSS_SELECTOR, f"#{grid_id} .ag-center-cols-container .ag-row")
+
+
+def navigate(dash_duo, link_text):
+    dash_duo.driver.find_element(By.LINK_TEXT, link_text).click()
+
+
+def set_input(dash_duo, component_id, value):
+    el = dash_duo.find_element(f"#{component_id}")
+    el.clear()
+    el.send_keys(str(value))
+
+
+def test_live_page_updates_and_says_simulated(dash_duo, sim_app):
+    dash_duo.start_server(sim_app)
+    dash_duo.wait_for_text_to_equal("#source-badge", "Simulated data", timeout=15)
+    dash_duo.wait_for_contains_text("#age-badge", "live · last tick", timeout=15)
+    dash_duo.wait_for_text_to_equal(f"#{live.CARD_TITLE[0]}", "BTCUSDT")
+    first = wait_for(lambda: re.match(r"^[\d,]+\.?\d*$", dash_duo.find_element(f"#{live.CARD_PRICE[0]}").text)
+                     and dash_duo.find_element(f"#{live.CARD_SUB[0]}").text, message="a BTC price")
+    assert "last tick 20" in first and first.endswith("Z")
+    fig = wait_for(lambda: figure(dash_duo, live.PRICE_GRAPH), message="price chart")
+    assert [t["name"] for t in fig["data"]] == ["BTCUSDT", "ETHUSDT"]
+    assert fig["data"][0]["n"] == 900, "the default range is 15 minutes of 1 s buckets"
+    last = fig["data"][0]["last"]
+    wait_for(lambda: figure(dash_duo, live.PRICE_GRAPH)["data"][0]["last"] > last, message="the chart to move on")
+    assert figure(dash_duo, live.PRICE_GRAPH)["data"][0]["n"] == 900, "extendData keeps the range, not more"
+    rows = wait_for(lambda: grid_rows(dash_duo, live.TICKS), message="tick rows")
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rows[0].text)
+    assert dash_duo.get_logs() == []
+
+
+def test_analytics_page_shows_z_spread_and_bands(dash_duo, sim_app):
+    dash_duo.start_server(sim_app)
+    navigate(dash_duo, "Spread & z-score")
+    wait_for(lambda: re.match(r"^[+-]\d+\.\d{3}$", dash_duo.find_element(f"#{analytics.STAT_Z}").text),
+             message="a z value")
+    spread = wait_for(lambda: figure(dash_duo, analytics.SPREAD_GRAPH), message="spread chart")
+    assert [t["name"] for t in spread["data"]] == ["spread", "mean (60)"]
+    z = wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH), message="z chart")
+    assert [2, 2] in z["shapes"] and [-2, -2] in z["shapes"]
+    assert dash_duo.find_element("#source-badge").text == "Simulated data"
+    assert dash_duo.get_logs() == []
+
+
+def test_threshold_saved_on_settings_moves_the_bands_on_analytics(dash_duo, sim_app, data_dir):
+    dash_duo.start_server(sim_app)
+    navigate(dash_duo, "Settings")
+    set_input(dash_duo, settings.THRESHOLD, "1.5")
+    dash_duo.find_element(f"#{settings.SAVE}").click()
+    dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Saved", timeout=10)
+    assert json.loads((data_dir / "settings.json").read_text())["threshold"] == 1.5
+    navigate(dash_duo, "Spread & z-score")
+    z = wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH), message="z chart")
+    assert [1.5, 1.5] in z["shapes"] and [-1.5, -1.5] in z["shapes"]
+    assert [2, 2] not in z["shapes"]
+    dash_duo.wait_for_contains_text(f"#{analytics.STAT_Z_SUB}", "threshold ±1.5", timeout=5)
+
+
+def test_invalid_settings_show_a_message_and_change_nothing(dash_duo, sim_app, data_dir):
+    dash_duo.start_server(sim_app)
+    navigate(dash_duo, "Settings")
+    set_input(dash_duo, settings.THRESHOLD, "-3")
+    dash_duo.find_element(f"#{settings.SAVE}").click()
+    dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Not saved: Threshold must be greater than 0")
+    assert not (data_dir / "settings.json").exists()
+    set_input(dash_duo, settings.THRESHOLD, "2")
+    dash_duo.find_element(f"#{settings.SYMBOL_B}").click()
+    dash_duo.wait_for_element(".dash-dropdown-search").send_keys("BTC")
+    option = wait_for(lambda: next((o for o in dash_duo.driver.find_elements(By.CSS_SELECTOR, ".dash-dropdown-option")
+                                    if o.text == "BTCUSDT"), None), message="the BTCUSDT option")
+    option.click()
+    dash_duo.wait_for_contains_text(f"#{settings.SYMBOL_B}", "BTCUSDT")
+    dash_duo.find_element(f"#{settings.SAVE}").click()
+    dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "must differ")
+    assert not (data_dir / "settings.json").exists()
+    navigate(dash_duo, "Spread & z-score")
+    set_input(dash_duo, analytics.WINDOW, "1")
+    dash_duo.find_element(f"#{analytics.WINDOW_APPLY}").click()
+    dash_duo.wait_for_contains_text(f"#{analytics.WINDOW_MSG}", "Window must be a whole number")
+    assert not (data_dir / "settings.json").exists()
+    assert dash_duo.find_element("#nav-pair").text == "BTCUSDT/ETHUSDT"
+
+
+def test_alerts_fire_show_in_the_log_and_on_the_chart_and_clear(dash_duo, sim_app):
+    dash_duo.start_server(sim_app)
+    navigate(dash_duo, "Settings")
+    set_input(dash_duo, settings.THRESHOLD, "0.3")
+    set_input(dash_duo, settings.WINDOW, "10")
+    dash_duo.find_element(f"#{settings.SAVE}").click()
+    dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Saved")
+    rows = wait_for(lambda: grid_rows(dash_duo, settings.ALERT_LOG), timeout=40, message="an alert")
+    assert "BTCUSDT/ETHUSDT" in rows[0].text and re.search(r"(above \+|below −)0\.3", rows[0].text)
+    navigate(dash_duo, "Spread & z-score")
+    wait_for(lambda: (figure(dash_duo, analytics.Z_GRAPH) or {"data": [{}, {"n": 0}]})["data"][1]["n"] >= 1,
+             message="alert markers")
+    navigate(dash_duo, "Settings")
+    wait_for(lambda: grid_rows(dash_duo, settings.ALERT_LOG), message="the log again")
+    dash_duo.find_element(f"#{settings.CLEAR_ALERTS}").click()
+    dash_duo.wait_for_contains_text(f"#{settings.CLEAR_MSG}", "cleared")
+
+
+def test_export_png_downloads_a_png_named_by_pair_and_utc_time(dash_duo, sim_app):
+    dash_duo.start_server(sim_app)
+    navigate(dash_duo, "Spread & z-score")
+    wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH), message="z chart")
+    button = dash_duo.driver.find_element(By.CSS_SELECTOR, f"#{analytics.Z_GRAPH}").find_element(
+        By.XPATH, "ancestor::div[contains(@class,'card-body')]//button[contains(.,'Export PNG')]")
+    button.click()
+    download = Path(dash_duo.download_path)
+    files = wait_for(lambda: [p for p in download.glob("*.png")], timeout=20, message="a downloaded PNG")
+    assert re.fullmatch(r"zscore_BTCUSDT-ETHUSDT_\d{8}T\d{6}Z\.png", files[0].name)
+    data = wait_for(lambda: files[0].read_bytes(), message="the PNG's bytes")
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+
+def test_four_tabs_cause_one_upstream_call_per_second(dash_duo, fake_binance, data_dir):
+    app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
+    dash_duo.start_server(app)
+    dash_duo.wait_for_contains_text("#age-badge", "live", timeout=20)
+    assert dash_duo.find_element("#source-badge").text.startswith("Binance")
+    driver = dash_duo.driver
+    for path in ("/analytics", "/settings", "/"):
+        driver.execute_script("window.open(arguments[0], '_blank');", dash_duo.server_url + path)
+    assert len(driver.window_handles) == 4
+    time.sleep(3)  # every tab loaded and ticking
+    start = time.time()
+    time.sleep(10)
+    end = time.time()
+    calls = [t for t in fake_binance.times["/api/v3/ticker/price"] if start <= t < end]
+    slots = int(end) - int(start) + 1
+    assert 0.7 * (slots - 1) <= len(calls) <= slots, f"{len(calls)} ticker/price calls in {end - start:.1f} s"
