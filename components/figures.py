@@ -23,12 +23,20 @@ def trace_columns(kind: str, pair: tuple[str, str]) -> tuple[str, ...]:
     return {"price": pair, "spread": ("spread", "mean"), "zscore": ("zscore",)}[kind]
 
 
-def utc_x(index: pd.DatetimeIndex) -> list[str]:
-    return list(index.strftime("%Y-%m-%dT%H:%M:%S"))
+def utc_x(index: pd.DatetimeIndex) -> np.ndarray:
+    """UTC wall-clock times as naive datetime64 (plotly draws them as given)."""
+    return index.tz_convert("UTC").tz_localize(None).to_numpy()
 
 
 def _values(series: pd.Series) -> list:
-    return [None if np.isnan(v) else float(v) for v in series.to_numpy(dtype=float)]
+    """Plain lists, not numpy: plotly would send numpy as a typed-array spec, which
+    `extendData` cannot extend. NaN (a break in the line) is sent as null."""
+    return series.to_numpy(dtype=float).tolist()
+
+
+def _hline(y: float, color: str, dash: str = "solid", width: float = 1.0) -> dict:
+    return {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": y, "y1": y,
+            "line": {"color": color, "dash": dash, "width": width}}
 
 
 def _line(x, y, name, color, n, yaxis="y", width=1.6):
@@ -75,7 +83,7 @@ def zscore_figure(df: pd.DataFrame, pair: tuple[str, str], window: int, threshol
     """z with ±threshold bands, and a marker at each bucket where an alert fired."""
     a, b = pair
     x, n = utc_x(df.index), len(df)
-    ax = [al.time.strftime("%Y-%m-%dT%H:%M:%S") for al in alerts]
+    ax = [al.time.replace(tzinfo=None) for al in alerts]
     fig = go.Figure([
         _line(x, _values(df["zscore"]), "z-score", COLORS["z"], n),
         go.Scatter(x=ax, y=[al.zscore for al in alerts], name="alert", mode="markers",
@@ -83,11 +91,14 @@ def zscore_figure(df: pd.DataFrame, pair: tuple[str, str], window: int, threshol
                            "line": {"color": "#000", "width": 1}},
                    hovertemplate="alert z=%{y:.2f}<extra></extra>"),
     ])
-    for level in (threshold, -threshold):
-        fig.add_hline(y=level, line={"color": COLORS["band"], "dash": "dash", "width": 1.2},
-                      annotation_text=f"{level:+g}", annotation_position="top left")
-    fig.add_hline(y=0, line={"color": "#6c757d", "width": 0.8})
-    fig.add_hrect(y0=-threshold, y1=threshold, fillcolor=COLORS["band"], opacity=0.06, line_width=0)
+    band = {"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": -threshold, "y1": threshold,
+            "fillcolor": COLORS["band"], "opacity": 0.06, "line": {"width": 0}, "layer": "below"}
+    fig.update_layout(
+        shapes=[_hline(threshold, COLORS["band"], "dash", 1.2), _hline(-threshold, COLORS["band"], "dash", 1.2),
+                _hline(0, "#6c757d", width=0.8), band],
+        annotations=[{"xref": "paper", "x": 0, "xanchor": "left", "yref": "y", "y": level, "yanchor": "bottom",
+                      "text": f"{level:+g}", "showarrow": False, "font": {"color": COLORS["band"], "size": 11}}
+                     for level in (threshold, -threshold)])
     return _layout(fig, f"Rolling z-score ({window} buckets) · {a} − {b} · alert at |z| ≥ {threshold:g}",
                    f"zscore_{a}-{b}", "z")
 
@@ -105,5 +116,6 @@ def chart_figure(kind: str, df: pd.DataFrame, pair: tuple[str, str], window: int
 def extend_payload(df: pd.DataFrame, columns, max_points: int):
     """`dcc.Graph.extendData` appending `df`'s rows to the line traces (`columns` in trace order),
     keeping at most `max_points` per trace (the chart's range)."""
-    x = utc_x(df.index)
-    return [{"x": [x] * len(columns), "y": [_values(df[c]) for c in columns]}, list(range(len(columns))), max_points]
+    x = list(df.index.strftime("%Y-%m-%dT%H:%M:%S"))
+    ys = [_values(df[c]) for c in columns]
+    return [{"x": [x] * len(columns), "y": ys}, list(range(len(columns))), max_points]

@@ -1,0 +1,101 @@
+"""Time per interval callback with 1 h and 24 h of 1 s history (simulated pair, no network).
+
+    python bench/callbacks.py
+
+For each history length it fills the store, then times, per tick (median of N runs):
+- refresh: one poll + ingest + alert evaluation of the new bucket;
+- z-chart increment: what the /analytics z chart sends each second (extendData), serialised;
+- z-chart full render of the default 15 min range and of the whole history (on first paint or a
+  settings change), serialised as Dash sends it; and the full-history recompute that a
+  non-incremental callback would do every tick, for comparison;
+- stats card: current z, spread, mean, std.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cachelib import SimpleCache  # noqa: E402
+from plotly.io.json import to_json_plotly  # noqa: E402
+
+from pages._live import chart_update  # noqa: E402
+from services.market import MarketService  # noqa: E402
+from services.settings import AppConfig  # noqa: E402
+from services.sources import SimSource  # noqa: E402
+
+
+class Clock:
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def timed(fn, runs):
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(out)
+
+
+def bench(history_s: int, runs: int = 30) -> dict:
+    clock = Clock(1_761_091_200.5 + history_s)
+    cfg = AppConfig(source="sim", data_dir=tempfile.mkdtemp(), history_s=86_400)
+    source = SimSource(seed=7, origin_s=int(clock()) - history_s - 10, span_s=86_400, clock=clock)
+    market = MarketService(cfg, SimpleCache(), clock=clock, source=source)
+    market.store.add_ticks(source.history("BTCUSDT", int(clock()) - history_s, int(clock())), raw=False)
+    market.store.add_ticks(source.history("ETHUSDT", int(clock()) - history_s, int(clock())), raw=False)
+    market.refresh()
+
+    def tick_refresh():
+        clock.now += 1
+        market.refresh()
+
+    state = {}
+
+    def z_increment():
+        nonlocal state
+        clock.now += 1
+        market.refresh()
+        fig, extend, state = chart_update("zscore", market, "15m", state)
+        to_json_plotly([fig, extend])
+
+    def full_render(range_name):
+        fig, _, _ = chart_update("zscore", market, range_name, None)
+        return len(to_json_plotly(fig))
+
+    chart_update("zscore", market, "15m", None)
+    _, _, state = chart_update("zscore", market, "15m", None)
+    now = lambda: int(clock())  # noqa: E731
+    results = {
+        "refresh (poll+ingest+alerts)": timed(tick_refresh, runs),
+        "z chart increment (extendData)": timed(z_increment, runs) - timed(tick_refresh, runs),
+        "z chart full render, 15 min": timed(lambda: full_render("15m"), runs),
+        "z chart full render, whole history": timed(
+            lambda: full_render("24h" if history_s > 21_600 else "1h"), max(3, runs // 5)),
+        "full-history recompute (what increments avoid)": timed(lambda: market.frame(now() - history_s + 1, now()), runs),
+        "stats card (current z, mean, std)": timed(lambda: market.frame(now(), now()), runs),
+    }
+    results["full render JSON, whole history, KiB"] = full_render("24h" if history_s > 21_600 else "1h") / 1024
+    results["store MiB"] = market.store.nbytes() / 2**20
+    return results
+
+
+def main():
+    for label, seconds in (("1 h", 3_600), ("24 h", 86_400)):
+        print(f"history {label}:")
+        for name, value in bench(seconds).items():
+            unit = name.rsplit(" ", 1)[-1] if name.endswith(("MiB", "KiB")) else "ms"
+            print(f"  {name:48s} {value:8.2f} {unit}")
+
+
+if __name__ == "__main__":
+    main()
