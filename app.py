@@ -121,6 +121,9 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         if err:
             banner.append(dbc.Alert(f"Upstream error at {err['time_utc']}: {err['message']}", color="danger",
                                     className="py-2 small"))
+        if status["simulated"] and market.config.source == "auto":
+            banner.append(dbc.Alert(f"Showing simulated data: {market.source_note}.", color="warning",
+                                    className="py-2 small"))
         if status["settings_error"]:
             banner.append(dbc.Alert(status["settings_error"], color="warning", className="py-2 small"))
         return (settings.pair_label, source_text, source_color, age_text, age_color, banner,

@@ -50,7 +50,7 @@ def _layout(fig: go.Figure, title: str, export_name: str, yaxis_title: str) -> g
         title={"text": title, "x": 0.01, "font": {"size": 15}},
         template="plotly_dark", paper_bgcolor="#1f242b", plot_bgcolor="#161a1f",
         margin={"l": 60, "r": 60, "t": 40, "b": 40}, height=340, uirevision=UIREVISION,
-        legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+        legend={"orientation": "h", "y": 1.02, "x": 0.5, "xanchor": "center", "yanchor": "bottom"},
         hovermode="x unified", meta={"export_name": export_name},
         xaxis={"title": {"text": "time (UTC)"}, "type": "date", "gridcolor": "#263040"},
         yaxis={"title": {"text": yaxis_title}, "gridcolor": "#263040", "tickformat": ",.6~g"},
@@ -96,7 +96,7 @@ def zscore_figure(df: pd.DataFrame, pair: tuple[str, str], window: int, threshol
     fig.update_layout(
         shapes=[_hline(threshold, COLORS["band"], "dash", 1.2), _hline(-threshold, COLORS["band"], "dash", 1.2),
                 _hline(0, "#6c757d", width=0.8), band],
-        annotations=[{"xref": "paper", "x": 0, "xanchor": "left", "yref": "y", "y": level, "yanchor": "bottom",
+        annotations=[{"xref": "paper", "x": 1, "xanchor": "right", "yref": "y", "y": level, "yanchor": "bottom",
                       "text": f"{level:+g}", "showarrow": False, "font": {"color": COLORS["band"], "size": 11}}
                      for level in (threshold, -threshold)])
     return _layout(fig, f"Rolling z-score ({window} buckets) · {a} − {b} · alert at |z| ≥ {threshold:g}",

@@ -55,7 +55,7 @@ def range_picker(component_id: str) -> html.Div:
         html.Span("Range", className="me-2 text-muted small"),
         dbc.RadioItems(id=component_id, options=[{"label": k, "value": k} for k in RANGES], value=DEFAULT_RANGE,
                        inline=True, className="btn-group range-picker", inputClassName="btn-check",
-                       labelClassName="btn btn-sm btn-outline-secondary", labelCheckedClassName="active"),
+                       labelClassName="btn btn-sm btn-outline-info", labelCheckedClassName="active"),
     ], className="d-flex align-items-center")
 
 

@@ -58,8 +58,13 @@ def update_stats(_n):
     now_s = int(market.clock())
     row = market.frame(now_s, now_s).iloc[-1]
     z = row["zscore"]
-    where = ("outside the band" if abs(z) >= settings.threshold else "inside the band") if not math.isnan(z) \
-        else f"undefined until {settings.window} buckets are filled"
+    status = market.status()
+    if status["status"] == "stale":
+        where = f"no fresh data for {status['age_s']:,.0f} s"
+    elif math.isnan(z):
+        where = f"undefined until {settings.window} buckets are filled"
+    else:
+        where = "outside the band" if abs(z) >= settings.threshold else "inside the band"
     return (_fmt(z, "+.3f"), f"threshold ±{settings.threshold:g} · {where}", _fmt(row["spread"]),
             _fmt(row["mean"]), _fmt(row["std"]), str(len(market.alerts.log(settings.pair_label))))
 

@@ -35,7 +35,8 @@ def layout(**_kwargs):
     ], fluid=True)
 
 
-def _card(market, symbol: str, start_s: int, end_s: int):
+def _card(market, symbol: str, start_s: int, end_s: int, stale_after: float):
+    """Title, price and subtitle of a symbol's card; a stale price is marked, never shown as live."""
     last = market.store.last_tick(symbol)
     if last is None:
         return symbol, "–", "no tick yet"
@@ -43,7 +44,12 @@ def _card(market, symbol: str, start_s: int, end_s: int):
     first = next((p for p in prices if not math.isnan(p)), None)
     change = "" if first is None else (
         f"Δ {last.price - first:+,.8g} ({(last.price / first - 1) * 100:+.3f} %) over {end_s - start_s + 1} s · ")
-    return symbol, f"{last.price:,.8g}", change + f"last tick {iso_utc(last.time)}"
+    age = market.clock() - last.epoch
+    price = f"{last.price:,.8g}"
+    if age > stale_after:
+        price = html.Span([html.Span(price, className="text-muted"),
+                           dbc.Badge(f"STALE {age:,.0f} s", color="danger", className="ms-2 fs-6 align-middle")])
+    return symbol, price, change + f"last tick {iso_utc(last.time)}"
 
 
 @callback(
@@ -58,7 +64,8 @@ def update_cards(_n):
     settings = market.settings
     end_s = int(market.clock())
     start_s = end_s - settings.window + 1
-    cards = [v for s in settings.pair for v in _card(market, s, start_s, end_s)]
+    stale_after = market.stale_after_s(settings)
+    cards = [v for s in settings.pair for v in _card(market, s, start_s, end_s, stale_after)]
     return *cards, tick_rows(market.recent_ticks(TICK_ROWS))
 
 

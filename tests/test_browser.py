@@ -176,3 +176,17 @@ def test_four_tabs_cause_one_upstream_call_per_second(dash_duo, fake_binance, da
     calls = [t for t in fake_binance.times["/api/v3/ticker/price"] if start <= t < end]
     slots = int(end) - int(start) + 1
     assert 0.7 * (slots - 1) <= len(calls) <= slots, f"{len(calls)} ticker/price calls in {end - start:.1f} s"
+
+
+def test_upstream_failure_shows_stale_never_live(dash_duo, fake_binance, data_dir):
+    app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
+    dash_duo.start_server(app)
+    dash_duo.wait_for_contains_text("#age-badge", "live", timeout=20)
+    fake_binance.fail_next("/api/v3/ticker/price", 503, {"code": -1001, "msg": "Internal error; unable to process"},
+                           times=1_000)
+    dash_duo.wait_for_contains_text("#age-badge", "STALE", timeout=20)
+    dash_duo.wait_for_contains_text("#status-banner", "Binance HTTP 503", timeout=5)
+    dash_duo.wait_for_contains_text(f"#{live.CARD_PRICE[0]}", "STALE", timeout=5)
+    navigate(dash_duo, "Spread & z-score")
+    dash_duo.wait_for_contains_text(f"#{analytics.STAT_Z_SUB}", "no fresh data", timeout=10)
+    assert dash_duo.find_element(f"#{analytics.STAT_Z}").text == "–"
