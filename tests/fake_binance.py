@@ -10,6 +10,7 @@ deterministic per-second wiggle, so every UTC second has one known price: `price
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from werkzeug import Request, Response
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("SHARED_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 SYMBOLS_RE = re.compile(r'^\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\]$')
 RECORDED = {"BTCUSDT": "binance-futures-um-BTCUSDT-1m-2025-10-22.csv",
             "ETHUSDT": "binance-futures-um-ETHUSDT-1m-2025-10-22.csv"}
