@@ -104,8 +104,9 @@ class SimSource:
     reverts (half-life ~2 min): a demo shows z-score alerts within minutes.
 
     Prices are generated one UTC second at a time from `origin_s`, in blocks; the same seed
-    and origin give the same path however the blocks fall. Only the last `span_s` seconds are
-    kept.
+    and origin give the same path however the blocks fall. The default origin is `span_s` before
+    the start of the current UTC day, so that every worker process started that day simulates
+    the same market. Only the last `span_s` seconds (up to twice that, between trims) are kept.
     """
 
     simulated = True
@@ -122,7 +123,9 @@ class SimSource:
                  clock=time.time):
         self.clock = clock
         self.span_s = int(span_s)
-        self.origin_s = int(clock()) - self.span_s if origin_s is None else int(origin_s)
+        if origin_s is None:
+            origin_s = int(clock()) // 86_400 * 86_400 - self.span_s
+        self.origin_s = int(origin_s)
         self.names = list(SIM_UNIVERSE)
         params = [SIM_UNIVERSE[n] for n in self.names]
         self._level = np.array([p.level for p in params])

@@ -88,3 +88,12 @@ def test_binance_history_paginates_klines(fake_binance):
     assert len(ticks) == 2_500 and fake_binance.count("/api/v3/klines") == 3
     assert [int(t.epoch) for t in ticks] == list(range(ORIGIN, ORIGIN + 2_500))
     assert ticks[1234].price == fake_binance.price("ETHUSDT", ORIGIN + 1234)
+
+
+def test_sim_workers_started_apart_simulate_the_same_market():
+    now = [ORIGIN + 40_000.0]
+    first = SimSource(seed=7, span_s=3_600, clock=lambda: now[0])
+    early = [t.price for t in first.history("BTCUSDT", int(now[0]) - 100, int(now[0]))]
+    now[0] += 500
+    second = SimSource(seed=7, span_s=3_600, clock=lambda: now[0])
+    assert [t.price for t in second.history("BTCUSDT", int(now[0]) - 600, int(now[0]) - 500)] == early
