@@ -33,7 +33,7 @@ TICK_COLUMNS = [
 
 ALERT_COLUMNS = [
     {"field": "time_utc", "headerName": "Time (UTC)", "minWidth": 190},
-    {"field": "pair", "headerName": "Pair"},
+    {"field": "pair", "headerName": "Pair", "minWidth": 160},
     {"field": "direction", "headerName": "Crossed"},
     {"field": "zscore", "headerName": "z", "type": "rightAligned"},
     {"field": "spread", "headerName": "Spread", "type": "rightAligned"},

@@ -4,9 +4,9 @@
 asks the upstream source at most once per poll interval, whatever the number of tabs, pages
 and workers: a process lets one caller through at a time (the others return at once with what
 is stored), and across processes the poll slot is claimed in the shared flask-caching store
-with `add` (atomic on Redis; on the default FileSystemCache a near-simultaneous race can let
-two through). The worker that wins a slot shares its ticks through the same cache; the others
-ingest those.
+with an atomic `add` (`services.cache.AtomicFileSystemCache` by default; Redis's SET NX works
+too). The worker that wins a slot shares its ticks through the same cache; the others ingest
+those.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class MarketService:
         self.settings_store = SettingsStore(config.data_dir)
         self.store = PriceStore(config.history_s)
         self.alerts = AlertMonitor()
-        self.source_note = "given" if source is not None else ""
+        self.source_note = "source given by the caller" if source is not None else ""
         self._source = source
         self._source_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
@@ -222,6 +222,7 @@ class MarketService:
             "ages_s": ages,
             "stale_after_s": self.stale_after_s(settings),
             "last_error": self.last_error,
+            "upstream_polls": self.upstream_polls,
             "settings_error": self.settings_store.load_error,
         }
 
