@@ -1,0 +1,50 @@
+"""Mean-reversion statistics of a spread: ADF test, AR(1) half-life, rolling return correlation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from statsmodels.tsa.stattools import adfuller
+
+ADF_MIN_OBS = 20
+ADF_MAX_OBS = 5_000  # the last N valid observations; adfuller's lag search is O(N·lags)
+
+
+def adf(spread) -> dict | None:
+    """statsmodels' augmented Dickey-Fuller test (constant, lags by AIC) on the valid values.
+
+    None when fewer than ADF_MIN_OBS values. The verdict uses the 5 % level. (On a spread built
+    from an estimated hedge ratio, Engle–Granger critical values are somewhat stricter.)
+    """
+    x = np.asarray(spread, float)
+    x = x[~np.isnan(x)][-ADF_MAX_OBS:]
+    if len(x) < ADF_MIN_OBS or np.ptp(x) == 0:
+        return None
+    res = adfuller(x, autolag="AIC", result_object=True)
+    pvalue = float(res.pvalue)
+    return {"statistic": float(res.statistic), "pvalue": pvalue, "lags": int(res.lags), "nobs": int(res.nobs),
+            "critical": {k: float(v) for k, v in res.critical_values.items()},
+            "mean_reverting_5pct": bool(pvalue < 0.05),
+            "verdict": "mean-reverting at 5 %" if pvalue < 0.05 else "not mean-reverting at 5 %"}
+
+
+def half_life(spread) -> float:
+    """Bars for a deviation to halve, from the AR(1) fit Δs_t = c + λ·s_(t−1): −ln 2 / λ.
+
+    Inf when λ ≥ 0 (no pull back), NaN with fewer than 3 usable pairs.
+    """
+    s = np.asarray(spread, float)
+    prev, diff = s[:-1], np.diff(s)
+    ok = ~np.isnan(prev) & ~np.isnan(diff)
+    if ok.sum() < 3 or np.ptp(prev[ok]) == 0:
+        return math.nan
+    lam = np.polyfit(prev[ok], diff[ok], 1)[0]
+    return math.inf if lam >= 0 else -math.log(2) / lam
+
+
+def rolling_return_corr(a, b, window: int) -> np.ndarray:
+    """Rolling correlation of the two legs' log returns over `window` bars (NaN until full)."""
+    ra = pd.Series(np.log(np.asarray(a, float))).diff()
+    rb = pd.Series(np.log(np.asarray(b, float))).diff()
+    return ra.rolling(window, min_periods=window).corr(rb).to_numpy()
