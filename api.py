@@ -15,7 +15,10 @@ from werkzeug.exceptions import HTTPException
 from components import figures
 from services.export import PngRenderer, RendererUnavailable
 from services.market import current_market
-from services.settings import SettingsError, parse_symbol, parse_threshold, parse_window
+from services.bars import TIMEFRAMES
+from services.hedge import METHODS
+from services.settings import (SettingsError, parse_bool, parse_choice, parse_symbol, parse_threshold,
+                               parse_window)
 from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
@@ -55,12 +58,13 @@ def create_api(renderer: PngRenderer) -> Blueprint:
 
     @api.get("/analytics.csv")
     def analytics_csv():
-        market, settings, pair, window = _analytics_params()
+        market, settings, params = _analytics_params()
         end_s = int(market.clock())
-        df = market.frame(end_s - _seconds(market) + 1, end_s, window=window, pair=pair)
-        out = df[[*pair, "spread", "zscore"]].reset_index()
+        df = market.frame(end_s - _seconds(market) + 1, end_s, params)
+        out = df[[*params.pair, "beta", "alpha", "spread", "zscore"]].reset_index()
         out["timestamp_utc"] = out["timestamp_utc"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        return _csv_response(out.to_csv(index=False, float_format="%.10g"), f"analytics_{pair[0]}-{pair[1]}.csv")
+        a, b = params.pair
+        return _csv_response(out.to_csv(index=False, float_format="%.10g"), f"analytics_{a}-{b}_{params.tf}.csv")
 
     @api.get("/ticks.csv")
     def ticks_csv():
@@ -79,12 +83,12 @@ def create_api(renderer: PngRenderer) -> Blueprint:
     def chart_png(kind):
         if kind not in figures.CHART_KINDS:
             raise BadRequest(f"unknown chart {kind!r}; use one of {', '.join(figures.CHART_KINDS)}")
-        market, settings, pair, window = _analytics_params()
+        market, settings, params = _analytics_params()
         threshold = parse_threshold(request.args.get("threshold", settings.threshold))
         end_s = int(market.clock())
-        df = market.frame(end_s - _seconds(market) + 1, end_s, window=window, pair=pair)
-        alerts = market.alerts.log(settings.pair_label) if window == settings.window else []
-        fig = figures.chart_figure(kind, df, pair, window, threshold, alerts)
+        df = market.frame(end_s - _seconds(market) + 1, end_s, params)
+        alerts = market.alerts.log(settings.pair_label) if params == market.params() else []
+        fig = figures.chart_figure(kind, df, params.pair, params.window, threshold, alerts)
         try:
             png = renderer.render(fig, width=_int_param("width", 1200, 200, 4000),
                                   height=_int_param("height", 500, 150, 4000))
@@ -104,16 +108,21 @@ def _symbol(market, value, name):
 
 
 def _analytics_params():
-    """The pair (must be the one being recorded) and window of an analytics request."""
+    """The analysis parameters of a request: the saved ones, overridden by a, b (which must be
+    the pair being recorded), window, hedge, tf and log."""
     market = current_market()
     settings = market.settings
-    pair = (_symbol(market, request.args.get("a", settings.symbol_a), "a"),
-            _symbol(market, request.args.get("b", settings.symbol_b), "b"))
+    args = request.args
+    pair = (_symbol(market, args.get("a", settings.symbol_a), "a"), _symbol(market, args.get("b", settings.symbol_b), "b"))
     if pair != settings.pair:
         raise BadRequest(f"only the watched pair {settings.pair_label} is recorded; "
                          f"change the pair on /settings to get {pair[0]}/{pair[1]}")
-    window = parse_window(request.args.get("window", settings.window))
-    return market, settings, pair, window
+    params = market.params(
+        settings, window=parse_window(args.get("window", settings.window)),
+        hedge=parse_choice(args.get("hedge", settings.hedge), METHODS, "hedge"),
+        tf=parse_choice(args.get("tf", settings.timeframe), tuple(TIMEFRAMES), "tf"),
+        log=parse_bool(args.get("log", settings.log_prices), "log"))
+    return market, settings, params
 
 
 def _int_param(name: str, default: int, lo: int, hi: int) -> int:

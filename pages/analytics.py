@@ -55,8 +55,7 @@ def update_stats(_n):
     market = current_market()
     market.refresh()
     settings = market.settings
-    now_s = int(market.clock())
-    row = market.frame(now_s, now_s).iloc[-1]
+    row = market.latest()
     z = row["zscore"]
     status = market.status()
     if status["status"] == "stale":

@@ -112,17 +112,18 @@ def kalman(x, y, state: KalmanState | None = None, delta: float = KALMAN_DELTA,
     x, y, ok = _joint(x, y)
     n = len(x)
     beta, alpha = np.full(n, np.nan), np.full(n, np.nan)
-    if state is None:
+    start = 0
+    if state is None:  # the filter starts at the first valid bar
         if not ok.any():
             return beta, alpha, None
-        first = int(np.argmax(ok))
-        state = KalmanState(float(x[first]), float(y[first]))
+        start = int(np.argmax(ok))
+        state = KalmanState(float(x[start]), float(y[start]))
     q = delta / (1.0 - delta)
     b, a = state.theta
     p11, p12, p22 = state.p
     seen = state.seen
     sx, sy = state.x0, state.y0
-    for t in range(n):
+    for t in range(start, n):
         p11 += q  # predict: θ is a random walk
         p22 += q
         if seen >= KALMAN_WARMUP:

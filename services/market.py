@@ -14,21 +14,22 @@ import math
 import os
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import asdict
 
 import pandas as pd
 from flask import current_app
 
-from services import analytics
 from services.alerts import AlertMonitor
 from services.binance import BinanceError
+from services.engine import PairEngine, Params
 from services.settings import AppConfig, SettingsStore, UserSettings, validate
 from services.sources import Tick, iso_utc, open_source
 from services.store import PriceStore
 
 MIN_BACKFILL_S = 900
 SYMBOLS_TTL_S = 3_600
+MAX_ENGINES = 4
 
 
 class MarketService:
@@ -45,6 +46,8 @@ class MarketService:
         self._refresh_lock = threading.Lock()
         self._last_slot: int | None = None
         self._pending: deque[str] = deque(maxlen=8)  # slot keys another worker polls
+        self._engines: OrderedDict[Params, PairEngine] = OrderedDict()
+        self._engines_lock = threading.Lock()
         self._alert_key = None
         self._alert_cursor: int | None = None
         self.last_error: dict | None = None
@@ -137,7 +140,8 @@ class MarketService:
                 self._ingest(ticks, settings)
 
     def _backfill_span(self, settings: UserSettings) -> int:
-        return min(self.config.history_s, max(MIN_BACKFILL_S, 3 * settings.window + self.config.ffill_s))
+        bars = 3 * settings.window * self.params(settings).tf_s
+        return min(self.config.history_s, max(MIN_BACKFILL_S, bars + self.config.ffill_s))
 
     def _ingest(self, ticks: list[Tick], settings: UserSettings) -> None:
         """Store live ticks; first backfill a symbol's history, or the hole since its last tick."""
@@ -163,34 +167,51 @@ class MarketService:
         self.last_error = {**exc.as_dict(), "time_utc": iso_utc(self.clock())}
 
     # --- analytics and alerts --------------------------------------------------------------
-    def frame(self, start_s: int, end_s: int, settings: UserSettings | None = None,
-              window: int | None = None, pair: tuple[str, str] | None = None) -> pd.DataFrame:
-        """Prices, spread and z for seconds start_s..end_s, computed from just enough history."""
-        settings = settings or self.settings
-        window = window or settings.window
-        a, b = pair or settings.pair
-        lead = analytics.warmup(window, self.config.ffill_s)
-        lo = int(start_s) - lead
-        df = analytics.pair_frame(lo, self.store.prices(a, lo, end_s), self.store.prices(b, lo, end_s),
-                                  window, self.config.ffill_s, (a, b))
-        return df.iloc[lead:]
+    def params(self, settings: UserSettings | None = None, **overrides) -> Params:
+        """The analysis parameters of `settings` (default: the saved ones), with overrides."""
+        s = settings or self.settings
+        base = {"pair": s.pair, "tf": s.timeframe, "hedge": s.hedge, "window": s.window, "log": s.log_prices}
+        return Params(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def engine(self, params: Params) -> PairEngine:
+        """The engine for `params`: the few most recently used stay warm (cheap per tick)."""
+        with self._engines_lock:
+            engine = self._engines.pop(params, None)
+            if engine is None:
+                engine = PairEngine(params, self.store, self.config.ffill_s, self.config.history_s)
+            self._engines[params] = engine
+            while len(self._engines) > MAX_ENGINES:
+                self._engines.popitem(last=False)
+        return engine
+
+    def frame(self, start_s: int, end_s: int, params: Params | None = None) -> pd.DataFrame:
+        """Bars with open time in [start_s, end_s] (default parameters: the saved settings):
+        the two legs' prices, β, α, spread, rolling mean, std and z."""
+        return self.engine(params or self.params()).frame(int(start_s), int(end_s), int(self.clock()))
+
+    def latest(self, params: Params | None = None) -> pd.Series | None:
+        """The newest bar (the open one): current prices, β, spread, mean, std, z."""
+        params = params or self.params()
+        now = int(self.clock())
+        df = self.frame(now - params.tf_s + 1, now, params)
+        return df.iloc[-1] if len(df) else None
 
     def _evaluate_alerts(self, settings: UserSettings, now: float) -> None:
-        """Feed the alert monitor every closed bucket it has not seen, once."""
-        closed = int(now) - 1
-        key = (settings.pair, settings.window, settings.threshold)
+        """Feed the alert monitor every closed bar it has not seen, once."""
+        params = self.params(settings)
+        engine = self.engine(params)
+        engine.update(int(now))
+        key = (params, settings.threshold)
         if key != self._alert_key:
-            last = self.frame(closed, closed, settings)["zscore"]
+            last = engine.committed_after(engine.end - params.tf_s if engine.end is not None else None)["zscore"]
             self.alerts.reset(float(last.iloc[-1]) if len(last) else None, settings.threshold)
-            self._alert_key, self._alert_cursor = key, closed
+            self._alert_key, self._alert_cursor = key, engine.end
             return
-        if closed <= self._alert_cursor:
-            return
-        start = max(self._alert_cursor + 1, closed - self.config.history_s + 1)
-        df = self.frame(start, closed, settings)
-        self.alerts.evaluate(df.index, df["zscore"].to_numpy(), df["spread"].to_numpy(),
-                             settings.threshold, settings.pair_label)
-        self._alert_cursor = closed
+        df = engine.committed_after(self._alert_cursor)
+        if len(df):
+            self.alerts.evaluate(df.index, df["zscore"].to_numpy(), df["spread"].to_numpy(),
+                                 settings.threshold, settings.pair_label)
+            self._alert_cursor = int(df.index[-1].timestamp())
 
     # --- what pages and the API show -------------------------------------------------------
     def stale_after_s(self, settings: UserSettings | None = None) -> float:

@@ -14,6 +14,9 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from services.bars import TIMEFRAMES
+from services.hedge import METHODS
+
 WINDOW_RANGE = (2, 86_400)
 POLL_RANGE = (0.5, 60.0)
 
@@ -42,6 +45,9 @@ class UserSettings:
     threshold: float = 2.0
     window: int = 60
     poll_interval_s: float = 1.0
+    hedge: str = "none"
+    timeframe: str = "1s"
+    log_prices: bool = False
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -86,6 +92,24 @@ def parse_poll_interval(value) -> float:
     return x
 
 
+def parse_choice(value, choices, name: str) -> str:
+    text = str(value if value is not None else "").strip().lower()
+    if text not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return text
+
+
+def parse_bool(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {value!r}")
+
+
 def parse_symbol(value, known, name: str = "Symbol") -> str:
     sym = str(value or "").strip().upper()
     if not sym:
@@ -102,7 +126,10 @@ def validate(raw: dict, known_symbols=None) -> UserSettings:
     if a == b:
         raise SettingsError(f"The two symbols must differ (both are {a})")
     return UserSettings(a, b, parse_threshold(raw.get("threshold")), parse_window(raw.get("window")),
-                        parse_poll_interval(raw.get("poll_interval_s")))
+                        parse_poll_interval(raw.get("poll_interval_s")),
+                        parse_choice(raw.get("hedge", "none"), METHODS, "Hedge method"),
+                        parse_choice(raw.get("timeframe", "1s"), tuple(TIMEFRAMES), "Timeframe"),
+                        parse_bool(raw.get("log_prices", False), "Log prices"))
 
 
 class SettingsStore:

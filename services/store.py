@@ -61,10 +61,12 @@ class PriceStore:
         self._rings: dict[str, BucketRing] = {}
         self._ticks: dict[str, deque[Tick]] = {}
         self._lock = threading.Lock()
+        self.write_seq = 0  # bumped by every batch that stored something
+        self._writes: deque[tuple[int, int]] = deque(maxlen=4_096)  # (seq, earliest second written)
 
     def add_ticks(self, ticks, raw: bool = True) -> int:
         """Put ticks in their buckets; `raw` ones (live polls, not backfill) also go to the tick log."""
-        stored = 0
+        stored, earliest = 0, None
         with self._lock:
             for t in ticks:
                 ring = self._rings.get(t.symbol)
@@ -73,9 +75,29 @@ class PriceStore:
                     self._ticks[t.symbol] = deque(maxlen=self.raw_ticks)
                 if ring.put(t.epoch, t.price):
                     stored += 1
+                    second = int(t.epoch)
+                    earliest = second if earliest is None else min(earliest, second)
                 if raw:
                     self._ticks[t.symbol].append(t)
+            if stored:
+                self.write_seq += 1
+                self._writes.append((self.write_seq, earliest))
         return stored
+
+    def earliest_write_since(self, seq: int) -> float | None:
+        """The earliest second written by batches after `seq` (None: nothing written since;
+        -inf: too long ago to tell, so readers must assume anything changed)."""
+        with self._lock:
+            if seq >= self.write_seq:
+                return None
+            if not self._writes or self._writes[0][0] > seq + 1:
+                return float("-inf")
+            earliest = None
+            for s, second in reversed(self._writes):
+                if s <= seq:
+                    break
+                earliest = second if earliest is None else min(earliest, second)
+            return earliest
 
     def latest_second(self, symbol: str) -> int | None:
         ring = self._rings.get(symbol)
@@ -107,6 +129,8 @@ class PriceStore:
             for s in [s for s in self._rings if s not in keep]:
                 del self._rings[s]
                 del self._ticks[s]
+                self.write_seq += 1
+                self._writes.append((self.write_seq, -(2**62)))
 
     def nbytes(self) -> int:
         with self._lock:

@@ -34,8 +34,9 @@ def test_health_tells_source_and_freshness(sim_client):
 
 def test_analytics_csv_columns_and_utc_times(sim_client):
     df = read_csv(sim_client.get("/api/analytics.csv?seconds=120"))
-    assert list(df.columns) == ["timestamp_utc", "BTCUSDT", "ETHUSDT", "spread", "zscore"]
+    assert list(df.columns) == ["timestamp_utc", "BTCUSDT", "ETHUSDT", "beta", "alpha", "spread", "zscore"]
     assert len(df) == 120
+    assert (df["beta"] == 1).all() and (df["alpha"] == 0).all()
     assert df["timestamp_utc"].str.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$").all()
     t = pd.to_datetime(df["timestamp_utc"])
     assert (t.diff().dropna() == pd.Timedelta(seconds=1)).all()

@@ -1,0 +1,144 @@
+"""Incremental pair analytics: bars, hedge ratio, spread and rolling z, kept up to date per tick.
+
+A `PairEngine` holds the analytics of one parameter set (`Params`) for every CLOSED bar since
+its anchor, plus the recursive hedge state (expanding OLS sums, Kalman filter) at the last
+closed bar. Each update computes only the bars closed since, from the store and the last
+`window` committed bars; the still-open bar is computed on the side and never committed. So a
+tick costs O(new bars · window), whatever the history. Every value at bar t uses data up to t
+only; if the store is written at or before the last committed bar (a backfilled hole), the
+engine starts over from its anchor.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from services import analytics, hedge
+from services.bars import TIMEFRAMES, bar_open, to_bars
+from services.store import PriceStore
+
+COLUMNS = ("a", "b", "beta", "alpha", "spread", "mean", "std", "zscore")
+
+
+@dataclass(frozen=True)
+class Params:
+    pair: tuple[str, str]
+    tf: str = "1s"
+    hedge: str = "none"
+    window: int = 60
+    log: bool = False
+
+    @property
+    def tf_s(self) -> int:
+        return TIMEFRAMES[self.tf]
+
+
+class PairEngine:
+    def __init__(self, params: Params, store: PriceStore, ffill_s: int, span_s: int):
+        self.p = params
+        self.store = store
+        self.ffill_s = ffill_s
+        self.span_s = span_s
+        self.capacity = span_s // params.tf_s + 2
+        self.lock = threading.Lock()
+        self.resets = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.times = np.empty(0, dtype=np.int64)
+        self.cols = {c: np.empty(0) for c in COLUMNS}
+        self.state = None
+        self.end: int | None = None  # open time of the last committed bar
+        self.seq = self.store.write_seq
+        self.resets += 1
+
+    # --- computing bars --------------------------------------------------------------------
+    def _inputs(self, first: int, last: int):
+        """Bar open times and the two legs' bar prices for bars first..last (open times)."""
+        a_sym, b_sym = self.p.pair
+        tf = self.p.tf_s
+        if tf == 1:
+            lo = first - self.ffill_s
+            a = analytics.forward_fill(self.store.prices(a_sym, lo, last), self.ffill_s)[self.ffill_s:]
+            b = analytics.forward_fill(self.store.prices(b_sym, lo, last), self.ffill_s)[self.ffill_s:]
+            return np.arange(first, last + 1, dtype=np.int64), a, b
+        times, a = to_bars(first, self.store.prices(a_sym, first, last + tf - 1), tf)
+        _, b = to_bars(first, self.store.prices(b_sym, first, last + tf - 1), tf)
+        return times, a, b
+
+    def _transform(self, x):
+        if not self.p.log:
+            return x
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(x)
+
+    def _compute(self, first: int, last: int):
+        """Analytics of bars first..last, continuing the committed bars; returns (times, cols, state)."""
+        times, a, b = self._inputs(first, last)
+        ctx = min(len(self.times), self.p.window)
+        ya = self._transform(np.concatenate([self.cols["a"][len(self.cols["a"]) - ctx:], a]))
+        xb = self._transform(np.concatenate([self.cols["b"][len(self.cols["b"]) - ctx:], b]))
+        state = self.state
+        if self.p.hedge in hedge.RECURSIVE:
+            beta, alpha, state = hedge.hedge(self.p.hedge, xb[ctx:], ya[ctx:], self.p.window, state)
+        else:
+            beta, alpha, _ = hedge.hedge(self.p.hedge, xb, ya, self.p.window)
+            beta, alpha = beta[ctx:], alpha[ctx:]
+        spread = ya[ctx:] - (beta * xb[ctx:] + alpha)
+        past = self.cols["spread"][len(self.cols["spread"]) - ctx:]
+        mean, std, z = analytics.rolling_zscore(np.concatenate([past, spread]), self.p.window)
+        cols = {"a": a, "b": b, "beta": beta, "alpha": alpha, "spread": spread,
+                "mean": mean[ctx:], "std": std[ctx:], "zscore": z[ctx:]}
+        return times, cols, state
+
+    def _commit(self, times, cols, state) -> None:
+        self.times = np.concatenate([self.times, times])[-self.capacity:]
+        self.cols = {c: np.concatenate([self.cols[c], cols[c]])[-self.capacity:] for c in COLUMNS}
+        self.state = state
+        self.end = int(times[-1])
+
+    def update(self, now_s: int) -> None:
+        """Commit every bar closed by `now_s` (the bar holding now_s stays open)."""
+        tf = self.p.tf_s
+        last_closed = bar_open(now_s, tf) - tf
+        with self.lock:
+            earliest = self.store.earliest_write_since(self.seq)
+            if self.end is not None and earliest is not None and earliest < self.end + tf:
+                self._reset()
+            self.seq = self.store.write_seq
+            first = bar_open(now_s - self.span_s + 1, tf) if self.end is None else self.end + tf
+            if first <= last_closed:
+                self._commit(*self._compute(first, last_closed))
+
+    # --- reading ---------------------------------------------------------------------------
+    def frame(self, start_s: int, end_s: int, now_s: int) -> pd.DataFrame:
+        """Bars whose open time is in [start_s, end_s]: committed ones plus the open bar."""
+        self.update(now_s)
+        tf = self.p.tf_s
+        with self.lock:
+            lo, hi = np.searchsorted(self.times, [start_s, end_s + 1])
+            times = self.times[lo:hi]
+            cols = {c: self.cols[c][lo:hi] for c in COLUMNS}
+            open_bar = bar_open(now_s, tf)
+            if self.end is not None and start_s <= open_bar <= end_s and open_bar > self.end:
+                t2, c2, _ = self._compute(self.end + tf, open_bar)
+                keep = t2 >= start_s
+                times = np.concatenate([times, t2[keep]])
+                cols = {c: np.concatenate([cols[c], c2[c][keep]]) for c in COLUMNS}
+        return self._frame(times, cols)
+
+    def committed_after(self, after_s: int | None) -> pd.DataFrame:
+        """Committed bars with open time > after_s (all of them for None)."""
+        with self.lock:
+            lo = 0 if after_s is None else int(np.searchsorted(self.times, after_s, side="right"))
+            return self._frame(self.times[lo:], {c: self.cols[c][lo:] for c in COLUMNS})
+
+    def _frame(self, times, cols) -> pd.DataFrame:
+        a_sym, b_sym = self.p.pair
+        index = pd.to_datetime(np.asarray(times, dtype=np.int64), unit="s", utc=True)
+        index.name = "timestamp_utc"
+        data = {a_sym: cols["a"], b_sym: cols["b"], **{c: cols[c] for c in COLUMNS[2:]}}
+        return pd.DataFrame(data, index=index)
