@@ -88,7 +88,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         end_s = int(market.clock())
         df = market.frame(end_s - _seconds(market) + 1, end_s, params)
         alerts = market.alerts.log(settings.pair_label) if params == market.params() else []
-        fig = figures.chart_figure(kind, df, params.pair, params.window, threshold, alerts)
+        fig = figures.chart_figure(kind, df, params, threshold, alerts)
         try:
             png = renderer.render(fig, width=_int_param("width", 1200, 200, 4000),
                                   height=_int_param("height", 500, 150, 4000))

@@ -15,12 +15,21 @@ SCATTERGL_ABOVE = 10_000
 COLORS = {"a": "#f7931a", "b": "#627eea", "spread": "#20c997", "mean": "#adb5bd", "z": "#0dcaf0",
           "band": "#dc3545", "alert": "#ffc107"}
 UIREVISION = "live"  # constant: zoom and pan survive every update
-CHART_KINDS = ("price", "spread", "zscore")
+CHART_KINDS = ("price", "spread", "zscore", "beta")
 
 
 def trace_columns(kind: str, pair: tuple[str, str]) -> tuple[str, ...]:
     """Frame columns behind a chart's line traces, in trace order."""
-    return {"price": pair, "spread": ("spread", "mean"), "zscore": ("zscore",)}[kind]
+    return {"price": pair, "spread": ("spread", "mean"), "zscore": ("zscore",), "beta": ("beta", "alpha")}[kind]
+
+
+def describe(params) -> str:
+    """'kalman hedge · log prices · 1m bars' for titles."""
+    parts = [f"{params.hedge} hedge" if params.hedge != "none" else "β = 1"]
+    if params.log:
+        parts.append("log prices")
+    parts.append(f"{params.tf} bars")
+    return " · ".join(parts)
 
 
 def utc_x(index: pd.DatetimeIndex) -> np.ndarray:
@@ -69,19 +78,34 @@ def price_figure(df: pd.DataFrame, pair: tuple[str, str]) -> go.Figure:
     return fig
 
 
-def spread_figure(df: pd.DataFrame, pair: tuple[str, str], window: int) -> go.Figure:
-    a, b = pair
+def spread_figure(df: pd.DataFrame, params) -> go.Figure:
+    a, b = params.pair
     x, n = utc_x(df.index), len(df)
     fig = go.Figure([_line(x, _values(df["spread"]), "spread", COLORS["spread"], n),
-                     _line(x, _values(df["mean"]), f"mean ({window})", COLORS["mean"], n, width=1.2)])
+                     _line(x, _values(df["mean"]), f"mean ({params.window})", COLORS["mean"], n, width=1.2)])
     fig.data[1].line.dash = "dot"
-    return _layout(fig, f"Spread {a} − {b} with its {window}-bucket rolling mean", f"spread_{a}-{b}", "spread")
+    legs = f"{a} − {b}" if params.hedge == "none" else f"{a} − (β·{b} + α)"
+    if params.log:
+        legs = legs.replace(a, f"ln {a}").replace(b, f"ln {b}")
+    return _layout(fig, f"Spread {legs} with its {params.window}-bar mean · {describe(params)}",
+                   f"spread_{a}-{b}", "spread")
 
 
-def zscore_figure(df: pd.DataFrame, pair: tuple[str, str], window: int, threshold: float,
-                  alerts=()) -> go.Figure:
-    """z with ±threshold bands, and a marker at each bucket where an alert fired."""
-    a, b = pair
+def beta_figure(df: pd.DataFrame, params) -> go.Figure:
+    """The hedge ratio β (left) and intercept α (right) over time."""
+    a, b = params.pair
+    x, n = utc_x(df.index), len(df)
+    fig = go.Figure([_line(x, _values(df["beta"]), "β", COLORS["a"], n),
+                     _line(x, _values(df["alpha"]), "α", COLORS["mean"], n, "y2", width=1.2)])
+    _layout(fig, f"Hedge ratio β and intercept α · {describe(params)}", f"beta_{a}-{b}", "β")
+    fig.update_layout(height=260, yaxis2={"title": {"text": "α"}, "overlaying": "y", "side": "right",
+                                         "showgrid": False, "tickformat": ",.6~g"})
+    return fig
+
+
+def zscore_figure(df: pd.DataFrame, params, threshold: float, alerts=()) -> go.Figure:
+    """z with ±threshold bands, and a marker at each bar where an alert fired."""
+    a, b = params.pair
     x, n = utc_x(df.index), len(df)
     ax = [al.time.replace(tzinfo=None) for al in alerts]
     fig = go.Figure([
@@ -99,18 +123,20 @@ def zscore_figure(df: pd.DataFrame, pair: tuple[str, str], window: int, threshol
         annotations=[{"xref": "paper", "x": 1, "xanchor": "right", "yref": "y", "y": level, "yanchor": "bottom",
                       "text": f"{level:+g}", "showarrow": False, "font": {"color": COLORS["band"], "size": 11}}
                      for level in (threshold, -threshold)])
-    return _layout(fig, f"Rolling z-score ({window} buckets) · {a} − {b} · alert at |z| ≥ {threshold:g}",
+    return _layout(fig, f"Rolling z-score ({params.window} bars) · {describe(params)} · alert at |z| ≥ {threshold:g}",
                    f"zscore_{a}-{b}", "z")
 
 
-def chart_figure(kind: str, df: pd.DataFrame, pair: tuple[str, str], window: int, threshold: float,
-                 alerts=()) -> go.Figure:
-    """Any of `CHART_KINDS`, by name (pages and the PNG API share this)."""
+def chart_figure(kind: str, df: pd.DataFrame, params, threshold: float, alerts=()) -> go.Figure:
+    """Any of `CHART_KINDS`, by name (pages and the PNG API share this). `params` is the
+    analysis's `services.engine.Params` (pair, tf, hedge, window, log)."""
     if kind == "price":
-        return price_figure(df, pair)
+        return price_figure(df, params.pair)
     if kind == "spread":
-        return spread_figure(df, pair, window)
-    return zscore_figure(df, pair, window, threshold, alerts)
+        return spread_figure(df, params)
+    if kind == "beta":
+        return beta_figure(df, params)
+    return zscore_figure(df, params, threshold, alerts)
 
 
 def extend_payload(df: pd.DataFrame, columns, max_points: int):

@@ -30,10 +30,19 @@ class Live:
 
 
 class Analytics:
+    HEDGE = "an-hedge"
+    TIMEFRAME = "an-tf"
+    LOG = "an-log"
+    PARAMS_MSG = "an-params-msg"
+    BETA_GRAPH = "an-beta-graph"
+    BETA_STATE = "an-beta-state"
+    STAT_BETA = "an-beta"
+    STAT_BETA_SUB = "an-beta-sub"
+    CORR_WINDOW = "an-corr-window"
+    STATS_PANEL = "an-stats"
     RANGE = "an-range"
     WINDOW = "an-window"
     WINDOW_APPLY = "an-window-apply"
-    WINDOW_MSG = "an-window-msg"
     SPREAD_GRAPH = "an-spread-graph"
     SPREAD_STATE = "an-spread-state"
     Z_GRAPH = "an-z-graph"
@@ -47,6 +56,9 @@ class Analytics:
 
 
 class Settings:
+    HEDGE = "set-hedge"
+    TIMEFRAME = "set-tf"
+    LOG = "set-log"
     SYMBOL_A = "set-symbol-a"
     SYMBOL_B = "set-symbol-b"
     THRESHOLD = "set-threshold"

@@ -6,6 +6,8 @@ from dash import dcc, html
 
 from components import ids
 
+HEDGE_LABELS = {"none": "None (β = 1)", "ols": "OLS (static, expanding)", "rolling-ols": "Rolling OLS",
+                "kalman": "Kalman filter", "robust": "Robust (Theil–Sen)"}
 RANGES = {"5m": 300, "15m": 900, "1h": 3_600, "6h": 21_600, "24h": 86_400}
 DEFAULT_RANGE = "15m"
 
@@ -65,3 +67,7 @@ def error_text(message: str) -> dbc.Alert:
 
 def ok_text(message: str) -> dbc.Alert:
     return dbc.Alert(message, color="success", className="py-2 mb-0 small", duration=6000)
+
+
+def hedge_options() -> list[dict]:
+    return [{"label": label, "value": method} for method, label in HEDGE_LABELS.items()]

@@ -5,13 +5,13 @@ import math
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, callback, html
+from dash import Input, Output, callback, html
 
 from components import ids
 from components.ids import Live as ID
 from components.layout import chart_card, range_picker, stat_card
 from components.tables import TICK_COLUMNS, grid, tick_rows
-from pages._live import chart_update
+from pages._live import register_live_chart
 from services.market import current_market
 from services.sources import iso_utc
 
@@ -63,18 +63,10 @@ def update_cards(_n):
     market.refresh()
     settings = market.settings
     end_s = int(market.clock())
-    start_s = end_s - settings.window + 1
+    start_s = end_s - settings.window * market.params(settings).tf_s + 1
     stale_after = market.stale_after_s(settings)
     cards = [v for s in settings.pair for v in _card(market, s, start_s, end_s, stale_after)]
     return *cards, tick_rows(market.recent_ticks(TICK_ROWS))
 
 
-@callback(
-    Output(ID.PRICE_GRAPH, "figure"), Output(ID.PRICE_GRAPH, "extendData"), Output(ID.PRICE_STATE, "data"),
-    Input(ids.INTERVAL, "n_intervals"), Input(ID.RANGE, "value"),
-    State(ID.PRICE_STATE, "data"),
-)
-def update_price_chart(_n, range_name, state):
-    market = current_market()
-    market.refresh()
-    return chart_update("price", market, range_name, state)
+register_live_chart("price", ID.PRICE_GRAPH, ID.PRICE_STATE, ID.RANGE)

@@ -7,8 +7,9 @@ from dash import Input, Output, State, callback, dcc, html
 
 from components import ids
 from components.ids import Settings as ID
-from components.layout import error_text, ok_text
+from components.layout import error_text, hedge_options, ok_text
 from components.tables import ALERT_COLUMNS, grid
+from services.bars import TIMEFRAMES
 from services.market import current_market
 from services.settings import POLL_RANGE, WINDOW_RANGE, SettingsError
 
@@ -35,6 +36,11 @@ def layout(**_kwargs):
                "An alert fires when |z| crosses this level from inside. Greater than 0."),
         _field("Rolling window", dbc.Input(id=ID.WINDOW, type="number", value=s.window, step=1),
                f"Buckets (seconds) in the rolling mean and std, {WINDOW_RANGE[0]}–{WINDOW_RANGE[1]}."),
+        _field("Hedge method", dbc.Select(id=ID.HEDGE, options=hedge_options(), value=s.hedge),
+               "β and α of spread = A − (β·B + α); also on the Spread & z-score page."),
+        _field("Timeframe", dbc.Select(id=ID.TIMEFRAME, options=list(TIMEFRAMES), value=s.timeframe),
+               "Bars the z-score, its window and the alerts count in."),
+        _field("Log prices", dbc.Switch(id=ID.LOG, value=s.log_prices, label="hedge and spread on ln prices"), ""),
         _field("Poll interval (s)", dbc.Input(id=ID.POLL, type="number", value=s.poll_interval_s, step="any"),
                f"How often prices are fetched, {POLL_RANGE[0]}–{POLL_RANGE[1]} s."),
         html.Div([dbc.Button("Save", id=ID.SAVE, color="primary", className="me-3"), html.Div(id=ID.SAVE_MSG)],
@@ -54,17 +60,19 @@ def layout(**_kwargs):
     Output(ID.SAVE_MSG, "children"),
     Input(ID.SAVE, "n_clicks"),
     State(ID.SYMBOL_A, "value"), State(ID.SYMBOL_B, "value"), State(ID.THRESHOLD, "value"), State(ID.WINDOW, "value"),
-    State(ID.POLL, "value"),
+    State(ID.POLL, "value"), State(ID.HEDGE, "value"), State(ID.TIMEFRAME, "value"), State(ID.LOG, "value"),
     prevent_initial_call=True,
 )
-def save(_n, a, b, threshold, window, poll):
+def save(_n, a, b, threshold, window, poll, hedge, timeframe, log):
     try:
         saved = current_market().save_settings({"symbol_a": a, "symbol_b": b, "threshold": threshold,
-                                                 "window": window, "poll_interval_s": poll})
+                                                 "window": window, "poll_interval_s": poll, "hedge": hedge,
+                                                 "timeframe": timeframe, "log_prices": log})
     except SettingsError as exc:
         return error_text(f"Not saved: {exc}")
-    return ok_text(f"Saved: {saved.pair_label}, |z| ≥ {saved.threshold:g}, window {saved.window}, "
-                   f"poll {saved.poll_interval_s:g} s. Applies to every page and tab.")
+    return ok_text(f"Saved: {saved.pair_label}, |z| ≥ {saved.threshold:g}, window {saved.window} × "
+                   f"{saved.timeframe}, {saved.hedge} hedge, poll {saved.poll_interval_s:g} s. "
+                   "Applies to every page and tab.")
 
 
 @callback(Output(ID.ALERT_LOG, "rowData"), Input(ids.INTERVAL, "n_intervals"), Input(ID.CLEAR_MSG, "children"))

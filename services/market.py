@@ -20,6 +20,7 @@ from dataclasses import asdict
 import pandas as pd
 from flask import current_app
 
+from services import stats
 from services.alerts import AlertMonitor
 from services.binance import BinanceError
 from services.engine import PairEngine, Params
@@ -30,6 +31,7 @@ from services.store import PriceStore
 MIN_BACKFILL_S = 900
 SYMBOLS_TTL_S = 3_600
 MAX_ENGINES = 4
+STATS_EVERY_S = 30
 
 
 class MarketService:
@@ -46,6 +48,7 @@ class MarketService:
         self._refresh_lock = threading.Lock()
         self._last_slot: int | None = None
         self._pending: deque[str] = deque(maxlen=8)  # slot keys another worker polls
+        self._history_from: dict[str, int] = {}  # earliest second backfilled, per symbol
         self._engines: OrderedDict[Params, PairEngine] = OrderedDict()
         self._engines_lock = threading.Lock()
         self._alert_key = None
@@ -100,6 +103,7 @@ class MarketService:
         try:
             settings = self.settings
             self.store.retain(settings.pair)
+            self._history_from = {k: v for k, v in self._history_from.items() if k in settings.pair}
             now = self.clock()
             polled = self._poll(settings, now)
             self._ingest_pending(settings)
@@ -144,23 +148,31 @@ class MarketService:
         return min(self.config.history_s, max(MIN_BACKFILL_S, bars + self.config.ffill_s))
 
     def _ingest(self, ticks: list[Tick], settings: UserSettings) -> None:
-        """Store live ticks; first backfill a symbol's history, or the hole since its last tick."""
+        """Store live ticks. Before a symbol's tick, backfill what the analysis needs and the
+        store lacks: the history before its first tick (deeper when a longer window or timeframe
+        asks for it) and any hole since its last tick."""
+        span = self._backfill_span(settings)
         for tick in ticks:
             if tick.symbol not in settings.pair:
                 continue
             second = int(tick.epoch)
             prev = self.store.latest_second(tick.symbol)
-            if prev is None:
-                start = second - self._backfill_span(settings)
-            elif second - prev > self.config.ffill_s + 1:
-                start = max(prev + 1, second - self.config.history_s)
+            holes = []
+            floor = self._history_from.get(tick.symbol)
+            if prev is None or floor is None:
+                holes.append((second - span, second - 1))
             else:
-                start = second
-            if start < second:
+                if floor > second - span:
+                    holes.append((second - span, floor - 1))
+                if second - prev > self.config.ffill_s + 1:
+                    holes.append((max(prev + 1, second - self.config.history_s), second - 1))
+            for start, end in holes:
                 try:
-                    self.store.add_ticks(self.source.history(tick.symbol, start, second - 1), raw=False)
+                    self.store.add_ticks(self.source.history(tick.symbol, start, end), raw=False)
                 except BinanceError as exc:
                     self._record_error(exc)
+                    continue
+                self._history_from[tick.symbol] = min(start, self._history_from.get(tick.symbol, start))
             self.store.add_ticks([tick])
 
     def _record_error(self, exc: BinanceError) -> None:
@@ -195,6 +207,24 @@ class MarketService:
         now = int(self.clock())
         df = self.frame(now - params.tf_s + 1, now, params)
         return df.iloc[-1] if len(df) else None
+
+    def statistics(self, corr_window: int, params: Params | None = None) -> dict:
+        """ADF, half-life and return correlation over the committed bars (the last
+        `stats.ADF_MAX_OBS`), recomputed every STATS_EVERY_S or when the inputs change."""
+        params = params or self.params()
+        now = self.clock()
+        engine = self.engine(params)
+        engine.update(int(now))
+        key = f"stats:{params}:{corr_window}:{engine.resets}:{int(now // STATS_EVERY_S)}"
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        df = engine.committed_after(None).tail(stats.ADF_MAX_OBS)
+        a, b = params.pair
+        result = {**stats.summary(df["spread"].to_numpy(), df[a].to_numpy(), df[b].to_numpy(), corr_window),
+                  "computed_utc": iso_utc(now), "tf_s": params.tf_s}
+        self.cache.set(key, result, timeout=2 * STATS_EVERY_S)
+        return result
 
     def _evaluate_alerts(self, settings: UserSettings, now: float) -> None:
         """Feed the alert monitor every closed bar it has not seen, once."""

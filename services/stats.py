@@ -48,3 +48,13 @@ def rolling_return_corr(a, b, window: int) -> np.ndarray:
     ra = pd.Series(np.log(np.asarray(a, float))).diff()
     rb = pd.Series(np.log(np.asarray(b, float))).diff()
     return ra.rolling(window, min_periods=window).corr(rb).to_numpy()
+
+
+def summary(spread, a, b, corr_window: int) -> dict:
+    """What the statistics panel shows: ADF on the spread, its half-life in bars, and the
+    latest rolling correlation of the legs' returns."""
+    corr = rolling_return_corr(a, b, corr_window)
+    valid = corr[~np.isnan(corr)]
+    return {"adf": adf(spread), "half_life_bars": float(half_life(spread)),
+            "return_corr": float(valid[-1]) if len(valid) else math.nan, "corr_window": int(corr_window),
+            "bars": int(np.sum(~np.isnan(np.asarray(spread, float))))}

@@ -38,7 +38,8 @@ def wait_for(predicate, timeout=15, message="condition"):
 
 def figure(dash_duo, graph_id):
     return dash_duo.driver.execute_script(
-        "const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');"
+        "const host = document.getElementById(arguments[0]);"
+        "const gd = host && host.querySelector('.js-plotly-plot');"
         "return gd && gd.data && gd.data.length ? {data: gd.data.map(t => ({name: t.name, n: t.x.length, last: t.x[t.x.length - 1]})),"
         " shapes: (gd.layout.shapes || []).map(s => [s.y0, s.y1])} : null;", graph_id)
 
@@ -123,7 +124,7 @@ def test_invalid_settings_show_a_message_and_change_nothing(dash_duo, sim_app, d
     navigate(dash_duo, "Spread & z-score")
     set_input(dash_duo, analytics.WINDOW, "1")
     dash_duo.find_element(f"#{analytics.WINDOW_APPLY}").click()
-    dash_duo.wait_for_contains_text(f"#{analytics.WINDOW_MSG}", "Window must be a whole number")
+    dash_duo.wait_for_contains_text(f"#{analytics.PARAMS_MSG}", "Window must be a whole number")
     assert not (data_dir / "settings.json").exists()
     assert dash_duo.find_element("#nav-pair").text == "BTCUSDT/ETHUSDT"
 
@@ -152,7 +153,7 @@ def test_export_png_downloads_a_png_named_by_pair_and_utc_time(dash_duo, sim_app
     wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH), message="z chart")
     button = dash_duo.driver.find_element(By.CSS_SELECTOR, f"#{analytics.Z_GRAPH}").find_element(
         By.XPATH, "ancestor::div[contains(@class,'card-body')]//button[contains(.,'Export PNG')]")
-    button.click()
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", button)
     download = Path(dash_duo.download_path)
     files = wait_for(lambda: [p for p in download.glob("*.png")], timeout=20, message="a downloaded PNG")
     assert re.fullmatch(r"zscore_BTCUSDT-ETHUSDT_\d{8}T\d{6}Z\.png", files[0].name)

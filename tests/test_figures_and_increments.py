@@ -11,32 +11,41 @@ from components import figures
 from pages._live import chart_update
 from services.alerts import Alert
 from services.market import MarketService
+from services.engine import Params
 from services.settings import AppConfig
 from services.sources import SimSource
 
 PAIR = ("BTCUSDT", "ETHUSDT")
+PARAMS = Params(PAIR, window=60)
 
 
 def frame(n=5, start="2025-10-22T00:00:00Z"):
     idx = pd.date_range(start, periods=n, freq="s")
     vals = np.arange(n, dtype=float)
     vals[2] = np.nan
-    return pd.DataFrame({"BTCUSDT": vals + 100, "ETHUSDT": vals + 10, "spread": vals, "mean": vals,
-                         "std": vals, "zscore": vals / 2}, index=idx.rename("timestamp_utc"))
+    return pd.DataFrame({"BTCUSDT": vals + 100, "ETHUSDT": vals + 10, "beta": vals, "alpha": vals, "spread": vals,
+                         "mean": vals, "std": vals, "zscore": vals / 2}, index=idx.rename("timestamp_utc"))
 
 
 def test_every_chart_keeps_zoom_and_says_utc():
     for kind in figures.CHART_KINDS:
-        fig = figures.chart_figure(kind, frame(), PAIR, 60, 2.0)
+        fig = figures.chart_figure(kind, frame(), PARAMS, 2.0)
         assert fig.layout.uirevision == figures.UIREVISION
         assert fig.layout.xaxis.title.text == "time (UTC)"
         assert fig.layout.meta["export_name"] == f"{kind}_BTCUSDT-ETHUSDT"
 
 
 def test_gaps_are_breaks_not_interpolations():
-    body = json.loads(to_json_plotly(figures.spread_figure(frame(), PAIR, 3)))
+    body = json.loads(to_json_plotly(figures.spread_figure(frame(), Params(PAIR, window=3))))
     assert body["data"][0]["y"][2] is None and body["data"][0]["connectgaps"] is False
     assert body["data"][0]["x"][0].startswith("2025-10-22T00:00:00")
+
+
+def test_titles_say_hedge_log_and_timeframe():
+    fig = figures.spread_figure(frame(), Params(PAIR, tf="5m", hedge="kalman", window=30, log=True))
+    assert fig.layout.title.text == ("Spread ln BTCUSDT − (β·ln ETHUSDT + α) with its 30-bar mean · "
+                                     "kalman hedge · log prices · 5m bars")
+    assert figures.beta_figure(frame(), PARAMS).data[1].yaxis == "y2"
 
 
 def test_long_series_use_webgl():
@@ -46,7 +55,7 @@ def test_long_series_use_webgl():
 
 def test_zscore_bands_and_alert_markers():
     al = Alert(pd.Timestamp("2025-10-22T00:00:03Z").to_pydatetime(), "BTCUSDT/ETHUSDT", 2.4, 1.0, 2.0)
-    fig = figures.zscore_figure(frame(), PAIR, 60, 2.0, [al])
+    fig = figures.zscore_figure(frame(), PARAMS, 2.0, [al])
     levels = sorted((s.y0, s.y1) for s in fig.layout.shapes if s.type == "line")
     assert levels == [(-2.0, -2.0), (0, 0), (2.0, 2.0)]
     assert list(fig.data[1].y) == [2.4]
@@ -89,3 +98,10 @@ def test_increments_rebuild_exactly_the_full_chart(tmp_path, clock):
     market.save_settings({"window": 30})
     fig3, extend, _ = chart_update("spread", market, "5m", state)
     assert extend is no_update and fig3.data[1].name == "mean (30)"
+
+
+def test_every_hedge_method_has_a_label():
+    from components.layout import HEDGE_LABELS
+    from services.hedge import METHODS
+
+    assert tuple(HEDGE_LABELS) == METHODS
