@@ -13,6 +13,8 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from components import figures
+from components.tables import TRADE_COLUMNS, trade_rows
+from services.backtest import parse_params as parse_backtest
 from services.export import PngRenderer, RendererUnavailable
 from services.market import current_market
 from services.bars import TIMEFRAMES
@@ -64,7 +66,21 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         out = df[[*params.pair, "beta", "alpha", "spread", "zscore"]].reset_index()
         out["timestamp_utc"] = out["timestamp_utc"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         a, b = params.pair
-        return _csv_response(out.to_csv(index=False, float_format="%.10g"), f"analytics_{a}-{b}_{params.tf}.csv")
+        return _csv_response(out.to_csv(index=False, float_format="%.15g"), f"analytics_{a}-{b}_{params.tf}.csv")
+
+    @api.get("/backtest.csv")
+    def backtest_csv():
+        market, settings, params = _analytics_params()
+        args = request.args
+        bt = parse_backtest(args.get("entry", settings.threshold), args.get("exit", 0.0), args.get("stop", 4.0),
+                            args.get("cost_bps", 5.0))
+        rows = trade_rows(market.backtest(bt, params)["trades"])
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=[c["field"] for c in TRADE_COLUMNS], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        a, b = params.pair
+        return _csv_response(buf.getvalue(), f"backtest_{a}-{b}_{params.tf}.csv")
 
     @api.get("/ticks.csv")
     def ticks_csv():

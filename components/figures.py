@@ -139,6 +139,21 @@ def chart_figure(kind: str, df: pd.DataFrame, params, threshold: float, alerts=(
     return zscore_figure(df, params, threshold, alerts)
 
 
+def equity_figure(times: pd.DatetimeIndex, equity, trades, params) -> go.Figure:
+    """The backtest's equity curve (1 = start), with entries and exits marked."""
+    a, b = params.pair
+    x = utc_x(times)
+    fig = go.Figure([_line(x, list(np.asarray(equity, float)), "equity", COLORS["spread"], len(times))])
+    for key, name, symbol, color in (("entry_time", "entry", "triangle-up", COLORS["a"]),
+                                     ("exit_time", "exit", "x", COLORS["b"])):
+        pts = [t[key] for t in trades if t[key] is not None]
+        when = pd.to_datetime(pts, utc=True)
+        pos = times.get_indexer(when)
+        fig.add_trace(go.Scatter(x=utc_x(when), y=[float(equity[i]) for i in pos], mode="markers", name=name,
+                                 marker={"symbol": symbol, "size": 8, "color": color}))
+    return _layout(fig, f"Backtest equity · {a} − β·{b} · {describe(params)}", f"backtest_{a}-{b}", "equity")
+
+
 def extend_payload(df: pd.DataFrame, columns, max_points: int):
     """`dcc.Graph.extendData` appending `df`'s rows to the line traces (`columns` in trace order),
     keeping at most `max_points` per trace (the chart's range)."""

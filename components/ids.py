@@ -69,3 +69,16 @@ class Settings:
     ALERT_LOG = "set-alert-log"
     CLEAR_ALERTS = "set-clear-alerts"
     CLEAR_MSG = "set-clear-msg"
+
+
+class Backtest:
+    ENTRY = "bt-entry"
+    EXIT = "bt-exit"
+    STOP = "bt-stop"
+    COST = "bt-cost"
+    MSG = "bt-msg"
+    METRICS = "bt-metrics"
+    EQUITY_GRAPH = "bt-equity-graph"
+    TRADES = "bt-trades"
+    CSV_LINK = "bt-csv"
+    TIMER = "bt-timer"

@@ -50,3 +50,22 @@ def tick_rows(ticks) -> list[dict]:
         older[t.symbol] = t.price
     rows.reverse()
     return rows
+
+TRADE_COLUMNS = [
+    {"field": "entry_time", "headerName": "Entry (UTC)", "minWidth": 200},
+    {"field": "exit_time", "headerName": "Exit (UTC)", "minWidth": 200},
+    {"field": "side", "headerName": "Side"},
+    {"field": "entry_z", "headerName": "z at signal", "type": "rightAligned"},
+    {"field": "beta", "headerName": "β", "type": "rightAligned"},
+    {"field": "exit_reason", "headerName": "Exit"},
+    {"field": "return_pct", "headerName": "Return %", "type": "rightAligned",
+     "cellClassRules": {"text-success": "params.value > 0", "text-danger": "params.value < 0"}},
+    {"field": "bars", "headerName": "Bars", "type": "rightAligned"},
+]
+
+
+def trade_rows(trades) -> list[dict]:
+    """Backtest trades, newest first, as table rows (and CSV rows)."""
+    return [{"entry_time": t["entry_time"], "exit_time": t["exit_time"] or "open", "side": t["side"],
+             "entry_z": round(t["entry_z"], 3), "beta": round(t["beta"], 6), "exit_reason": t["exit_reason"],
+             "return_pct": round(t["ret"] * 100, 4), "bars": t["bars"]} for t in reversed(trades)]

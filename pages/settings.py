@@ -13,7 +13,7 @@ from services.bars import TIMEFRAMES
 from services.market import current_market
 from services.settings import POLL_RANGE, WINDOW_RANGE, SettingsError
 
-dash.register_page(__name__, path="/settings", name="Settings", title="Settings · Pair Monitor", order=2)
+dash.register_page(__name__, path="/settings", name="Settings", title="Settings · Pair Monitor", order=3)
 
 
 

@@ -11,8 +11,11 @@ Returns are per unit of gross notional at entry (|A| + |β·B|); the equity curv
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
+
+from services.settings import SettingsError, parse_float
 
 
 def _crossed_up(prev, now, level):
@@ -46,7 +49,7 @@ def backtest(times, a, b, beta, z, entry: float, exit_level: float = 0.0, stop: 
                 cost = cost_bps / 1e4 * (abs(qa * a[t]) + abs(qb * b[t])) / notional
                 cum -= cost
                 open_trade.update(exit_time=times[t], exit_reason=reason,
-                                  ret=cum - open_trade["start_cum"], bars=t - open_trade["entry_bar"])
+                                  ret=float(cum - open_trade["start_cum"]), bars=t - open_trade["entry_bar"])
                 trades.append(open_trade)
                 pos, qa, qb, open_trade = 0, 0.0, 0.0, None
             if side:  # open
@@ -54,7 +57,7 @@ def backtest(times, a, b, beta, z, entry: float, exit_level: float = 0.0, stop: 
                 notional = abs(a[t]) + abs(hedge * b[t])
                 value = qa * a[t] + qb * b[t]
                 open_trade = {"entry_time": times[t], "side": "long spread" if side > 0 else "short spread",
-                              "entry_z": signal_z, "beta": hedge, "entry_bar": t, "start_cum": cum}
+                              "entry_z": float(signal_z), "beta": float(hedge), "entry_bar": t, "start_cum": cum}
                 cum -= cost_bps / 1e4  # both legs' notionals add up to the gross notional
             pending = None
         equity[t] = 1.0 + cum
@@ -78,7 +81,7 @@ def backtest(times, a, b, beta, z, entry: float, exit_level: float = 0.0, stop: 
         if not math.isnan(zt):
             prev_z = zt
     if open_trade:
-        open_trade.update(exit_time=None, exit_reason="open", ret=cum - open_trade["start_cum"],
+        open_trade.update(exit_time=None, exit_reason="open", ret=float(cum - open_trade["start_cum"]),
                           bars=n - 1 - open_trade["entry_bar"])
         trades.append(open_trade)
     for tr in trades:
@@ -95,6 +98,31 @@ def metrics(equity: np.ndarray, trades: list[dict], bars_per_year: float) -> dic
         "total_return": float(equity[-1] - 1.0) if len(equity) else 0.0,
         "sharpe": float(rets.mean() / sd * math.sqrt(bars_per_year)) if sd and sd > 0 else math.nan,
         "max_drawdown": float(np.max(1.0 - equity / peak)) if len(equity) else 0.0,
-        "hit_rate": (sum(t["ret"] > 0 for t in closed) / len(closed)) if closed else math.nan,
+        "hit_rate": float(sum(t["ret"] > 0 for t in closed) / len(closed)) if closed else math.nan,
         "trades": len(trades),
     }
+
+
+@dataclass(frozen=True)
+class BacktestParams:
+    entry: float = 2.0
+    exit_level: float = 0.0
+    stop: float | None = 4.0
+    cost_bps: float = 5.0
+
+
+def parse_params(entry, exit_level, stop, cost_bps) -> BacktestParams:
+    """Validated backtest parameters; SettingsError with a message for a person otherwise."""
+    e = parse_float(entry, "Entry |z|")
+    x = parse_float(exit_level, "Exit z")
+    s = None if stop is None or (isinstance(stop, str) and not stop.strip()) else parse_float(stop, "Stop |z|")
+    c = parse_float(cost_bps, "Cost (bp per leg)")
+    if e <= 0:
+        raise SettingsError(f"Entry |z| must be greater than 0, got {entry!r}")
+    if abs(x) >= e:
+        raise SettingsError(f"Exit z must lie inside ±entry ({e:g}), got {exit_level!r}")
+    if s is not None and s <= e:
+        raise SettingsError(f"Stop |z| must be beyond the entry ({e:g}), got {stop!r}")
+    if not 0 <= c <= 1_000:
+        raise SettingsError(f"Cost must be from 0 to 1000 bp per leg, got {cost_bps!r}")
+    return BacktestParams(e, x, s, c)

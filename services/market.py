@@ -22,6 +22,7 @@ from flask import current_app
 
 from services import stats
 from services.alerts import AlertMonitor
+from services.backtest import BacktestParams, backtest
 from services.binance import BinanceError
 from services.engine import PairEngine, Params
 from services.settings import AppConfig, SettingsStore, UserSettings, validate
@@ -224,6 +225,21 @@ class MarketService:
         result = {**stats.summary(df["spread"].to_numpy(), df[a].to_numpy(), df[b].to_numpy(), corr_window),
                   "computed_utc": iso_utc(now), "tf_s": params.tf_s}
         self.cache.set(key, result, timeout=2 * STATS_EVERY_S)
+        return result
+
+    def backtest(self, bt: BacktestParams, params: Params | None = None) -> dict:
+        """The mean-reversion backtest over every committed bar of the analysis."""
+        params = params or self.params()
+        engine = self.engine(params)
+        engine.update(int(self.clock()))
+        df = engine.committed_after(None)
+        valid = df["zscore"].notna().to_numpy()
+        df = df.iloc[int(valid.argmax()):] if valid.any() else df.iloc[:0]  # from the first defined z
+        a, b = params.pair
+        times = [iso_utc(t.timestamp()) for t in df.index]
+        result = backtest(times, df[a].to_numpy(), df[b].to_numpy(), df["beta"].to_numpy(), df["zscore"].to_numpy(),
+                          bt.entry, bt.exit_level, bt.stop, bt.cost_bps, 365 * 86_400 / params.tf_s)
+        result["times"] = df.index
         return result
 
     def _evaluate_alerts(self, settings: UserSettings, now: float) -> None:

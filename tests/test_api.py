@@ -122,3 +122,36 @@ def test_against_fake_binance_csv_matches_the_server_second_by_second(fake_binan
     spread = df["BTCUSDT"] - df["ETHUSDT"]
     z = ((spread - spread.rolling(30).mean()) / spread.rolling(30).std()).to_numpy()
     np.testing.assert_allclose(df["zscore"].to_numpy()[29:], z[29:], rtol=1e-6, atol=1e-9, equal_nan=True)
+
+
+def test_backtest_csv(sim_client):
+    df = read_csv(sim_client.get("/api/backtest.csv?entry=1&exit=0&stop=&cost_bps=0&seconds=600"))
+    assert list(df.columns) == ["entry_time", "exit_time", "side", "entry_z", "beta", "exit_reason", "return_pct",
+                                "bars"]
+    assert len(df) >= 1 and set(df["side"]) <= {"long spread", "short spread"}
+    assert (df["entry_z"].abs() >= 1).all()
+
+
+@pytest.mark.parametrize("query,needle", [("entry=0", "greater than 0"), ("entry=2&exit=3", "inside"),
+                                          ("entry=2&stop=1", "beyond"), ("cost_bps=-1", "cost"),
+                                          ("hedge=magic", "hedge"), ("tf=2m", "tf")])
+def test_backtest_csv_bad_parameters(sim_client, query, needle):
+    resp = sim_client.get(f"/api/backtest.csv?{query}")
+    assert resp.status_code == 400 and needle in resp.get_json()["error"].lower()
+
+
+@pytest.mark.parametrize("hedge", ["none", "ols", "rolling-ols", "kalman", "robust"])
+@pytest.mark.parametrize("tf", ["1s", "1m"])
+def test_analytics_csv_hedge_and_timeframe(sim_client, hedge, tf):
+    # saved settings decide how much history is backfilled: 3 windows of 1m bars
+    sim_client.application.extensions["market"].save_settings({"timeframe": tf, "window": 20})
+    sim_client.get("/api/health")
+    time.sleep(1.1)  # the next poll deepens the backfill
+    df = read_csv(sim_client.get(f"/api/analytics.csv?hedge={hedge}&tf={tf}&window=20&seconds=1800"))
+    t = pd.to_datetime(df["timestamp_utc"])
+    step = pd.Timedelta(seconds=1 if tf == "1s" else 60)
+    assert (t.diff().dropna() == step).all() and (t.dt.second == 0).all() if tf == "1m" else True
+    spread = df["BTCUSDT"] - (df["beta"] * df["ETHUSDT"] + df["alpha"])
+    np.testing.assert_allclose(df["spread"], spread, rtol=1e-9, atol=1e-6, equal_nan=True)
+    if hedge != "none":
+        assert df["beta"].notna().sum() > 5 and df["beta"].nunique() > 1

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 from app import create_app
 from components.ids import Analytics as analytics
@@ -191,3 +192,42 @@ def test_upstream_failure_shows_stale_never_live(dash_duo, fake_binance, data_di
     navigate(dash_duo, "Spread & z-score")
     dash_duo.wait_for_contains_text(f"#{analytics.STAT_Z_SUB}", "no fresh data", timeout=10)
     assert dash_duo.find_element(f"#{analytics.STAT_Z}").text == "–"
+
+
+def test_hedge_and_timeframe_selectors_change_every_chart_and_persist(dash_duo, sim_app, data_dir):
+    dash_duo.start_server(sim_app)
+    navigate(dash_duo, "Spread & z-score")
+    wait_for(lambda: figure(dash_duo, analytics.BETA_GRAPH), message="β chart")
+    Select(dash_duo.find_element(f"#{analytics.HEDGE}")).select_by_value("rolling-ols")
+    dash_duo.wait_for_contains_text(f"#{analytics.PARAMS_MSG}", "Rolling OLS", timeout=10)
+    dash_duo.wait_for_contains_text(f"#{analytics.STAT_BETA_SUB}", "Rolling OLS", timeout=10)
+    wait_for(lambda: re.match(r"^-?\d", dash_duo.find_element(f"#{analytics.STAT_BETA}").text), message="a β value")
+    next(lb for lb in dash_duo.driver.find_elements(By.CSS_SELECTOR, f"#{analytics.TIMEFRAME} label")
+         if lb.text == "1m").click()
+    dash_duo.wait_for_contains_text(f"#{analytics.PARAMS_MSG}", "1m bars", timeout=10)
+    z = wait_for(lambda: (f := figure(dash_duo, analytics.Z_GRAPH)) and f["data"][0]["n"] <= 200 and f,
+                 message="a z chart of 1m bars")
+    assert z["data"][0]["last"].endswith(":00") or z["data"][0]["last"].endswith(":00.000000")
+    saved = json.loads((data_dir / "settings.json").read_text())
+    assert (saved["hedge"], saved["timeframe"]) == ("rolling-ols", "1m")
+    dash_duo.wait_for_contains_text(f"#{analytics.STATS_PANEL}", "Half-life", timeout=15)
+    assert dash_duo.get_logs() == []
+
+
+def test_backtest_page_runs_and_rejects_bad_parameters(dash_duo, sim_app):
+    from components.ids import Backtest as bt
+
+    dash_duo.start_server(sim_app)
+    navigate(dash_duo, "Backtest")
+    fig = wait_for(lambda: figure(dash_duo, bt.EQUITY_GRAPH), message="the equity curve")
+    assert fig["data"][0]["name"] == "equity"
+    set_input(dash_duo, bt.ENTRY, "1")
+    dash_duo.find_element(f"#{bt.EXIT}").click()  # blur: debounced inputs apply
+    rows = wait_for(lambda: grid_rows(dash_duo, bt.TRADES), timeout=20, message="trades")
+    assert re.search(r"(long|short) spread", rows[0].text)
+    href = dash_duo.find_element(f"#{bt.CSV_LINK}").get_attribute("href")
+    assert "/api/backtest.csv?entry=1.0" in href
+    set_input(dash_duo, bt.STOP, "0.5")
+    dash_duo.find_element(f"#{bt.EXIT}").click()
+    dash_duo.wait_for_contains_text(f"#{bt.MSG}", "Stop |z| must be beyond the entry", timeout=10)
+    assert dash_duo.get_logs() == []
