@@ -6,8 +6,8 @@ For each history length it fills the store, then times, per tick (median of N ru
 - refresh: one poll + ingest + alert evaluation of the new bucket;
 - z-chart increment: what the /analytics z chart sends each second (extendData), serialised;
 - z-chart full render of the default 15 min range and of the whole history (on first paint or a
-  settings change), serialised as Dash sends it; and the full-history recompute that a
-  non-incremental callback would do every tick, for comparison;
+  settings change), serialised as Dash sends it (`bench/analytics.py` compares full and
+  incremental analytics);
 - stats card: current z, spread, mean, std.
 """
 from __future__ import annotations
@@ -74,15 +74,13 @@ def bench(history_s: int, runs: int = 30) -> dict:
 
     chart_update("zscore", market, "15m", None)
     _, _, state = chart_update("zscore", market, "15m", None)
-    now = lambda: int(clock())  # noqa: E731
     results = {
         "refresh (poll+ingest+alerts)": timed(tick_refresh, runs),
         "z chart increment (extendData)": timed(z_increment, runs) - timed(tick_refresh, runs),
         "z chart full render, 15 min": timed(lambda: full_render("15m"), runs),
         "z chart full render, whole history": timed(
             lambda: full_render("24h" if history_s > 21_600 else "1h"), max(3, runs // 5)),
-        "full-history recompute (what increments avoid)": timed(lambda: market.frame(now() - history_s + 1, now()), runs),
-        "stats card (current z, mean, std)": timed(lambda: market.frame(now(), now()), runs),
+        "stats card (current z, mean, std)": timed(market.latest, runs),
     }
     results["full render JSON, whole history, KiB"] = full_render("24h" if history_s > 21_600 else "1h") / 1024
     results["store MiB"] = market.store.nbytes() / 2**20

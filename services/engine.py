@@ -85,7 +85,7 @@ class PairEngine:
         if self.p.hedge in hedge.RECURSIVE:
             beta, alpha, state = hedge.hedge(self.p.hedge, xb[ctx:], ya[ctx:], self.p.window, state)
         else:
-            beta, alpha, _ = hedge.hedge(self.p.hedge, xb, ya, self.p.window)
+            beta, alpha, _ = hedge.hedge(self.p.hedge, xb, ya, self.p.window, start=ctx)
             beta, alpha = beta[ctx:], alpha[ctx:]
         spread = ya[ctx:] - (beta * xb[ctx:] + alpha)
         past = self.cols["spread"][len(self.cols["spread"]) - ctx:]

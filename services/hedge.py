@@ -141,31 +141,44 @@ def kalman(x, y, state: KalmanState | None = None, delta: float = KALMAN_DELTA,
     return beta, alpha, KalmanState(sx, sy, (b, a), (p11, p12, p22), seen)
 
 
-def theil_sen(x, y, window: int):
-    """Rolling Theil–Sen β_t (median pairwise slope) and α_t = median(y − β·x)."""
+def _row_median(values: np.ndarray) -> np.ndarray:
+    """Median of each row over its non-NaN entries (NaN where a row has none)."""
+    v = np.sort(values, axis=1)  # NaN sort last
+    k = np.sum(~np.isnan(values), axis=1)
+    rows = np.arange(len(v))
+    lo, hi = v[rows, np.maximum(k - 1, 0) // 2], v[rows, k // 2]
+    return np.where(k > 0, np.where(k % 2 == 1, lo, (lo + hi) / 2), np.nan)
+
+
+def theil_sen(x, y, window: int, start: int = 0):
+    """Rolling Theil–Sen β_t (median pairwise slope) and α_t = median(y − β·x), for bars t ≥ start
+    (earlier ones are NaN: the caller already has them). Vectorised over blocks of bars."""
     x, y, ok = _joint(x, y)
     n = len(x)
     beta, alpha = np.full(n, np.nan), np.full(n, np.nan)
     w = min(int(window), ROBUST_MAX_BARS)
+    pad = np.full(w - 1, np.nan)
+    xs = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, x]), w)  # row t: bars t-w+1..t
+    ys = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, y]), w)
     i, j = np.triu_indices(w, k=1)
-    for t in range(n):
-        lo = max(0, t - w + 1)
-        xs, ys, valid = x[lo:t + 1], y[lo:t + 1], ok[lo:t + 1]
-        if valid.sum() < min_obs(w):
-            continue
-        m = len(xs)
-        ii, jj = (i, j) if m == w else np.triu_indices(m, k=1)
-        dx = xs[jj] - xs[ii]
-        keep = (dx != 0) & valid[ii] & valid[jj]
-        if not keep.any():
-            continue
-        b = float(np.median((ys[jj][keep] - ys[ii][keep]) / dx[keep]))
-        beta[t], alpha[t] = b, float(np.nanmedian(ys - b * xs))
+    block = max(1, 2_000_000 // len(i))
+    counts = np.convolve(ok.astype(np.int64), np.ones(w, dtype=np.int64))[:n]  # valid bars per window
+    rows = np.nonzero(counts >= min_obs(w))[0]
+    rows = rows[rows >= start]
+    for lo in range(0, len(rows), block):
+        r = rows[lo:lo + block]
+        bx, by = xs[r], ys[r]
+        dx = bx[:, j] - bx[:, i]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slopes = np.where(dx != 0, (by[:, j] - by[:, i]) / dx, np.nan)
+        beta[r] = _row_median(slopes)
+        alpha[r] = _row_median(by - beta[r][:, None] * bx)
     return beta, alpha
 
 
-def hedge(method: str, x, y, window: int, state=None):
-    """Dispatch: returns (β, α, state) for `method`; state is None for stateless methods."""
+def hedge(method: str, x, y, window: int, state=None, start: int = 0):
+    """Dispatch: returns (β, α, state) for `method`; state is None for stateless methods.
+    Windowed methods may skip bars before `start` (the caller's context, already computed)."""
     n = len(x)
     if method == "none":
         return np.ones(n), np.zeros(n), None
@@ -176,5 +189,5 @@ def hedge(method: str, x, y, window: int, state=None):
     if method == "rolling-ols":
         return (*rolling_ols(x, y, window), None)
     if method == "robust":
-        return (*theil_sen(x, y, window), None)
+        return (*theil_sen(x, y, window, start), None)
     raise ValueError(f"unknown hedge method {method!r}; use one of {', '.join(METHODS)}")
