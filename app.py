@@ -21,6 +21,7 @@ from components import ids
 from components.layout import navbar, status_banner
 from services.export import PngRenderer
 from services.market import MarketService
+from services.replay import ReplayError
 from services.settings import AppConfig
 from services.sources import iso_utc
 
@@ -28,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 log = logging.getLogger("dashboard")
 
 ENV = {"source": "SOURCE", "binance_url": "BINANCE_BASE_URL", "host": "HOST", "port": "PORT",
-       "data_dir": "DATA_DIR", "debug": "DEBUG", "history_s": "HISTORY_S", "sim_seed": "SIM_SEED"}
+       "data_dir": "DATA_DIR", "debug": "DEBUG", "history_s": "HISTORY_S", "sim_seed": "SIM_SEED",
+       "replay": "REPLAY", "replay_speed": "REPLAY_SPEED"}
 
 
 def config_from_env(environ=os.environ) -> AppConfig:
@@ -41,7 +43,12 @@ def config_from_env(environ=os.environ) -> AppConfig:
             continue
         kind = types[name]
         try:
-            values[name] = raw.lower() in ("1", "true", "yes", "on") if kind == "bool" else (int(raw) if kind == "int" else raw)
+            if kind == "bool":
+                values[name] = raw.lower() in ("1", "true", "yes", "on")
+            elif kind == "int":
+                values[name] = int(raw)
+            else:
+                values[name] = tuple(raw.split()) if name == "replay" else raw
         except ValueError:
             raise SystemExit(f"{var} must be a whole number, got {raw!r}") from None
     return AppConfig(**values)
@@ -50,9 +57,16 @@ def config_from_env(environ=os.environ) -> AppConfig:
 def parse_args(argv=None, environ=os.environ) -> AppConfig:
     env = config_from_env(environ)
     p = argparse.ArgumentParser(description="Live crypto pair dashboard (spread, rolling z-score, alerts).")
-    p.add_argument("--source", choices=("auto", "binance", "sim"), default=env.source,
+    p.add_argument("--source", choices=("auto", "binance", "sim", "replay"), default=env.source,
                    help="where prices come from; auto probes Binance for 3 s and falls back to the "
-                        "labelled simulation (env SOURCE, default %(default)s)")
+                        "labelled simulation; replay plays --replay files (env SOURCE, default %(default)s)")
+    p.add_argument("--replay", nargs="+", default=list(env.replay), metavar="PATH",
+                   help="kline recordings to replay: Binance bulk CSV (header or not, ms or µs times) or "
+                        "klines JSON, one per symbol, named like BTCUSDT-1m-2025-10-22.csv or given as "
+                        "SYMBOL=PATH (env REPLAY, space-separated)")
+    p.add_argument("--replay-speed", default=env.replay_speed,
+                   help="recorded seconds per second: 1 (real time), 10, ... or max (env REPLAY_SPEED, "
+                        "default %(default)s)")
     p.add_argument("--binance-url", default=env.binance_url,
                    help="Binance REST base URL (env BINANCE_BASE_URL, default %(default)s)")
     p.add_argument("--host", default=env.host, help="address to listen on (env HOST, default %(default)s)")
@@ -64,8 +78,11 @@ def parse_args(argv=None, environ=os.environ) -> AppConfig:
     p.add_argument("--debug", action="store_true", default=env.debug,
                    help="Dash debug mode: reloader and dev tools (env DEBUG; off by default)")
     a = p.parse_args(argv)
+    if a.source == "replay" and len(a.replay) < 2:
+        p.error("--source replay needs --replay with a recording of each symbol of the pair")
     return AppConfig(source=a.source, binance_url=a.binance_url, host=a.host, port=a.port, data_dir=a.data_dir,
-                     debug=a.debug, history_s=a.history_s, sim_seed=env.sim_seed)
+                     debug=a.debug, history_s=a.history_s, sim_seed=env.sim_seed, replay=tuple(a.replay),
+                     replay_speed=a.replay_speed)
 
 
 def create_app(config: AppConfig | None = None, market: MarketService | None = None) -> dash.Dash:
@@ -115,7 +132,8 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         status = market.status()
         settings = market.settings
         age_text, age_color = _age_badge(status)
-        source_text, source_color = ("Simulated data", "warning") if status["simulated"] else (status["source_label"], "info")
+        source_text, source_color = ("Simulated data", "warning") if status["simulated"] else (
+            status["source_label"], "primary" if status["source"] == "replay" else "info")
         banner = []
         err = status["last_error"]
         if err:
@@ -142,7 +160,10 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
     market = app.server.extensions["market"]
-    status = market.status()
+    try:
+        status = market.status()  # opens the source: probes Binance, or reads the recordings
+    except ReplayError as exc:
+        raise SystemExit(f"error: {exc}") from None
     log.info("source: %s (%s)", status["source_label"], market.source_note)
     log.info("serving on http://%s:%d", config.host, config.port)
     app.run(host=config.host, port=config.port, debug=config.debug)

@@ -36,10 +36,11 @@ STATS_EVERY_S = 30
 
 
 class MarketService:
-    def __init__(self, config: AppConfig, cache, clock=time.time, source=None):
+    def __init__(self, config: AppConfig, cache, clock=None, source=None):
+        """`clock` defaults to the source's own (wall time, or replay time for a replay)."""
         self.config = config
         self.cache = cache
-        self.clock = clock
+        self._clock = clock
         self.settings_store = SettingsStore(config.data_dir)
         self.store = PriceStore(config.history_s)
         self.alerts = AlertMonitor()
@@ -66,9 +67,19 @@ class MarketService:
             with self._source_lock:
                 if self._source is None:
                     self._source, self.source_note = open_source(
-                        self.config.source, self.config.binance_url, clock=self.clock,
-                        seed=self.config.sim_seed, span_s=self.config.history_s)
+                        self.config.source, self.config.binance_url, clock=self._clock or time.time,
+                        seed=self.config.sim_seed, span_s=self.config.history_s, replay=self.config.replay,
+                        replay_speed=self.config.replay_speed)
         return self._source
+
+    def clock(self) -> float:
+        """Now, in UTC epoch seconds: the market's time (a replay's recorded time)."""
+        return self._clock() if self._clock else self.source.now()
+
+    @property
+    def ffill_s(self) -> int:
+        """Empty seconds a price is carried over: the configured few, or a recording's bar length."""
+        return max(self.config.ffill_s, self.source.interval_s)
 
     @property
     def settings(self) -> UserSettings:
@@ -145,8 +156,10 @@ class MarketService:
                 self._ingest(ticks, settings)
 
     def _backfill_span(self, settings: UserSettings) -> int:
-        bars = 3 * settings.window * self.params(settings).tf_s
-        return min(self.config.history_s, max(MIN_BACKFILL_S, bars + self.config.ffill_s))
+        if getattr(self.source, "backfill_all", False):
+            return self.config.history_s
+        bars = 3 * settings.window * max(self.params(settings).tf_s, self.source.interval_s)
+        return min(self.config.history_s, max(MIN_BACKFILL_S, bars + self.ffill_s))
 
     def _ingest(self, ticks: list[Tick], settings: UserSettings) -> None:
         """Store live ticks. Before a symbol's tick, backfill what the analysis needs and the
@@ -165,7 +178,7 @@ class MarketService:
             else:
                 if floor > second - span:
                     holes.append((second - span, floor - 1))
-                if second - prev > self.config.ffill_s + 1:
+                if second - prev > self.ffill_s + 1:
                     holes.append((max(prev + 1, second - self.config.history_s), second - 1))
             for start, end in holes:
                 try:
@@ -191,7 +204,7 @@ class MarketService:
         with self._engines_lock:
             engine = self._engines.pop(params, None)
             if engine is None:
-                engine = PairEngine(params, self.store, self.config.ffill_s, self.config.history_s)
+                engine = PairEngine(params, self.store, self.ffill_s, self.config.history_s)
             self._engines[params] = engine
             while len(self._engines) > MAX_ENGINES:
                 self._engines.popitem(last=False)
@@ -203,11 +216,14 @@ class MarketService:
         return self.engine(params or self.params()).frame(int(start_s), int(end_s), int(self.clock()))
 
     def latest(self, params: Params | None = None) -> pd.Series | None:
-        """The newest bar (the open one): current prices, β, spread, mean, std, z."""
+        """The newest bar with prices (the open bar, or the one before while the open bar has
+        none yet): current prices, β, spread, mean, std, z."""
         params = params or self.params()
         now = int(self.clock())
-        df = self.frame(now - params.tf_s + 1, now, params)
-        return df.iloc[-1] if len(df) else None
+        step = max(params.tf_s, self.source.interval_s)
+        df = self.frame(now - 2 * step + 1, now, params)
+        priced = df[df[list(params.pair)].notna().all(axis=1)]
+        return priced.iloc[-1] if len(priced) else (df.iloc[-1] if len(df) else None)
 
     def statistics(self, corr_window: int, params: Params | None = None) -> dict:
         """ADF, half-life and return correlation over the committed bars (the last
@@ -261,7 +277,7 @@ class MarketService:
 
     # --- what pages and the API show -------------------------------------------------------
     def stale_after_s(self, settings: UserSettings | None = None) -> float:
-        return max(5.0, 3 * (settings or self.settings).poll_interval_s)
+        return max(5.0, 3 * (settings or self.settings).poll_interval_s, 2.0 * self.source.interval_s)
 
     def status(self) -> dict:
         """Source, freshness and the last upstream error: the navbar and /api/health."""

@@ -27,7 +27,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class AppConfig:
-    source: str = "auto"  # auto | binance | sim
+    source: str = "auto"  # auto | binance | sim | replay
     binance_url: str = "https://api.binance.com"
     host: str = "127.0.0.1"
     port: int = 8050
@@ -36,6 +36,8 @@ class AppConfig:
     history_s: int = 86_400  # bounded history span
     ffill_s: int = 3  # forward-fill at most this many empty seconds
     sim_seed: int = 7
+    replay: tuple[str, ...] = ()  # recordings for --source replay
+    replay_speed: str = "1"
 
 
 @dataclass(frozen=True)

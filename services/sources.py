@@ -49,9 +49,11 @@ def iso_utc(when: float | datetime) -> str:
 class BinanceSource:
     simulated = False
     kind = "binance"
+    interval_s = 1  # how far apart its prices are, at the finest
 
-    def __init__(self, client: BinanceClient):
+    def __init__(self, client: BinanceClient, clock=time.time):
         self.client = client
+        self.now = clock
 
     @property
     def label(self) -> str:
@@ -112,6 +114,7 @@ class SimSource:
     simulated = True
     kind = "sim"
     label = "Simulated data"
+    interval_s = 1
 
     FACTOR_VOL = 8e-5  # per second, ~45 % a year: BTC-like
     IDIO_VOL = 3e-5
@@ -143,6 +146,9 @@ class SimSource:
 
     def symbols(self) -> list[str]:
         return sorted(self.names)
+
+    def now(self) -> float:
+        return self.clock()
 
     @property
     def _next_s(self) -> int:
@@ -195,21 +201,26 @@ class SimSource:
 
 
 def open_source(kind: str, binance_url: str, clock=time.time, seed: int = 7, span_s: int = 86_400,
-                probe_timeout: float = 3.0):
+                probe_timeout: float = 3.0, replay=(), replay_speed="1"):
     """The source named by `--source`, and why it was chosen.
 
     `auto` pings Binance (at most `probe_timeout` seconds) and falls back to the simulation,
-    saying why, when it cannot be reached.
+    saying why, when it cannot be reached. `replay` raises ReplayError for unusable files.
     """
+    if kind == "replay":
+        from services.replay import ReplaySource, parse_speed
+
+        source = ReplaySource(replay, parse_speed(replay_speed), wall=clock)
+        return source, f"replaying {', '.join(r.path for r in source.recordings.values())}"
     if kind == "sim":
         return SimSource(seed=seed, span_s=span_s, clock=clock), "simulation chosen with --source sim"
     client = BinanceClient(binance_url)
     if kind == "binance":
-        return BinanceSource(client), f"Binance at {client.base_url}"
+        return BinanceSource(client, clock), f"Binance at {client.base_url}"
     try:
         client.ping(timeout=probe_timeout)
     except BinanceError as exc:
         reason = f"Binance not reachable at {client.base_url} ({exc.message}); using the simulation"
         log.warning(reason)
         return SimSource(seed=seed, span_s=span_s, clock=clock), reason
-    return BinanceSource(client), f"Binance reachable at {client.base_url}"
+    return BinanceSource(client, clock), f"Binance reachable at {client.base_url}"

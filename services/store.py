@@ -77,8 +77,9 @@ class PriceStore:
                     stored += 1
                     second = int(t.epoch)
                     earliest = second if earliest is None else min(earliest, second)
-                if raw:
-                    self._ticks[t.symbol].append(t)
+                log = self._ticks[t.symbol]
+                if raw and (not log or log[-1] != t):  # a repeated answer is not a new tick
+                    log.append(t)
             if stored:
                 self.write_seq += 1
                 self._writes.append((self.write_seq, earliest))
