@@ -19,10 +19,11 @@ from services.sources import BinanceSource, SimSource, Tick, utc_from_epoch
 class ScriptedSource:
     """Prices given per second by arrays starting at `origin`; the clock says which second is now."""
 
-    simulated, kind, label = True, "script", "Scripted"
+    simulated, kind, label, interval_s = True, "script", "Scripted", 1
 
     def __init__(self, clock, origin, prices):
         self.clock, self.origin, self.prices = clock, origin, prices
+        self.now = clock
 
     def symbols(self):
         return sorted(self.prices)
@@ -145,9 +146,11 @@ def test_alerts_fire_once_per_crossing_whatever_the_number_of_clients(tmp_path, 
     tabs = [threading.Thread(target=tab) for _ in range(4)]
     for t in tabs:
         t.start()
+    deadline = time.time() + 120
     while clock.now < origin + n - 2:
         clock.advance(1)
         while market.store.latest_second("AAAUSDT") != int(clock()):  # the tabs poll each second
+            assert time.time() < deadline and all(t.is_alive() for t in tabs), "the tabs stopped polling"
             time.sleep(0.0002)
     stop.set()
     for t in tabs:
