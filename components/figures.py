@@ -58,8 +58,8 @@ def _layout(fig: go.Figure, title: str, export_name: str, yaxis_title: str) -> g
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 15}},
         template="plotly_dark", paper_bgcolor="#1f242b", plot_bgcolor="#161a1f",
-        margin={"l": 60, "r": 60, "t": 40, "b": 40}, height=340, uirevision=UIREVISION,
-        legend={"orientation": "h", "y": 1.02, "x": 0.5, "xanchor": "center", "yanchor": "bottom"},
+        margin={"l": 60, "r": 60, "t": 40, "b": 78}, height=370, uirevision=UIREVISION,
+        legend={"orientation": "h", "y": -0.3, "x": 0, "xanchor": "left", "yanchor": "top"},
         hovermode="x unified", meta={"export_name": export_name},
         xaxis={"title": {"text": "time (UTC)"}, "type": "date", "gridcolor": "#263040"},
         yaxis={"title": {"text": yaxis_title}, "gridcolor": "#263040", "tickformat": ",.6~g"},
