@@ -23,7 +23,6 @@ from services.export import PngRenderer
 from services.market import MarketService
 from services.replay import ReplayError
 from services.settings import AppConfig
-from services.sources import iso_utc
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("dashboard")

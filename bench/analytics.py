@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import median_ms  # noqa: E402
 
 from services import stats  # noqa: E402
 from services.engine import PairEngine, Params  # noqa: E402
@@ -36,26 +37,18 @@ def filled_store(history_s: int, extra_s: int):
     return store, sim
 
 
-def ms(fn, runs=1):
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return statistics.median(out)
-
 
 def bench(history_s: int, method: str, tf: str = "1s", window: int = 60, ticks: int = 30):
     store, sim = filled_store(history_s, ticks + 2)
     params = Params(PAIR, tf=tf, hedge=method, window=window)
     now = T0 + history_s
     engine = PairEngine(params, store, ffill_s=3, span_s=86_400)
-    full = ms(lambda: engine.frame(now - 1, now, now))
+    full = median_ms(lambda: engine.frame(now - 1, now, now))
     timings = []
     for k in range(ticks):
         s = now + k
         store.add_ticks([t for sym in PAIR for t in sim.history(sym, s, s)])
-        timings.append(ms(lambda: engine.frame(s - 1, s + 1, s + 1)))
+        timings.append(median_ms(lambda: engine.frame(s - 1, s + 1, s + 1)))
     return full, statistics.median(timings), engine
 
 
@@ -70,7 +63,7 @@ def main():
         df = engines["1s"].committed_after(None).tail(stats.ADF_MAX_OBS)
         sp, a, b = df["spread"].to_numpy(), df[PAIR[0]].to_numpy(), df[PAIR[1]].to_numpy()
         print(f"{label:>8} ADF + half-life + corr on {len(df):,} bars (every 30 s): "
-              f"{ms(lambda: stats.summary(sp, a, b, 60), 3):.1f} ms")
+              f"{median_ms(lambda: stats.summary(sp, a, b, 60), 3):.1f} ms")
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ For each history length it fills the store, then times, per tick (median of N ru
 """
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import median_ms  # noqa: E402
 
 from cachelib import SimpleCache  # noqa: E402
 from plotly.io.json import to_json_plotly  # noqa: E402
@@ -36,14 +36,6 @@ class Clock:
     def __call__(self):
         return self.now
 
-
-def timed(fn, runs):
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return statistics.median(out)
 
 
 def bench(history_s: int, runs: int = 30) -> dict:
@@ -75,12 +67,12 @@ def bench(history_s: int, runs: int = 30) -> dict:
     chart_update("zscore", market, "15m", None)
     _, _, state = chart_update("zscore", market, "15m", None)
     results = {
-        "refresh (poll+ingest+alerts)": timed(tick_refresh, runs),
-        "z chart increment (extendData)": timed(z_increment, runs) - timed(tick_refresh, runs),
-        "z chart full render, 15 min": timed(lambda: full_render("15m"), runs),
-        "z chart full render, whole history": timed(
+        "refresh (poll+ingest+alerts)": median_ms(tick_refresh, runs),
+        "z chart increment (extendData)": median_ms(z_increment, runs) - median_ms(tick_refresh, runs),
+        "z chart full render, 15 min": median_ms(lambda: full_render("15m"), runs),
+        "z chart full render, whole history": median_ms(
             lambda: full_render("24h" if history_s > 21_600 else "1h"), max(3, runs // 5)),
-        "stats card (current z, mean, std)": timed(market.latest, runs),
+        "stats card (current z, mean, std)": median_ms(market.latest, runs),
     }
     results["full render JSON, whole history, KiB"] = full_render("24h" if history_s > 21_600 else "1h") / 1024
     results["store MiB"] = market.store.nbytes() / 2**20

@@ -51,6 +51,7 @@ def tick_rows(ticks) -> list[dict]:
     rows.reverse()
     return rows
 
+
 TRADE_COLUMNS = [
     {"field": "entry_time", "headerName": "Entry (UTC)", "minWidth": 200},
     {"field": "exit_time", "headerName": "Exit (UTC)", "minWidth": 200},

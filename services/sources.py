@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 

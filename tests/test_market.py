@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from cachelib import SimpleCache
 
-from services import analytics
 from services.binance import BinanceClient
 from services.cache import AtomicFileSystemCache
 from services.market import MarketService
