@@ -104,7 +104,8 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         end_s = int(market.clock())
         df = market.frame(end_s - _seconds(market) + 1, end_s, params)
         alerts = market.alerts.log(settings.pair_label) if params == market.params() else []
-        fig = figures.chart_figure(kind, df, params, threshold, alerts)
+        ohlc = market.ohlc(end_s - _seconds(market) + 1, end_s, params) if kind == "price" else None
+        fig = figures.chart_figure(kind, df, params, threshold, alerts, ohlc)
         try:
             png = renderer.render(fig, width=_int_param("width", 1200, 200, 4000),
                                   height=_int_param("height", 500, 150, 4000))

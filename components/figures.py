@@ -67,11 +67,24 @@ def _layout(fig: go.Figure, title: str, export_name: str, yaxis_title: str) -> g
     return fig
 
 
-def price_figure(df: pd.DataFrame, pair: tuple[str, str]) -> go.Figure:
-    """Both symbols' bucket prices, each on its own axis (their levels differ 30-fold)."""
+def _candles(ohlc: pd.DataFrame, symbol: str, color: str, yaxis: str) -> go.Candlestick:
+    return go.Candlestick(x=utc_x(ohlc.index), open=_values(ohlc[f"{symbol} open"]), high=_values(ohlc[f"{symbol} high"]),
+                          low=_values(ohlc[f"{symbol} low"]), close=_values(ohlc[f"{symbol} close"]), name=symbol,
+                          yaxis=yaxis, increasing={"line": {"color": color}, "fillcolor": color},
+                          decreasing={"line": {"color": color}, "fillcolor": "rgba(0,0,0,0)"})
+
+
+def price_figure(df: pd.DataFrame, pair: tuple[str, str], ohlc: pd.DataFrame | None = None) -> go.Figure:
+    """Both symbols' prices, each on its own axis (their levels differ 30-fold): lines of bucket
+    prices, or candles (filled: up, hollow: down) when `ohlc` bars are given."""
     a, b = pair
-    x, n = utc_x(df.index), len(df)
-    fig = go.Figure([_line(x, _values(df[a]), a, COLORS["a"], n), _line(x, _values(df[b]), b, COLORS["b"], n, "y2")])
+    if ohlc is not None:
+        fig = go.Figure([_candles(ohlc, a, COLORS["a"], "y"), _candles(ohlc, b, COLORS["b"], "y2")])
+        fig.update_layout(xaxis_rangeslider_visible=False)
+    else:
+        x, n = utc_x(df.index), len(df)
+        fig = go.Figure([_line(x, _values(df[a]), a, COLORS["a"], n),
+                         _line(x, _values(df[b]), b, COLORS["b"], n, "y2")])
     _layout(fig, f"Prices · {a} (left) / {b} (right)", f"price_{a}-{b}", a)
     fig.update_layout(yaxis2={"title": {"text": b}, "overlaying": "y", "side": "right", "showgrid": False,
                               "tickformat": ",.6~g"})
@@ -127,11 +140,12 @@ def zscore_figure(df: pd.DataFrame, params, threshold: float, alerts=()) -> go.F
                    f"zscore_{a}-{b}", "z")
 
 
-def chart_figure(kind: str, df: pd.DataFrame, params, threshold: float, alerts=()) -> go.Figure:
+def chart_figure(kind: str, df: pd.DataFrame, params, threshold: float, alerts=(), ohlc=None) -> go.Figure:
     """Any of `CHART_KINDS`, by name (pages and the PNG API share this). `params` is the
-    analysis's `services.engine.Params` (pair, tf, hedge, window, log)."""
+    analysis's `services.engine.Params` (pair, tf, hedge, window, log); `ohlc` turns the price
+    chart into candles."""
     if kind == "price":
-        return price_figure(df, params.pair)
+        return price_figure(df, params.pair, ohlc)
     if kind == "spread":
         return spread_figure(df, params)
     if kind == "beta":

@@ -37,7 +37,8 @@ def chart_update(kind: str, market: MarketService, range_name: str | None, state
         payload = figures.extend_payload(df, figures.trace_columns(kind, params.pair), range_s)
         return no_update, payload, new_state
     df = market.frame(end_s - range_s + 1, end_s, params)
-    fig = figures.chart_figure(kind, df, params, settings.threshold, alerts)
+    ohlc = market.ohlc(end_s - range_s + 1, end_s, params) if kind == "price" else None
+    fig = figures.chart_figure(kind, df, params, settings.threshold, alerts, ohlc)
     return fig, no_update, new_state
 
 

@@ -23,6 +23,7 @@ from flask import current_app
 from services import stats
 from services.alerts import AlertMonitor
 from services.backtest import BacktestParams, backtest
+from services.bars import bar_open, to_bars
 from services.binance import BinanceError
 from services.engine import PairEngine, Params
 from services.settings import AppConfig, SettingsStore, UserSettings, validate
@@ -214,6 +215,21 @@ class MarketService:
         """Bars with open time in [start_s, end_s] (default parameters: the saved settings):
         the two legs' prices, β, α, spread, rolling mean, std and z."""
         return self.engine(params or self.params()).frame(int(start_s), int(end_s), int(self.clock()))
+
+    def ohlc(self, start_s: int, end_s: int, params: Params | None = None) -> pd.DataFrame | None:
+        """Open, high, low, close of both legs per bar of the timeframe (None at 1 s: no candles)."""
+        params = params or self.params()
+        tf = params.tf_s
+        if tf == 1:
+            return None
+        first = bar_open(int(start_s), tf)
+        cols = {}
+        for sym in params.pair:
+            times, *values = to_bars(first, self.store.prices(sym, first, int(end_s)), tf, ohlc=True)
+            cols.update({f"{sym} {name}": v for name, v in zip(("open", "high", "low", "close"), values)})
+        index = pd.to_datetime(times, unit="s", utc=True)
+        index.name = "timestamp_utc"
+        return pd.DataFrame(cols, index=index)
 
     def latest(self, params: Params | None = None) -> pd.Series | None:
         """The newest bar with prices (the open bar, or the one before while the open bar has

@@ -105,3 +105,21 @@ def test_every_hedge_method_has_a_label():
     from services.hedge import METHODS
 
     assert tuple(HEDGE_LABELS) == METHODS
+
+
+def test_price_chart_shows_candles_of_the_timeframe(tmp_path, clock):
+    cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=7_200)
+    source = SimSource(seed=7, origin_s=int(clock()) - 7_200, span_s=7_200, clock=clock)
+    market = MarketService(cfg, SimpleCache(), clock=clock, source=source)
+    market.refresh()
+    assert market.ohlc(0, 10) is None, "1 s: lines, no candles"
+    market.save_settings({"timeframe": "5m"})
+    clock.advance(1)
+    market.refresh()
+    fig, _, _ = chart_update("price", market, "15m", None)
+    assert [t.type for t in fig.data] == ["candlestick", "candlestick"]
+    now = int(clock())
+    btc = [t.price for t in source.history("BTCUSDT", now // 300 * 300 - 300, now // 300 * 300 - 1)]
+    k = list(fig.data[0].x).index(np.datetime64((now // 300 * 300 - 300), "s"))
+    c = fig.data[0]
+    assert (c.open[k], c.high[k], c.low[k], c.close[k]) == (btc[0], max(btc), min(btc), btc[-1])

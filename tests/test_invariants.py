@@ -56,3 +56,12 @@ def test_env_twins_configure_the_app(monkeypatch):
     cfg = app.parse_args([], environ={"SOURCE": "sim", "PORT": "9001", "DATA_DIR": "/tmp/x", "DEBUG": "0"})
     assert (cfg.source, cfg.port, cfg.data_dir, cfg.debug, cfg.host) == ("sim", 9001, "/tmp/x", False, "127.0.0.1")
     assert app.parse_args(["--port", "9002"], environ={"PORT": "9001"}).port == 9002
+
+
+def test_replay_with_a_broken_file_stops_at_start_with_a_clear_error(tmp_path):
+    bad = tmp_path / "ETHUSDT-1m-2025-10-22.csv"
+    bad.write_text("open_time,close\nnot,numbers\n")
+    out = subprocess.run([sys.executable, "app.py", "--source", "replay", "--replay", str(tmp_path / "BTCUSDT-1m-x.csv"),
+                          str(bad), "--data-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "BTCUSDT-1m-x.csv: cannot read" in out.stderr and "Traceback" not in out.stderr
