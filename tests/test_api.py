@@ -67,6 +67,9 @@ def test_ticks_csv(sim_client):
     ("/api/ticks.csv?symbol=%3Dcmd", "not a symbol"),
     ("/api/ticks.csv?limit=zero", "limit"),
     ("/api/chart/candles.png", "unknown chart"),
+    ("/api/analytics.csv?hedge=magic", "hedge"),
+    ("/api/analytics.csv?tf=2m", "tf"),
+    ("/api/analytics.csv?log=maybe", "log"),
     ("/api/chart/zscore.png?threshold=-1", "greater than 0"),
     ("/api/chart/zscore.png?threshold=inf", "finite"),
 ])

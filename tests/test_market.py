@@ -205,3 +205,17 @@ def test_pair_change_backfills_the_new_pair_and_forgets_the_old(tmp_path, clock)
     assert not np.isnan(market.frame(now, now)["zscore"].iloc[-1])
     assert market.store.latest_second("BTCUSDT") is None
     json.loads((tmp_path / "settings.json").read_text())
+
+
+def test_statistics_are_memoised_until_the_schedule_or_the_inputs_change(tmp_path, clock):
+    market = sim_market(tmp_path, clock)
+    market.refresh()
+    first = market.statistics(60)
+    assert first["adf"] is not None and first["bars"] > 800
+    clock.advance(5)
+    market.refresh()
+    assert market.statistics(60)["computed_utc"] == first["computed_utc"], "not recomputed every tick"
+    assert market.statistics(30)["computed_utc"] != first["computed_utc"], "new inputs, new figures"
+    clock.advance(30)
+    market.refresh()
+    assert market.statistics(60)["computed_utc"] != first["computed_utc"], "recomputed on schedule"
