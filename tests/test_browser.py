@@ -139,7 +139,7 @@ def test_alerts_fire_show_in_the_log_and_on_the_chart_and_clear(dash_duo, sim_ap
     dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Saved")
     # (an alert at the old threshold may have fired before the save: look for one at the new one)
     row = wait_for(lambda: next((r for r in grid_rows(dash_duo, settings.ALERT_LOG)
-                                 if re.search(r"(above \+|below −)0\.3", r.text)), None), timeout=40,
+                                 if re.search(r"(above \+|below −)0\.3", r.text)), None), timeout=60,
                    message="an alert at the new threshold")
     assert "BTCUSDT/ETHUSDT" in row.text
     navigate(dash_duo, "Spread & z-score")
