@@ -135,7 +135,12 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
             status["source_label"], "primary" if status["source"] == "replay" else "info")
         banner = []
         err = status["last_error"]
-        if err:
+        if status["rate_limit_resumes_in_s"] is not None:
+            banner.append(dbc.Alert(f"Rate-limited by the exchange (HTTP {err['status'] if err else '429'}): "
+                                    f"no requests until {status['rate_limited_until_utc']}, resuming in "
+                                    f"{status['rate_limit_resumes_in_s']:.0f} s.", color="warning",
+                                    className="py-2 small"))
+        elif err:
             banner.append(dbc.Alert(f"Upstream error at {err['time_utc']}: {err['message']}", color="danger",
                                     className="py-2 small"))
         if status["simulated"] and market.config.source == "auto":

@@ -13,9 +13,19 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
+from urllib3.util.retry import Retry
 
 DEFAULT_BASE_URL = "https://api.binance.com"
 KLINES_MAX_LIMIT = 1000
+# Connection failures and 5xx (outcome unknown, GET is safe to repeat) are retried twice with
+# exponential backoff (0 s, 0.2 s) so that one poll stays within its second. Read timeouts are
+# not retried (that would overrun the poll interval); 429/418 never are: their Retry-After window
+# is honoured by the service, with no request at all.
+RETRY = Retry(total=2, connect=2, read=0, status=2, status_forcelist=(500, 502, 503, 504),
+              allowed_methods=frozenset({"GET"}), backoff_factor=0.1, raise_on_status=False,
+              respect_retry_after_header=False)
 
 
 class BinanceError(Exception):
@@ -118,6 +128,7 @@ class BinanceClient:
         self.timeout = (connect_timeout, read_timeout)
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", "quant-dashboard/1.0")
+        self.session.mount(self.base_url, HTTPAdapter(max_retries=RETRY))
         self.used_weight: int | None = None
 
     def _get(self, path: str, params: dict | None = None, timeout=None):
@@ -127,6 +138,10 @@ class BinanceClient:
             resp = self.session.get(url, params=params, timeout=timeout or self.timeout)
         except requests.Timeout as exc:
             raise BinanceUnreachable(f"Binance timed out ({url})") from exc
+        except requests.ConnectionError as exc:
+            cause = getattr(exc.args[0], "reason", None) if exc.args else None
+            what = "timed out" if isinstance(cause, (ReadTimeoutError, ConnectTimeoutError)) else "unreachable"
+            raise BinanceUnreachable(f"Binance {what} ({url})") from exc
         except requests.RequestException as exc:
             raise BinanceUnreachable(f"Binance unreachable ({url}): {exc.__class__.__name__}") from exc
         received = time.time()

@@ -24,7 +24,7 @@ from services import stats
 from services.alerts import AlertMonitor
 from services.backtest import BacktestParams, backtest
 from services.bars import bar_open, to_bars
-from services.binance import BinanceError
+from services.binance import BinanceError, BinanceRateLimited
 from services.engine import PairEngine, Params
 from services.settings import AppConfig, SettingsStore, UserSettings, validate
 from services.sources import Tick, iso_utc, open_source
@@ -33,6 +33,8 @@ from services.store import PriceStore
 MIN_BACKFILL_S = 900
 SYMBOLS_TTL_S = 3_600
 MAX_ENGINES = 4
+RATE_LIMIT_KEY = "upstream:rate-limited-until"
+DEFAULT_RETRY_AFTER_S = {429: 60, 418: 120}  # when the answer carries no Retry-After
 STATS_EVERY_S = 30
 
 
@@ -92,6 +94,8 @@ class MarketService:
         cached = self.cache.get(key)
         if cached:
             return cached
+        if self.rate_limited_until():
+            return sorted(set(self.settings.pair))
         try:
             symbols = self.source.symbols()
         except BinanceError as exc:
@@ -133,6 +137,8 @@ class MarketService:
         if slot == self._last_slot:
             return False
         self._last_slot = slot
+        if self.rate_limited_until(now):
+            return False  # no request at all inside the exchange's Retry-After window
         key = f"poll:{','.join(settings.pair)}:{settings.poll_interval_s}:{slot}"
         if not self.cache.add(key, self.worker_id, timeout=self._slot_timeout(settings)):
             self._pending.append(key)
@@ -182,6 +188,8 @@ class MarketService:
                 if second - prev > self.ffill_s + 1:
                     holes.append((max(prev + 1, second - self.config.history_s), second - 1))
             for start, end in holes:
+                if self.rate_limited_until():
+                    break
                 try:
                     self.store.add_ticks(self.source.history(tick.symbol, start, end), raw=False)
                 except BinanceError as exc:
@@ -192,6 +200,17 @@ class MarketService:
 
     def _record_error(self, exc: BinanceError) -> None:
         self.last_error = {**exc.as_dict(), "time_utc": iso_utc(self.clock())}
+        if isinstance(exc, BinanceRateLimited):
+            wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER_S.get(exc.status, 60)
+            until = self.clock() + wait
+            # shared through the cache: every tab and worker stays quiet until then
+            self.cache.set(RATE_LIMIT_KEY, until, timeout=math.ceil(wait) + 1)
+
+    def rate_limited_until(self, now: float | None = None) -> float | None:
+        """End of the exchange's Retry-After window (429/418), or None outside one."""
+        until = self.cache.get(RATE_LIMIT_KEY)
+        now = self.clock() if now is None else now
+        return until if until is not None and until > now else None
 
     # --- analytics and alerts --------------------------------------------------------------
     def params(self, settings: UserSettings | None = None, **overrides) -> Params:
@@ -309,6 +328,7 @@ class MarketService:
         else:
             state = "ok" if age <= self.stale_after_s(settings) else "stale"
         source = self.source
+        limited = self.rate_limited_until(now)
         return {
             "status": state,
             "source": source.kind,
@@ -321,6 +341,8 @@ class MarketService:
             "ages_s": ages,
             "stale_after_s": self.stale_after_s(settings),
             "last_error": self.last_error,
+            "rate_limited_until_utc": None if limited is None else iso_utc(limited),
+            "rate_limit_resumes_in_s": None if limited is None else round(limited - now, 1),
             "upstream_polls": self.upstream_polls,
             "settings_error": self.settings_store.load_error,
         }

@@ -60,10 +60,26 @@ def test_restricted_location_is_explained(fake_binance):
 
 
 def test_server_error_without_json_body(fake_binance):
-    fake_binance.fail_next("/api/v3/ticker/price", 502, "<html>Bad gateway</html>")
+    fake_binance.fail_next("/api/v3/ticker/price", 502, "<html>Bad gateway</html>", times=3)
     with pytest.raises(BinanceAPIError) as err:
         BinanceClient(fake_binance.url).ticker_prices(["BTCUSDT"])
     assert err.value.status == 502 and err.value.code is None
+    assert fake_binance.count("/api/v3/ticker/price") == 3, "tried once, retried twice"
+
+
+def test_a_5xx_burst_is_retried_with_backoff(fake_binance):
+    fake_binance.fail_next("/api/v3/ticker/price", 503, {"code": -1001, "msg": "Internal error"}, times=2)
+    quotes = BinanceClient(fake_binance.url).ticker_prices(["BTCUSDT"])
+    assert quotes[0].symbol == "BTCUSDT" and fake_binance.count("/api/v3/ticker/price") == 3
+    times = fake_binance.times["/api/v3/ticker/price"]
+    assert times[2] - times[1] >= 0.15, "exponential backoff before the second retry"
+
+
+def test_rate_limit_is_not_retried(fake_binance):
+    fake_binance.fail_next("/api/v3/ticker/price", 429, {"code": -1003, "msg": "Too many"}, headers={"Retry-After": "5"})
+    with pytest.raises(BinanceRateLimited):
+        BinanceClient(fake_binance.url).ticker_prices(["BTCUSDT"])
+    assert fake_binance.count("/api/v3/ticker/price") == 1
 
 
 def test_truncated_json_is_a_bad_response(fake_binance):

@@ -234,3 +234,16 @@ def test_backtest_page_runs_and_rejects_bad_parameters(dash_duo, sim_app):
     dash_duo.find_element(f"#{bt.EXIT}").click()
     dash_duo.wait_for_contains_text(f"#{bt.MSG}", "Stop |z| must be beyond the entry", timeout=10)
     assert dash_duo.get_logs() == []
+
+
+def test_rate_limit_is_explained_with_a_countdown(dash_duo, fake_binance, data_dir):
+    app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
+    dash_duo.start_server(app)
+    dash_duo.wait_for_contains_text("#age-badge", "live", timeout=20)
+    fake_binance.fail_next("/api/v3/ticker/price", 429, {"code": -1003, "msg": "Too many requests"},
+                           headers={"Retry-After": "30"})
+    dash_duo.wait_for_contains_text("#status-banner", "Rate-limited by the exchange (HTTP 429)", timeout=10)
+    dash_duo.wait_for_contains_text("#status-banner", "resuming in", timeout=5)
+    calls = fake_binance.count("/api/v3/ticker/price")
+    time.sleep(3)
+    assert fake_binance.count("/api/v3/ticker/price") == calls, "no request inside the window"

@@ -111,12 +111,12 @@ def test_stale_data_is_reported_and_never_live(fake_binance, tmp_path):
                            source=BinanceSource(BinanceClient(fake_binance.url)))
     market.refresh()
     assert market.status()["status"] == "ok" and market.status()["last_error"] is None
-    fake_binance.fail_next("/api/v3/ticker/price", 500, {"code": -1000, "msg": "An unknown error occurred"}, times=20)
+    fake_binance.fail_next("/api/v3/ticker/price", 500, {"code": -1000, "msg": "An unknown error occurred"}, times=100)
     for _ in range(10):
         now[0] += 1
         market.refresh()
     status = market.status()
-    assert status["status"] == "stale" and status["age_s"] >= 9
+    assert status["status"] == "stale" and status["age_s"] > status["stale_after_s"]
     assert status["last_error"]["status"] == 500 and "unknown error" in status["last_error"]["message"]
     last = int(now[0])
     tail = market.frame(last - 3, last)
@@ -219,3 +219,25 @@ def test_statistics_are_memoised_until_the_schedule_or_the_inputs_change(tmp_pat
     clock.advance(30)
     market.refresh()
     assert market.statistics(60)["computed_utc"] != first["computed_utc"], "recomputed on schedule"
+
+
+@pytest.mark.parametrize("status", [429, 418])
+def test_retry_after_window_means_no_request_at_all_from_any_worker(fake_binance, tmp_path, status):
+    cfg = AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path))
+    workers = [MarketService(cfg, AtomicFileSystemCache(str(tmp_path / "cache")),
+                             source=BinanceSource(BinanceClient(fake_binance.url))) for _ in range(2)]
+    workers[0].refresh()
+    fake_binance.fail_next("/api/v3/ticker/price", status, {"code": -1003, "msg": "Way too much request weight"},
+                           headers={"Retry-After": "3"})
+    time.sleep(1.05)
+    workers[0].refresh()
+    limited_at = time.time()
+    before = len(fake_binance.times["/api/v3/ticker/price"])
+    status_now = workers[1].status()
+    assert status_now["rate_limit_resumes_in_s"] > 1.5 and status_now["rate_limited_until_utc"].endswith("Z")
+    hammer(workers, 2.5, threads=3)
+    inside = [t for t in fake_binance.times["/api/v3/ticker/price"] if t < limited_at + 2.9]
+    assert len(inside) == before, "a request inside the Retry-After window"
+    hammer(workers, 1.5, threads=3)
+    assert len(fake_binance.times["/api/v3/ticker/price"]) > before, "polling resumes after the window"
+    assert workers[0].status()["rate_limit_resumes_in_s"] is None
