@@ -56,7 +56,9 @@ def create_api(renderer: PngRenderer) -> Blueprint:
 
     @api.get("/health")
     def health():
-        return jsonify(current_market().status())
+        """200 while the data is fresh (or not yet in); 503 when stale or failing, for monitors."""
+        status = current_market().status()
+        return jsonify(status), 503 if status["status"] in ("stale", "error") else 200
 
     @api.get("/analytics.csv")
     def analytics_csv():

@@ -158,3 +158,17 @@ def test_analytics_csv_hedge_and_timeframe(sim_client, hedge, tf):
     np.testing.assert_allclose(df["spread"], spread, rtol=1e-9, atol=1e-6, equal_nan=True)
     if hedge != "none":
         assert df["beta"].notna().sum() > 5 and df["beta"].nunique() > 1
+
+
+def test_health_is_503_while_the_data_is_stale(fake_binance, tmp_path):
+    app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path)))
+    client = app.server.test_client()
+    assert client.get("/api/health").status_code == 200
+    fake_binance.fail_next("/api/v3/ticker/price", 500, {"code": -1000, "msg": "An unknown error occurred"},
+                           times=1_000)
+    deadline = time.time() + 15
+    while (resp := client.get("/api/health")).status_code == 200:
+        assert time.time() < deadline, "health never said stale"
+        time.sleep(0.5)
+    body = resp.get_json()
+    assert resp.status_code == 503 and body["status"] == "stale" and body["last_error"]["status"] == 500
