@@ -1,7 +1,6 @@
 """Live ticks: a card per symbol, both prices on one chart, the raw tick table."""
 from __future__ import annotations
 
-import math
 
 import dash
 import dash_bootstrap_components as dbc
@@ -35,20 +34,17 @@ def layout(**_kwargs):
     ], fluid=True)
 
 
-def _card(market, symbol: str, start_s: int, end_s: int, stale_after: float):
+def _card(symbol: str, leg: dict | None):
     """Title, price and subtitle of a symbol's card; a stale price is marked, never shown as live."""
-    last = market.store.last_tick(symbol)
-    if last is None:
+    if leg is None:
         return symbol, "–", "no tick yet"
-    prices = market.store.prices(symbol, start_s, end_s)
-    first = next((p for p in prices if not math.isnan(p)), None)
+    last, first = leg["last"], leg["first_price"]
     change = "" if first is None else (
-        f"Δ {last.price - first:+,.8g} ({(last.price / first - 1) * 100:+.3f} %) over {end_s - start_s + 1} s · ")
-    age = market.clock() - last.epoch
+        f"Δ {last.price - first:+,.8g} ({(last.price / first - 1) * 100:+.3f} %) over {leg['window_s']} s · ")
     price = f"{last.price:,.8g}"
-    if age > stale_after:
+    if leg["stale"]:
         price = html.Span([html.Span(price, className="text-muted"),
-                           dbc.Badge(f"STALE {age:,.0f} s", color="danger", className="ms-2 fs-6 align-middle")])
+                           dbc.Badge(f"STALE {leg['age_s']:,.0f} s", color="danger", className="ms-2 fs-6 align-middle")])
     return symbol, price, change + f"last tick {iso_utc(last.time)}"
 
 
@@ -61,11 +57,7 @@ def _card(market, symbol: str, start_s: int, end_s: int, stale_after: float):
 def update_cards(_n):
     market = current_market()
     market.refresh()
-    settings = market.settings
-    end_s = int(market.clock())
-    start_s = end_s - settings.window * market.params(settings).tf_s + 1
-    stale_after = market.stale_after_s(settings)
-    cards = [v for s in settings.pair for v in _card(market, s, start_s, end_s, stale_after)]
+    cards = [v for s in market.settings.pair for v in _card(s, market.leg_summary(s))]
     return *cards, tick_rows(market.recent_ticks(TICK_ROWS))
 
 

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import asdict
 
+import numpy as np
 import pandas as pd
 from flask import current_app
 
@@ -346,6 +347,21 @@ class MarketService:
             "upstream_polls": self.upstream_polls,
             "settings_error": self.settings_store.load_error,
         }
+
+    def leg_summary(self, symbol: str) -> dict | None:
+        """A symbol's last tick, its age, whether it is stale, and the first price of the rolling
+        window (window bars of the timeframe) for the change over it; None before any tick."""
+        last = self.store.last_tick(symbol)
+        if last is None:
+            return None
+        settings = self.settings
+        now = self.clock()
+        window_s = settings.window * self.params(settings).tf_s
+        prices = self.store.prices(symbol, int(now) - window_s + 1, int(now))
+        valid = prices[~np.isnan(prices)]
+        age = now - last.epoch
+        return {"last": last, "age_s": age, "stale": age > self.stale_after_s(settings), "window_s": window_s,
+                "first_price": float(valid[0]) if len(valid) else None}
 
     def recent_ticks(self, limit: int = 50, symbols=None) -> list[Tick]:
         return self.store.recent_ticks(symbols or self.settings.pair, limit)
