@@ -117,9 +117,10 @@ def beta_figure(df: pd.DataFrame, params) -> go.Figure:
 
 
 def zscore_figure(df: pd.DataFrame, params, threshold: float, alerts=()) -> go.Figure:
-    """z with ±threshold bands, and a marker at each bar where an alert fired."""
+    """z with ±threshold bands, and a marker at each bar where a z alert fired."""
     a, b = params.pair
     x, n = utc_x(df.index), len(df)
+    alerts = [al for al in alerts if al.is_z]
     ax = [al.time.replace(tzinfo=None) for al in alerts]
     fig = go.Figure([
         _line(x, _values(df["zscore"]), "z-score", COLORS["z"], n),

@@ -34,7 +34,8 @@ TICK_COLUMNS = [
 ALERT_COLUMNS = [
     {"field": "time_utc", "headerName": "Time (UTC)", "minWidth": 190},
     {"field": "pair", "headerName": "Pair", "minWidth": 160},
-    {"field": "direction", "headerName": "Crossed"},
+    {"field": "rule", "headerName": "Rule", "minWidth": 200},
+    {"field": "value", "headerName": "Value", "type": "rightAligned"},
     {"field": "zscore", "headerName": "z", "type": "rightAligned"},
     {"field": "spread", "headerName": "Spread", "type": "rightAligned"},
 ]

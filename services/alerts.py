@@ -1,65 +1,222 @@
-"""Z-score alerts: fired once per crossing of the threshold, evaluated once per closed bucket.
+"""Alert rules, their evaluation, and the persisted alert log.
 
-The service feeds `AlertMonitor.evaluate` the z-scores of buckets it has not evaluated yet, in
-time order, so an alert never depends on how many tabs are open or which page they show.
+A rule watches one series of the pair — z, the spread, or a leg's price — against a level:
+`|z| ≥ θ`, `z ≥ θ`, `z ≤ −θ` (θ is the pair's z threshold), or the spread or a price above or
+below a level of the rule's own. It fires when the value crosses into the alert zone while the
+rule is armed; it then re-arms only once the value is back inside by the rule's hysteresis
+margin, and a cooldown (in market seconds) suppresses any crossing that comes too soon after the
+last alert (the rule disarms as if it had fired, so it does not go off halfway through the
+excursion when the cooldown ends). One alert per crossing, never one per tick or per tab.
+
+The service evaluates rules once per closed bar, in time order, in every process that ingests
+prices. Every process sees the same bars and reaches the same decisions, and the log's unique
+key (rule, pair, bar) keeps exactly one row per alert: the process whose insert lands is the
+one that delivers it (webhook), so several workers and the collector never double-send.
 """
 from __future__ import annotations
 
-import threading
-from collections import deque
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
 
-from services.analytics import crossings
+from services.db import Database
+from services.sources import utc_from_epoch
+
+RULE_KINDS = {
+    "abs_z": "|z| ≥ θ",
+    "z_above": "z ≥ θ",
+    "z_below": "z ≤ −θ",
+    "spread_above": "spread above",
+    "spread_below": "spread below",
+    "price_above": "price above",
+    "price_below": "price below",
+}
+Z_KINDS = ("abs_z", "z_above", "z_below")
+LEGS = ("A", "B")
+TEST_RULE = "test"
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str
+    level: float | None = None  # spread and price rules; z rules use the pair's threshold θ
+    leg: str = "A"  # price rules: which leg of the pair
+    hysteresis: float = 0.0  # re-arm once the value is back inside by this much
+    cooldown_s: int = 0  # no second alert from this rule within this many seconds
+
+    @property
+    def is_z(self) -> bool:
+        return self.kind in Z_KINDS
+
+    def bound(self, threshold: float) -> float:
+        """The level this rule compares against: −θ for z ≤ −θ."""
+        if self.kind == "z_below":
+            return -threshold
+        return threshold if self.is_z else float(self.level)
+
+    @property
+    def key(self) -> str:
+        """Identifies the rule in the log (the level is part of it: a new level is a new rule)."""
+        level = "θ" if self.is_z else f"{self.level:g}"
+        leg = self.leg if self.kind.startswith("price") else ""
+        return f"{self.kind}:{level}:{leg}:{self.hysteresis:g}:{self.cooldown_s}"
+
+    def label(self, pair=("A", "B"), threshold: float | None = None) -> str:
+        if self.is_z:
+            text = RULE_KINDS[self.kind].replace("θ", "θ" if threshold is None else f"{threshold:g}")
+        elif self.kind.startswith("price"):
+            leg = pair[LEGS.index(self.leg)]
+            text = f"{leg} {RULE_KINDS[self.kind]} {self.level:g}"
+        else:
+            text = f"{RULE_KINDS[self.kind]} {self.level:g}"
+        extras = [f"hysteresis {self.hysteresis:g}" if self.hysteresis else "",
+                  f"cooldown {self.cooldown_s} s" if self.cooldown_s else ""]
+        return ", ".join([text, *filter(None, extras)])
+
+
+DEFAULT_RULES = (Rule("abs_z"),)
+
+
+@dataclass(frozen=True)
+class RuleState:
+    armed: bool | None = None  # None: not known yet (the first value only sets it)
+    last_fired_s: int | None = None
+
+
+def _beyond(kind: str, value: float, bound: float, margin: float = 0.0) -> bool:
+    """In the alert zone (margin 0), or not yet back inside by `margin`."""
+    if kind == "abs_z":
+        return abs(value) >= bound - margin
+    if kind.endswith("below"):
+        return value <= bound + margin
+    return value >= bound - margin
+
+
+def initial_state(rule: Rule, bound: float, value: float, last_fired_s: int | None) -> RuleState:
+    """The state to start from at a bar with `value`, without firing: armed when inside."""
+    armed = None if math.isnan(value) else not _beyond(rule.kind, value, bound)
+    return RuleState(armed, last_fired_s)
+
+
+def evaluate_rule(rule: Rule, bound: float, values, seconds, state: RuleState) -> tuple[list[int], RuleState]:
+    """Indices of `values` (one per closed bar, time order) where `rule` fires, and the state
+    after the last. NaN (no data) changes nothing: a gap is not a crossing."""
+    armed, last = state.armed, state.last_fired_s
+    fired = []
+    for i, v in enumerate(np.asarray(values, float)):
+        if math.isnan(v):
+            continue
+        if _beyond(rule.kind, v, bound):
+            if armed:
+                if last is None or seconds[i] - last >= rule.cooldown_s:
+                    fired.append(i)
+                    last = int(seconds[i])
+                armed = False
+            elif armed is None:
+                armed = False
+        elif armed is None or not _beyond(rule.kind, v, bound, rule.hysteresis):
+            armed = True
+    return fired, replace(state, armed=armed, last_fired_s=last)
 
 
 @dataclass(frozen=True)
 class Alert:
-    time: datetime  # UTC start of the bucket where |z| crossed
+    second: int  # UTC start of the bar where the rule fired
+    rule: str  # its label, as shown
+    rule_key: str
+    kind: str
     pair: str
-    zscore: float
-    spread: float
-    threshold: float
+    value: float  # the watched value at that bar
+    level: float
+    zscore: float | None = None
+    spread: float | None = None
+    id: int | None = None
 
     @property
-    def direction(self) -> str:
-        return "above" if self.zscore > 0 else "below"
+    def time(self) -> datetime:
+        return utc_from_epoch(self.second)
+
+    @property
+    def is_z(self) -> bool:
+        return self.kind in Z_KINDS
 
     def as_row(self) -> dict:
-        return {"time_utc": self.time.strftime("%Y-%m-%dT%H:%M:%SZ"), "pair": self.pair,
-                "direction": f"{self.direction} +{self.threshold:g}" if self.zscore > 0
-                else f"{self.direction} −{self.threshold:g}",
-                "zscore": round(self.zscore, 3), "spread": round(self.spread, 6)}
+        return {"id": self.id, "time_utc": self.time.strftime("%Y-%m-%dT%H:%M:%SZ"), "pair": self.pair,
+                "rule": self.rule, "value": _round(self.value, 6), "zscore": _round(self.zscore, 3),
+                "spread": _round(self.spread, 6)}
+
+    def payload(self) -> dict:
+        """What a webhook receives."""
+        return {"id": self.id, "rule": self.rule, "kind": self.kind, "pair": self.pair, "value": _num(self.value),
+                "level": _num(self.level), "zscore": _num(self.zscore), "spread": _num(self.spread),
+                "time_utc": self.time.strftime("%Y-%m-%dT%H:%M:%SZ"), "test": self.kind == TEST_RULE}
 
 
-class AlertMonitor:
-    """Crossing state plus a bounded log (newest last)."""
+def _num(x):
+    return None if x is None or not math.isfinite(x) else float(x)
 
-    def __init__(self, max_log: int = 1_000):
-        self._log: deque[Alert] = deque(maxlen=max_log)
-        self._outside: bool | None = None
-        self._lock = threading.Lock()
 
-    def reset(self, last_z: float | None = None, threshold: float | None = None) -> None:
-        """Start a new crossing state (after a pair, window or threshold change) without firing."""
-        with self._lock:
-            known = last_z is not None and threshold is not None and not np.isnan(last_z)
-            self._outside = bool(abs(last_z) >= threshold) if known else None
+def _round(x, digits):
+    x = _num(x)
+    return None if x is None else round(x, digits)
 
-    def evaluate(self, times, z, spread, threshold: float, pair: str) -> list[Alert]:
-        with self._lock:
-            idx, self._outside = crossings(z, threshold, self._outside)
-            new = [Alert(times[i].to_pydatetime(), pair, float(z[i]), float(spread[i]), threshold) for i in idx]
-            self._log.extend(new)
-        return new
 
-    def log(self, pair: str | None = None) -> list[Alert]:
+COLUMNS = "id, second, rule, rule_key, pair, value, level, zscore, spread"
+
+
+class AlertLog:
+    """The alert log in the embedded database: shared by every process, kept across restarts."""
+
+    def __init__(self, db: Database, max_rows: int = 10_000):
+        self.db = db
+        self.max_rows = max_rows
+
+    def add(self, alerts: list[Alert]) -> list[Alert]:
+        """Insert alerts; returns those that were new (an alert another process logged first is
+        not returned, so it is delivered once)."""
+        added = []
+        with self.db.write() as conn:
+            for a in alerts:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO alerts (rule_key, rule, pair, second, value, level, zscore, spread, "
+                    "created_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (a.rule_key, a.rule, a.pair, a.second, _num(a.value), _num(a.level), _num(a.zscore),
+                     _num(a.spread), time.time_ns()))
+                if cur.rowcount:
+                    added.append(replace(a, id=cur.lastrowid))
+            if added:
+                conn.execute("DELETE FROM alerts WHERE id <= (SELECT max(id) FROM alerts) - ?", (self.max_rows,))
+        return added
+
+    def _rows(self, where: str = "", args=(), limit: int | None = None) -> list[Alert]:
+        sql = f"SELECT {COLUMNS} FROM alerts {where} ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        return [self._alert(*row) for row in self.db.query(sql, args)]
+
+    @staticmethod
+    def _alert(id_, second, rule, rule_key, pair, value, level, zscore, spread) -> Alert:
+        kind = rule_key.split(":", 1)[0]
+        nan = float("nan")
+        return Alert(second, rule, rule_key, kind, pair, nan if value is None else value,
+                     nan if level is None else level, zscore, spread, id_)
+
+    def log(self, pair: str | None = None, limit: int | None = None) -> list[Alert]:
         """Alerts, newest first, for one pair or all."""
-        with self._lock:
-            return [a for a in reversed(self._log) if pair is None or a.pair == pair]
+        return self._rows("WHERE pair = ?", (pair,), limit) if pair else self._rows(limit=limit)
+
+    def since(self, alert_id: int, limit: int = 20) -> list[Alert]:
+        """Alerts logged after `alert_id` (any process), newest first: for toasts."""
+        return self._rows("WHERE id > ?", (alert_id,), limit)
+
+    def last_id(self) -> int:
+        return self.db.query("SELECT coalesce(max(id), 0) FROM alerts")[0][0]
+
+    def last_fired(self, rule_key: str, pair: str) -> int | None:
+        return self.db.query("SELECT max(second) FROM alerts WHERE rule_key = ? AND pair = ?", (rule_key, pair))[0][0]
 
     def clear(self) -> None:
-        with self._lock:
-            self._log.clear()
+        """Empty the log (ids keep counting up, so open tabs do not toast old alerts again)."""
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM alerts")

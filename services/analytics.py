@@ -67,20 +67,3 @@ def pair_frame(start_s: int, a: np.ndarray, b: np.ndarray, window: int, ffill_li
     return pd.DataFrame({names[0]: pa, names[1]: pb, "spread": sp, "mean": mean, "std": std, "zscore": z},
                         index=index)
 
-
-def crossings(z: np.ndarray, threshold: float, outside: bool | None) -> tuple[list[int], bool | None]:
-    """Indices where |z| goes from inside the band to outside (|z| ≥ threshold).
-
-    `outside` is the state before z[0] (None: unknown, so the first known value only sets the
-    state). NaN leaves the state as it was: a gap is not a crossing. Returns the indices and
-    the state after the last value. One alert per crossing, however long z stays outside.
-    """
-    fired = []
-    for i, v in enumerate(np.asarray(z, float)):
-        if np.isnan(v):
-            continue
-        now_out = bool(abs(v) >= threshold)
-        if now_out and outside is False:
-            fired.append(i)
-        outside = now_out
-    return fired, outside

@@ -7,6 +7,7 @@ that callers can tell "the exchange said no" from "the exchange could not be rea
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,14 +19,31 @@ from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 DEFAULT_BASE_URL = "https://api.binance.com"
+# Market-data hosts for when api.binance.com answers 451 (restricted location). Binance.US is a
+# separate exchange with its own symbols, so it is offered but never switched to on its own.
+MARKET_DATA_URL = "https://data-api.binance.vision"
+BINANCE_US_URL = "https://api.binance.us"
 KLINES_MAX_LIMIT = 1000
+INVALID_SYMBOL = -1121  # Binance error code: the symbol does not exist (or no longer does)
+MAX_CLOCK_SKEW_S = 1.5  # beyond this the local clock is corrected by the exchange's Date header
+
+
+class JitteredRetry(Retry):
+    """urllib3's Retry with "equal jitter" on its exponential backoff: half of each wait is fixed,
+    half random, so that clients that failed together do not retry in lockstep."""
+
+    def get_backoff_time(self) -> float:
+        backoff = super().get_backoff_time()
+        return backoff / 2 + random.uniform(0.0, backoff / 2)
+
+
 # Connection failures and 5xx (outcome unknown, GET is safe to repeat) are retried twice with
-# exponential backoff (0 s, 0.2 s) so that one poll stays within its second. Read timeouts are
-# not retried (that would overrun the poll interval); 429/418 never are: their Retry-After window
-# is honoured by the service, with no request at all.
-RETRY = Retry(total=2, connect=2, read=0, status=2, status_forcelist=(500, 502, 503, 504),
-              allowed_methods=frozenset({"GET"}), backoff_factor=0.1, raise_on_status=False,
-              respect_retry_after_header=False)
+# exponential backoff (0 s, then 0.1–0.2 s) so that one poll stays within its second. Read
+# timeouts are not retried (that would overrun the poll interval); 429/418 never are: their
+# Retry-After window is honoured by the service, with no request at all.
+RETRY = JitteredRetry(total=2, connect=2, read=0, status=2, status_forcelist=(500, 502, 503, 504),
+                      allowed_methods=frozenset({"GET"}), backoff_factor=0.1, raise_on_status=False,
+                      respect_retry_after_header=False)
 
 
 class BinanceError(Exception):
@@ -87,6 +105,23 @@ def ms_to_utc(ms: int | float) -> datetime:
     return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
 
 
+def _header_seconds(date_header: str | None) -> float | None:
+    try:
+        return parsedate_to_datetime(date_header).timestamp() if date_header else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def clock_offset(date_header: str | None, sent: float, received: float) -> float | None:
+    """Seconds to add to the local clock to read the exchange's: 0 while the two agree to within
+    the Date header's one-second resolution, else their difference; None without a header."""
+    whole = _header_seconds(date_header)
+    if whole is None:
+        return None
+    skew = whole + 0.5 - (sent + received) / 2.0
+    return skew if abs(skew) > MAX_CLOCK_SKEW_S else 0.0
+
+
 def exchange_time(date_header: str | None, sent: float, received: float) -> datetime:
     """When the exchange produced an answer that carries no timestamp of its own.
 
@@ -96,14 +131,10 @@ def exchange_time(date_header: str | None, sent: float, received: float) -> date
     one second keep their order). Without a usable header the local midpoint is used.
     """
     mid = (sent + received) / 2.0
-    if date_header:
-        try:
-            whole = parsedate_to_datetime(date_header).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            whole = None
-        if whole is not None:
-            frac = mid - whole if 0.0 <= mid - whole < 1.0 else 0.0
-            return datetime.fromtimestamp(whole + frac, tz=timezone.utc)
+    whole = _header_seconds(date_header)
+    if whole is not None:
+        frac = mid - whole if 0.0 <= mid - whole < 1.0 else 0.0
+        return datetime.fromtimestamp(whole + frac, tz=timezone.utc)
     return datetime.fromtimestamp(mid, tz=timezone.utc)
 
 
@@ -123,17 +154,24 @@ class BinanceClient:
         connect_timeout: float = 3.0,
         read_timeout: float = 5.0,
         session: requests.Session | None = None,
+        clock=time.time,
     ):
-        self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", "quant-dashboard/1.0")
-        self.session.mount(self.base_url, HTTPAdapter(max_retries=RETRY))
+        self.clock = clock
+        self.clock_offset_s = 0.0  # exchange clock minus local clock, from the Date headers
         self.used_weight: int | None = None
+        self.set_base_url(base_url)
+
+    def set_base_url(self, base_url: str) -> None:
+        """Talk to another host from the next request on (e.g. after a 451)."""
+        self.base_url = base_url.rstrip("/")
+        self.session.mount(self.base_url, HTTPAdapter(max_retries=RETRY))
 
     def _get(self, path: str, params: dict | None = None, timeout=None):
         url = f"{self.base_url}{path}"
-        sent = time.time()
+        sent = self.clock()
         try:
             resp = self.session.get(url, params=params, timeout=timeout or self.timeout)
         except requests.Timeout as exc:
@@ -144,7 +182,11 @@ class BinanceClient:
             raise BinanceUnreachable(f"Binance {what} ({url})") from exc
         except requests.RequestException as exc:
             raise BinanceUnreachable(f"Binance unreachable ({url}): {exc.__class__.__name__}") from exc
-        received = time.time()
+        received = self.clock()
+        date = resp.headers.get("Date")
+        offset = clock_offset(date, sent, received)
+        if offset is not None:
+            self.clock_offset_s = offset
         weight = resp.headers.get("X-MBX-USED-WEIGHT-1M")
         if weight and weight.isdigit():
             self.used_weight = int(weight)
@@ -154,7 +196,7 @@ class BinanceClient:
             body = resp.json()
         except ValueError as exc:
             raise BinanceBadResponse(f"Binance sent a body that is not JSON ({path})", resp.status_code) from exc
-        return body, exchange_time(resp.headers.get("Date"), sent, received)
+        return body, exchange_time(date, sent + self.clock_offset_s, received + self.clock_offset_s)
 
     @staticmethod
     def _error(resp: requests.Response) -> BinanceAPIError:
@@ -168,7 +210,7 @@ class BinanceClient:
         status = resp.status_code
         text = f"Binance HTTP {status}" + (f" (code {code}): {msg}" if msg else "")
         if status == 451:
-            text += " — restricted location; try https://data-api.binance.vision"
+            text += f" — restricted location; the market-data host {MARKET_DATA_URL} serves the same prices"
         if status in (418, 429):
             return BinanceRateLimited(text, status, code, _retry_after(resp))
         return BinanceAPIError(text, status, code)

@@ -10,26 +10,33 @@ those.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import os
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
 from flask import current_app
 
 from services import stats
-from services.alerts import AlertMonitor
+from services.alerts import TEST_RULE, Alert, AlertLog, RuleState, evaluate_rule, initial_state
 from services.backtest import BacktestParams, backtest
 from services.bars import bar_open, to_bars
-from services.binance import BinanceError, BinanceRateLimited
+from services.binance import INVALID_SYMBOL, BinanceAPIError, BinanceError, BinanceRateLimited
+from services.db import Database
 from services.engine import PairEngine, Params
+from services.history import History
+from services.notify import WebhookNotifier
 from services.settings import AppConfig, SettingsStore, UserSettings, validate
 from services.sources import Tick, iso_utc, open_source
 from services.store import PriceStore
+
+log = logging.getLogger(__name__)
 
 MIN_BACKFILL_S = 900
 SYMBOLS_TTL_S = 3_600
@@ -37,6 +44,8 @@ MAX_ENGINES = 4
 RATE_LIMIT_KEY = "upstream:rate-limited-until"
 DEFAULT_RETRY_AFTER_S = {429: 60, 418: 120}  # when the answer carries no Retry-After
 STATS_EVERY_S = 30
+PRUNE_EVERY_S = 300
+HALTED_RECHECK_S = 60
 
 
 class MarketService:
@@ -45,9 +54,17 @@ class MarketService:
         self.config = config
         self.cache = cache
         self._clock = clock
-        self.settings_store = SettingsStore(config.data_dir)
+        self.db = Database(config.data_dir)
+        self.settings_store = SettingsStore(self.db, legacy_dir=config.data_dir)
         self.store = PriceStore(config.history_s)
-        self.alerts = AlertMonitor()
+        self.alerts = AlertLog(self.db)
+        self.notifier = WebhookNotifier(self.db)
+        self._history: History | None = None
+        self._hydrated: set[str] = set()
+        self._halted: dict[str, str] = {}  # symbol -> why it is not polled (no longer trading)
+        self._halted_checked = 0.0
+        self._last_prune = 0.0
+        self.url_note = ""  # why the REST host changed, when it did
         self.source_note = "source given by the caller" if source is not None else ""
         self._source = source
         self._source_lock = threading.Lock()
@@ -59,6 +76,7 @@ class MarketService:
         self._engines_lock = threading.Lock()
         self._alert_key = None
         self._alert_cursor: int | None = None
+        self._rule_states: dict[str, RuleState] = {}
         self.last_error: dict | None = None
         self.upstream_polls = 0
         self.worker_id = f"{os.getpid()}-{id(self)}"
@@ -71,10 +89,28 @@ class MarketService:
             with self._source_lock:
                 if self._source is None:
                     self._source, self.source_note = open_source(
-                        self.config.source, self.config.binance_url, clock=self._clock or time.time,
-                        seed=self.config.sim_seed, span_s=self.config.history_s, replay=self.config.replay,
-                        replay_speed=self.config.replay_speed)
+                        self.config.source, self.settings.binance_url or self.config.binance_url,
+                        clock=self._clock or time.time, seed=self.config.sim_seed, span_s=self.config.history_s,
+                        replay=self.config.replay, replay_speed=self.config.replay_speed,
+                        fallback_urls=self.config.fallback_urls)
+                    client = getattr(self._source, "client", None)
+                    if client is not None and client.base_url != self._rest_host(self.settings):
+                        self.url_note = self.source_note  # the probe met a 451 and moved on: keep that host
+                        self.settings_store.save(replace(self.settings, binance_url=client.base_url))
         return self._source
+
+    def _rest_host(self, settings: UserSettings) -> str:
+        return (settings.binance_url or self.config.binance_url).rstrip("/")
+
+    @property
+    def history(self) -> History | None:
+        """The persisted history of this source (None for a replay: its time restarts)."""
+        key = getattr(self.source, "store_key", None)
+        if key is None:
+            return None
+        if self._history is None or self._history.source != key:
+            self._history = History(self.db, key, self.config.history_s)
+        return self._history
 
     def clock(self) -> float:
         """Now, in UTC epoch seconds: the market's time (a replay's recorded time)."""
@@ -91,7 +127,7 @@ class MarketService:
 
     def symbols(self) -> list[str]:
         """Tradable symbols (exchangeInfo, cached for an hour); the current pair if unknown."""
-        key = f"symbols:{self.source.kind}"
+        key = f"symbols:{self.source.label}"
         cached = self.cache.get(key)
         if cached:
             return cached
@@ -120,15 +156,31 @@ class MarketService:
             return False
         try:
             settings = self.settings
-            self.store.retain(settings.pair)
-            self._history_from = {k: v for k, v in self._history_from.items() if k in settings.pair}
+            self._follow_settings(settings)
             now = self.clock()
             polled = self._poll(settings, now)
             self._ingest_pending(settings)
             self._evaluate_alerts(settings, now)
+            if self.history is not None and now - self._last_prune >= PRUNE_EVERY_S:
+                self._last_prune = now
+                self.history.prune(now)
             return polled
         finally:
             self._refresh_lock.release()
+
+    def _follow_settings(self, settings: UserSettings) -> None:
+        """Let go of symbols no longer watched; talk to the REST host the settings name."""
+        self.store.retain(settings.pair)
+        for table in (self._history_from, self._halted):
+            for sym in [k for k in table if k not in settings.pair]:
+                del table[sym]
+        self._hydrated &= set(settings.pair)
+        client = getattr(self.source, "client", None)
+        want = self._rest_host(settings)
+        if client is not None and client.base_url != want:
+            log.info("REST host: %s -> %s", client.base_url, want)
+            client.set_base_url(want)
+            self.last_error = None
 
     def _slot_timeout(self, settings) -> int:
         return max(2, math.ceil(settings.poll_interval_s * 4))
@@ -144,24 +196,46 @@ class MarketService:
         if not self.cache.add(key, self.worker_id, timeout=self._slot_timeout(settings)):
             self._pending.append(key)
             return False
+        if self._halted and now - self._halted_checked >= HALTED_RECHECK_S:
+            self._check_trading(settings, now)
+        symbols = [s for s in settings.pair if s not in self._halted]
+        if not symbols:
+            return False
         try:
-            ticks = self.source.poll(settings.pair)
+            ticks = self.source.poll(symbols)
         except BinanceError as exc:
             self._record_error(exc)
+            if isinstance(exc, BinanceAPIError) and exc.code == INVALID_SYMBOL:
+                self._check_trading(settings, now)
             return True
         finally:
             self.upstream_polls += 1
         self.last_error = None
         self.cache.set(f"ticks:{key}", ticks, timeout=self._slot_timeout(settings))
-        self._ingest(ticks, settings)
+        self._ingest(ticks, settings, persist_raw=True)
         return True
+
+    def _check_trading(self, settings: UserSettings, now: float) -> None:
+        """Ask the exchange which symbols trade (a symbol can stop: delisting, a halt) and stop
+        polling those of the pair that do not, so that the other leg stays live."""
+        self._halted_checked = now
+        try:
+            trading = set(self.source.symbols())
+        except BinanceError as exc:
+            self._record_error(exc)
+            return
+        self.cache.set(f"symbols:{self.source.label}", sorted(trading), timeout=SYMBOLS_TTL_S)
+        self._halted = {s: f"{s} is no longer trading on {self.source.label}" for s in settings.pair
+                        if s not in trading}
+        for sym, why in self._halted.items():
+            log.warning("%s; not polling it", why)
 
     def _ingest_pending(self, settings: UserSettings) -> None:
         for key in list(self._pending):
             ticks = self.cache.get(f"ticks:{key}")
             if ticks is not None:
                 self._pending.remove(key)
-                self._ingest(ticks, settings)
+                self._ingest(ticks, settings, persist_raw=False)  # the polling worker stored them
 
     def _backfill_span(self, settings: UserSettings) -> int:
         if getattr(self.source, "backfill_all", False):
@@ -169,14 +243,16 @@ class MarketService:
         bars = 3 * settings.window * max(self.params(settings).tf_s, self.source.interval_s)
         return min(self.config.history_s, max(MIN_BACKFILL_S, bars + self.ffill_s))
 
-    def _ingest(self, ticks: list[Tick], settings: UserSettings) -> None:
-        """Store live ticks. Before a symbol's tick, backfill what the analysis needs and the
-        store lacks: the history before its first tick (deeper when a longer window or timeframe
-        asks for it) and any hole since its last tick."""
+    def _ingest(self, ticks: list[Tick], settings: UserSettings, persist_raw: bool) -> None:
+        """Store live ticks. Before a symbol's tick, fill what the analysis needs and memory
+        lacks: the history before its first tick (deeper when a longer window or timeframe asks
+        for it) and any hole since its last tick, from the database first, then the exchange."""
         span = self._backfill_span(settings)
+        fetched = []
         for tick in ticks:
             if tick.symbol not in settings.pair:
                 continue
+            self._hydrate(tick.symbol)
             second = int(tick.epoch)
             prev = self.store.latest_second(tick.symbol)
             holes = []
@@ -192,20 +268,70 @@ class MarketService:
                 if self.rate_limited_until():
                     break
                 try:
-                    self.store.add_ticks(self.source.history(tick.symbol, start, end), raw=False)
+                    fetched.extend(self._fill(tick.symbol, start, end))
                 except BinanceError as exc:
                     self._record_error(exc)
                     continue
                 self._history_from[tick.symbol] = min(start, self._history_from.get(tick.symbol, start))
             self.store.add_ticks([tick])
+        if self.history is not None:
+            live = [t for t in ticks if t.symbol in settings.pair] if persist_raw else []
+            self.history.save(fetched + live, live)
+
+    def _hydrate(self, symbol: str) -> None:
+        """Load a symbol's recorded history into memory, once (at start, or when it is picked)."""
+        if symbol in self._hydrated or self.history is None:
+            return
+        self._hydrated.add(symbol)
+        now = int(self.clock())
+        rows = self.history.buckets(symbol, now - self.config.history_s + 1, now)
+        self.store.add_ticks(rows, raw=False)
+        self.store.add_ticks(self.history.recent_ticks(symbol, self.store.raw_ticks))
+        if rows:
+            self._history_from[symbol] = int(rows[0].epoch)
+
+    def _fill(self, symbol: str, start: int, end: int) -> list[Tick]:
+        """Put [start, end] of `symbol` in memory: what the database has (another process, or
+        this one before a restart, recorded it), and the rest from the exchange. Returns what
+        came from the exchange."""
+        stored = self.history.buckets(symbol, start, end) if self.history is not None else []
+        self.store.add_ticks(stored, raw=False)
+        gaps = [(start, end)]
+        if stored:
+            first, last = int(stored[0].epoch), int(stored[-1].epoch)
+            gaps = [(a, b) for a, b in ((start, first - 1), (last + 1, end)) if b - a + 1 > self.ffill_s]
+        fetched = []
+        for a, b in gaps:
+            got = self.source.history(symbol, a, b)
+            self.store.add_ticks(got, raw=False)
+            fetched.extend(got)
+        return fetched
 
     def _record_error(self, exc: BinanceError) -> None:
         self.last_error = {**exc.as_dict(), "time_utc": iso_utc(self.clock())}
+        if exc.status == 451:
+            self._leave_restricted_host()
         if isinstance(exc, BinanceRateLimited):
             wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER_S.get(exc.status, 60)
             until = self.clock() + wait
             # shared through the cache: every tab and worker stays quiet until then
             self.cache.set(RATE_LIMIT_KEY, until, timeout=math.ceil(wait) + 1)
+
+    def _leave_restricted_host(self) -> None:
+        """After a 451 (restricted location), move to the next configured fallback host that
+        has not answered 451 yet, and save it so that every worker and restart uses it."""
+        client = getattr(self.source, "client", None)
+        if client is None:
+            return
+        restricted = client.base_url
+        order = [u.rstrip("/") for u in (self.config.binance_url, *self.config.fallback_urls)]
+        later = order[order.index(restricted) + 1:] if restricted in order else order[1:]
+        if later:
+            url = later[0]
+            self.url_note = f"{restricted} answered HTTP 451 (restricted location); switched to {url}"
+            log.warning(self.url_note)
+            self.settings_store.save(replace(self.settings, binance_url=url))
+            client.set_base_url(url)
 
     def rate_limited_until(self, now: float | None = None) -> float | None:
         """End of the exchange's Retry-After window (429/418), or None outside one."""
@@ -295,21 +421,76 @@ class MarketService:
         return result
 
     def _evaluate_alerts(self, settings: UserSettings, now: float) -> None:
-        """Feed the alert monitor every closed bar it has not seen, once."""
+        """Run the alert rules over every closed bar not evaluated yet, once, in time order.
+
+        The last evaluated bar is kept in the database per pair, parameters and rules, so after
+        a restart the bars backfilled into the hole are evaluated too (nothing missed); a rule
+        change starts from the newest bar without firing on the past."""
         params = self.params(settings)
         engine = self.engine(params)
         engine.update(int(now))
-        key = (params, settings.threshold)
-        if key != self._alert_key:
-            last = engine.committed_after(engine.end - params.tf_s if engine.end is not None else None)["zscore"]
-            self.alerts.reset(float(last.iloc[-1]) if len(last) else None, settings.threshold)
-            self._alert_key, self._alert_cursor = key, engine.end
+        if engine.end is None:
             return
+        key = (params, settings.threshold, settings.rules)
+        cursor_key = "alerts:cursor:" + hashlib.sha1(repr(key).encode()).hexdigest()
+        if key != self._alert_key:
+            saved = self.db.meta(cursor_key)
+            start = int(saved) if saved is not None and int(saved) <= engine.end else engine.end
+            at = engine.committed_after(start - 1).head(1)
+            if not len(at) or int(at.index[0].timestamp()) != start:
+                start, at = engine.end, engine.committed_after(engine.end - 1)
+            self._rule_states = {}
+            for rule in settings.rules:
+                self._rule_states[rule.key] = initial_state(
+                    rule, rule.bound(settings.threshold), float(self._rule_series(rule, at, params.pair)[0]),
+                    self.alerts.last_fired(rule.key, settings.pair_label))
+            self._alert_key, self._alert_cursor = key, start
         df = engine.committed_after(self._alert_cursor)
-        if len(df):
-            self.alerts.evaluate(df.index, df["zscore"].to_numpy(), df["spread"].to_numpy(),
-                                 settings.threshold, settings.pair_label)
-            self._alert_cursor = int(df.index[-1].timestamp())
+        if not len(df):
+            return
+        seconds = df.index.as_unit("s").asi8
+        found = []
+        for rule in settings.rules:
+            values = self._rule_series(rule, df, params.pair)
+            bound = rule.bound(settings.threshold)
+            fired, self._rule_states[rule.key] = evaluate_rule(rule, bound, values, seconds,
+                                                               self._rule_states[rule.key])
+            found += [Alert(int(seconds[i]), rule.label(params.pair, settings.threshold), rule.key, rule.kind,
+                            settings.pair_label, float(values[i]), bound, float(df["zscore"].iloc[i]),
+                            float(df["spread"].iloc[i])) for i in fired]
+        self._alert_cursor = int(seconds[-1])
+        self.db.set_meta(cursor_key, str(self._alert_cursor))
+        if found:
+            self._deliver(self.alerts.add(sorted(found, key=lambda a: a.second)), settings)
+
+    @staticmethod
+    def _rule_series(rule, df: pd.DataFrame, pair) -> np.ndarray:
+        if rule.is_z:
+            return df["zscore"].to_numpy()
+        if rule.kind.startswith("spread"):
+            return df["spread"].to_numpy()
+        return df[pair[0] if rule.leg == "A" else pair[1]].to_numpy()
+
+    def _deliver(self, alerts: list[Alert], settings: UserSettings) -> None:
+        """Alerts this process logged first: to the log (pages toast them) and the webhook."""
+        for alert in alerts:
+            log.info("alert %s: %s at %s, value %.6g", settings.pair_label, alert.rule, iso_utc(alert.second),
+                     alert.value)
+            if settings.webhook_url:
+                self.notifier.send(settings.webhook_url, alert)
+
+    def send_test_alert(self) -> Alert:
+        """A test alert through every channel: the log (so every open page toasts it) and the
+        webhook when one is set."""
+        settings = self.settings
+        now = self.clock()
+        latest = self.latest()
+        z, spread = (float(latest["zscore"]), float(latest["spread"])) if latest is not None else (None, None)
+        alert = Alert(int(now), "Test alert", f"{TEST_RULE}:{time.time_ns()}", TEST_RULE, settings.pair_label,
+                      z if z is not None else float("nan"), settings.threshold, z, spread)
+        [alert] = self.alerts.add([alert])
+        self._deliver([alert], settings)
+        return alert
 
     # --- what pages and the API show -------------------------------------------------------
     def stale_after_s(self, settings: UserSettings | None = None) -> float:
@@ -331,6 +512,7 @@ class MarketService:
         source = self.source
         limited = self.rate_limited_until(now)
         return {
+            "legs": self._legs(last, now, settings),
             "status": state,
             "source": source.kind,
             "source_label": source.label,
@@ -346,7 +528,25 @@ class MarketService:
             "rate_limit_resumes_in_s": None if limited is None else round(limited - now, 1),
             "upstream_polls": self.upstream_polls,
             "settings_error": self.settings_store.load_error,
+            "rest_host_note": self.url_note,
+            "webhook": self.notifier.status(),
         }
+
+    def _legs(self, last: dict, now: float, settings: UserSettings) -> dict:
+        """Per symbol: live, stale (with its age), or disconnected (with the reason)."""
+        legs = {}
+        for sym, tick in last.items():
+            age = None if tick is None else round(now - tick.epoch, 3)
+            late = age is None or age > self.stale_after_s(settings)
+            if sym in self._halted:
+                state, reason = "disconnected", self._halted[sym]
+            elif late and self.last_error is not None:
+                state, reason = "disconnected", self.last_error["message"]
+            else:
+                state, reason = ("waiting" if age is None else "stale" if late else "live"), None
+            legs[sym] = {"state": state, "age_s": age, "reason": reason,
+                         "last_tick_utc": None if tick is None else iso_utc(tick.epoch)}
+        return legs
 
     def leg_summary(self, symbol: str) -> dict | None:
         """A symbol's last tick, its age, whether it is stale, and the first price of the rolling

@@ -113,6 +113,7 @@ class ReplaySource:
     simulated = False
     kind = "replay"
     backfill_all = True  # history is a local file: load all of it up to the replay time
+    store_key = None  # replay time restarts with the process: its buckets are not persisted
 
     def __init__(self, specs, speed: float | str = 1.0, wall=time.time):
         self.recordings = {r.symbol: r for r in (load_recording(s) for s in specs)}

@@ -1,5 +1,5 @@
 """Configuration: how the process runs (`AppConfig`, from CLI flags and env vars) and what the
-user chose (`UserSettings`, edited on /settings, persisted as JSON under the data dir).
+user chose (`UserSettings`, edited on /settings, persisted in the embedded database).
 
 Validation lives here, once, for the UI and the HTTP API alike: bad input raises
 `SettingsError` with a message meant for a person, and nothing saved is touched.
@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from services.alerts import DEFAULT_RULES, LEGS, RULE_KINDS, Rule
 from services.bars import TIMEFRAMES
+from services.binance import DEFAULT_BASE_URL, MARKET_DATA_URL
+from services.db import Database
 from services.hedge import METHODS
 
 WINDOW_RANGE = (2, 86_400)
 POLL_RANGE = (0.5, 60.0)
+COOLDOWN_MAX_S = 86_400
+MAX_RULES = 20
 
 
 class SettingsError(ValueError):
@@ -28,7 +32,8 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class AppConfig:
     source: str = "auto"  # auto | binance | sim | replay
-    binance_url: str = "https://api.binance.com"
+    binance_url: str = DEFAULT_BASE_URL
+    fallback_urls: tuple[str, ...] = (MARKET_DATA_URL,)  # tried in order after an HTTP 451
     host: str = "127.0.0.1"
     port: int = 8050
     data_dir: str = "data"
@@ -50,6 +55,9 @@ class UserSettings:
     hedge: str = "none"
     timeframe: str = "1s"
     log_prices: bool = False
+    rules: tuple[Rule, ...] = field(default=DEFAULT_RULES)
+    webhook_url: str = ""  # alerts are POSTed here as JSON when set
+    binance_url: str = ""  # the REST host chosen on /settings (e.g. after a 451); "" = --binance-url
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -121,60 +129,127 @@ def parse_symbol(value, known, name: str = "Symbol") -> str:
     return sym
 
 
+def parse_url(value, name: str = "URL", required: bool = False) -> str:
+    """An http(s) URL with a host, or "" when not required and left empty."""
+    text = str(value or "").strip()
+    if not text:
+        if required:
+            raise SettingsError(f"{name} is required")
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name} must be an http:// or https:// address with a host, got {text!r}")
+    return text
+
+
+def parse_rule(raw) -> Rule:
+    """A Rule from a dict of user input (strings or numbers)."""
+    if isinstance(raw, Rule):
+        raw = asdict(raw)
+    if not isinstance(raw, dict):
+        raise SettingsError(f"An alert rule must be a set of fields, got {raw!r}")
+    kind = parse_choice(raw.get("kind"), tuple(RULE_KINDS), "Rule type")
+    z = Rule(kind).is_z
+    level = None if z else parse_float(raw.get("level"), "Rule level")
+    if kind.startswith("spread") or z:
+        leg = "A"
+    else:
+        leg = str(raw.get("leg") or "A").strip().upper()
+        if leg not in LEGS:
+            raise SettingsError(f"Rule leg must be A or B, got {raw.get('leg')!r}")
+    hysteresis = parse_float(raw.get("hysteresis") or 0, "Hysteresis")
+    if hysteresis < 0:
+        raise SettingsError(f"Hysteresis must be 0 or more, got {raw.get('hysteresis')!r}")
+    cooldown = parse_float(raw.get("cooldown_s") or 0, "Cooldown")
+    if cooldown != int(cooldown) or not 0 <= cooldown <= COOLDOWN_MAX_S:
+        raise SettingsError(f"Cooldown must be a whole number of seconds from 0 to {COOLDOWN_MAX_S}, "
+                            f"got {raw.get('cooldown_s')!r}")
+    return Rule(kind, level, leg, hysteresis, int(cooldown))
+
+
+def parse_rules(raw) -> tuple[Rule, ...]:
+    if not isinstance(raw, (list, tuple)):
+        raise SettingsError(f"Alert rules must be a list, got {raw!r}")
+    rules = tuple(parse_rule(r) for r in raw)
+    if len(rules) > MAX_RULES:
+        raise SettingsError(f"At most {MAX_RULES} alert rules")
+    if len({r.key for r in rules}) < len(rules):
+        raise SettingsError("That rule is already in the list")
+    return rules
+
+
 def validate(raw: dict, known_symbols=None) -> UserSettings:
     """Build UserSettings from user input (strings or numbers), or raise SettingsError."""
     a = parse_symbol(raw.get("symbol_a"), known_symbols, "Symbol A")
     b = parse_symbol(raw.get("symbol_b"), known_symbols, "Symbol B")
     if a == b:
         raise SettingsError(f"The two symbols must differ (both are {a})")
-    return UserSettings(a, b, parse_threshold(raw.get("threshold")), parse_window(raw.get("window")),
-                        parse_poll_interval(raw.get("poll_interval_s")),
-                        parse_choice(raw.get("hedge", "none"), METHODS, "Hedge method"),
-                        parse_choice(raw.get("timeframe", "1s"), tuple(TIMEFRAMES), "Timeframe"),
-                        parse_bool(raw.get("log_prices", False), "Log prices"))
+    settings = UserSettings(a, b, parse_threshold(raw.get("threshold")), parse_window(raw.get("window")),
+                            parse_poll_interval(raw.get("poll_interval_s")),
+                            parse_choice(raw.get("hedge", "none"), METHODS, "Hedge method"),
+                            parse_choice(raw.get("timeframe", "1s"), tuple(TIMEFRAMES), "Timeframe"),
+                            parse_bool(raw.get("log_prices", False), "Log prices"),
+                            parse_rules(raw.get("rules", DEFAULT_RULES)),
+                            parse_url(raw.get("webhook_url"), "Webhook URL"),
+                            parse_url(raw.get("binance_url"), "Binance base URL"))
+    for rule in settings.rules:
+        if rule.kind == "abs_z" and rule.hysteresis >= settings.threshold:
+            raise SettingsError(f"The |z| rule's hysteresis ({rule.hysteresis:g}) must be below the threshold "
+                                f"({settings.threshold:g}), or it would never re-arm")
+    return settings
 
 
 class SettingsStore:
-    """UserSettings persisted to `<data_dir>/settings.json`.
+    """UserSettings persisted in the embedded database (one row, with a version number).
 
-    `current()` re-reads the file only when its mtime changes (one stat per call), so a save
-    in one worker or tab reaches every other on its next tick. Writes are atomic (temp file +
-    rename): a crash mid-save leaves the old settings, never half a file.
+    `current()` re-reads the row only when its version changed (one indexed read per call), so
+    a save in one worker or tab reaches every other on its next tick. A save is one transaction:
+    a crash mid-save leaves the old settings. A `settings.json` from an older version is taken
+    over once.
     """
 
-    def __init__(self, data_dir: str | os.PathLike):
-        self.path = Path(data_dir) / "settings.json"
+    def __init__(self, db: Database, legacy_dir=None):
+        self.db = db
+        self.legacy = Path(legacy_dir) / "settings.json" if legacy_dir is not None else None
         self._lock = threading.Lock()
-        self._mtime: float | None = None
+        self._version: int | None = None
         self._settings = UserSettings()
         self.load_error: str | None = None
 
     def current(self) -> UserSettings:
-        try:
-            mtime = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return self._settings
-        if mtime != self._mtime:
+        rows = self.db.query("SELECT version FROM settings WHERE id = 1")
+        if not rows:
+            self._take_over_legacy()
+        elif rows[0][0] != self._version:
             with self._lock:
-                self._reload(mtime)
+                self._reload()
         return self._settings
 
-    def _reload(self, mtime) -> None:
+    def _reload(self) -> None:
+        version, body = self.db.query("SELECT version, body FROM settings WHERE id = 1")[0]
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-            self._settings = validate({**asdict(UserSettings()), **raw})
+            self._settings = validate({**asdict(UserSettings()), **json.loads(body)})
             self.load_error = None
+        except (ValueError, AttributeError, TypeError) as exc:
+            self.load_error = f"The saved settings are unreadable ({exc}); keeping the settings in use"
+        self._version = version
+
+    def _take_over_legacy(self) -> None:
+        if self.legacy is None or not self.legacy.exists():
+            return
+        try:
+            self.save(validate({**asdict(UserSettings()), **json.loads(self.legacy.read_text(encoding="utf-8"))}))
+            self.legacy.rename(self.legacy.with_suffix(".json.imported"))
         except (OSError, ValueError, AttributeError, TypeError) as exc:
-            self.load_error = f"{self.path} is unreadable ({exc}); keeping the settings in use"
-        self._mtime = mtime
+            self.load_error = f"{self.legacy} is unreadable ({exc}); using the defaults"
+            self.legacy = None
 
     def save(self, settings: UserSettings) -> UserSettings:
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".settings-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(asdict(settings), f, indent=2)
-            os.replace(tmp, self.path)
-            self._settings = settings
-            self._mtime = self.path.stat().st_mtime_ns
+        body = json.dumps(asdict(settings))
+        with self._lock, self.db.write() as conn:
+            row = conn.execute("SELECT version FROM settings WHERE id = 1").fetchone()
+            version = (row[0] if row else 0) + 1
+            conn.execute("INSERT INTO settings (id, body, version) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE "
+                         "SET body = excluded.body, version = excluded.version", (body, version))
+            self._settings, self._version = settings, version
         return settings

@@ -50,13 +50,24 @@ class BinanceSource:
     kind = "binance"
     interval_s = 1  # how far apart its prices are, at the finest
 
-    def __init__(self, client: BinanceClient, clock=time.time):
+    def __init__(self, client: BinanceClient, clock=None):
         self.client = client
-        self.now = clock
+        if clock is not None:
+            client.clock = clock
+
+    def now(self) -> float:
+        """The local clock corrected by the exchange's, so a local clock jump (suspend, NTP
+        step) cannot make live data look stale or mislabel a poll."""
+        return self.client.clock() + self.client.clock_offset_s
 
     @property
     def label(self) -> str:
         return f"Binance · {self.client.base_url}"
+
+    @property
+    def store_key(self) -> str:
+        """Binance.US is its own market; the other hosts serve the same prices."""
+        return "binance.us" if "binance.us" in self.client.base_url else "binance"
 
     def symbols(self) -> list[str]:
         return self.client.trading_symbols()
@@ -128,6 +139,7 @@ class SimSource:
         if origin_s is None:
             origin_s = int(clock()) // 86_400 * 86_400 - self.span_s
         self.origin_s = int(origin_s)
+        self.store_key = f"sim-{seed}-{self.origin_s}"  # the same seed and origin give the same market
         self.names = list(SIM_UNIVERSE)
         params = [SIM_UNIVERSE[n] for n in self.names]
         self._level = np.array([p.level for p in params])
@@ -200,11 +212,12 @@ class SimSource:
 
 
 def open_source(kind: str, binance_url: str, clock=time.time, seed: int = 7, span_s: int = 86_400,
-                probe_timeout: float = 3.0, replay=(), replay_speed="1"):
+                probe_timeout: float = 3.0, replay=(), replay_speed="1", fallback_urls=()):
     """The source named by `--source`, and why it was chosen.
 
     `auto` pings Binance (at most `probe_timeout` seconds) and falls back to the simulation,
-    saying why, when it cannot be reached. `replay` raises ReplayError for unusable files.
+    saying why, when it cannot be reached; a host that answers 451 (restricted location) is
+    followed by the next of `fallback_urls`. `replay` raises ReplayError for unusable files.
     """
     if kind == "replay":
         from services.replay import ReplaySource, parse_speed
@@ -213,13 +226,20 @@ def open_source(kind: str, binance_url: str, clock=time.time, seed: int = 7, spa
         return source, f"replaying {', '.join(r.path for r in source.recordings.values())}"
     if kind == "sim":
         return SimSource(seed=seed, span_s=span_s, clock=clock), "simulation chosen with --source sim"
-    client = BinanceClient(binance_url)
+    client = BinanceClient(binance_url, clock=clock)
     if kind == "binance":
-        return BinanceSource(client, clock), f"Binance at {client.base_url}"
-    try:
-        client.ping(timeout=probe_timeout)
-    except BinanceError as exc:
-        reason = f"Binance not reachable at {client.base_url} ({exc.message}); using the simulation"
-        log.warning(reason)
-        return SimSource(seed=seed, span_s=span_s, clock=clock), reason
-    return BinanceSource(client, clock), f"Binance reachable at {client.base_url}"
+        return BinanceSource(client), f"Binance at {client.base_url}"
+    notes = []
+    for url in (binance_url, *fallback_urls):
+        client.set_base_url(url)
+        try:
+            client.ping(timeout=probe_timeout)
+        except BinanceError as exc:
+            notes.append(f"{client.base_url}: {exc.message}")
+            if exc.status == 451:
+                continue
+            break
+        return BinanceSource(client), "; ".join([*notes, f"Binance reachable at {client.base_url}"])
+    reason = f"Binance not reachable ({'; '.join(notes)}); using the simulation"
+    log.warning(reason)
+    return SimSource(seed=seed, span_s=span_s, clock=clock), reason

@@ -91,20 +91,3 @@ def test_pair_frame_index_is_utc_seconds():
     assert str(df.index.tz) == "UTC"
     assert df.index[0] == pd.Timestamp("2025-10-22T00:00:00Z")
     assert (df.index[1:] - df.index[:-1] == pd.Timedelta(seconds=1)).all()
-
-
-def test_crossings_fire_once_per_crossing():
-    z = [0.5, 1.0, 2.5, 3.0, 2.1, 1.0, -2.2, -2.5, np.nan, -3.0, 0.0, 2.0]
-    fired, state = analytics.crossings(np.array(z), 2.0, outside=False)
-    assert fired == [2, 6, 11]
-    assert state is True
-
-
-def test_crossings_unknown_start_does_not_fire():
-    fired, state = analytics.crossings(np.array([3.0, 3.5, 1.0, 2.5]), 2.0, outside=None)
-    assert fired == [3]
-
-
-def test_crossings_gap_is_not_a_crossing():
-    fired, _ = analytics.crossings(np.array([2.5, np.nan, np.nan, 2.6]), 2.0, outside=True)
-    assert fired == []

@@ -4,8 +4,8 @@ from datetime import timezone
 
 import pytest
 
-from services.binance import (BinanceAPIError, BinanceBadResponse, BinanceClient, BinanceRateLimited,
-                              BinanceUnreachable, exchange_time, symbols_param)
+from services.binance import (RETRY, BinanceAPIError, BinanceBadResponse, BinanceClient, BinanceRateLimited,
+                              BinanceUnreachable, clock_offset, exchange_time, symbols_param)
 
 
 def test_symbols_param_has_no_spaces():
@@ -72,7 +72,17 @@ def test_a_5xx_burst_is_retried_with_backoff(fake_binance):
     quotes = BinanceClient(fake_binance.url).ticker_prices(["BTCUSDT"])
     assert quotes[0].symbol == "BTCUSDT" and fake_binance.count("/api/v3/ticker/price") == 3
     times = fake_binance.times["/api/v3/ticker/price"]
-    assert times[2] - times[1] >= 0.15, "exponential backoff before the second retry"
+    assert times[2] - times[1] >= 0.09, "exponential backoff before the second retry"
+
+
+def test_backoff_is_exponential_with_jitter():
+    retry = RETRY
+    for _ in range(2):
+        retry = retry.increment(method="GET", url="/x", error=ConnectionError("down"))
+    waits = [retry.get_backoff_time() for _ in range(200)]
+    cap = 0.1 * 2 ** 1  # backoff_factor * 2 ** (retries - 1): the wait before the second retry
+    assert all(cap / 2 <= w <= cap for w in waits)
+    assert len(set(waits)) > 100, "the waits are random, not in lockstep"
 
 
 def test_rate_limit_is_not_retried(fake_binance):
@@ -119,3 +129,11 @@ def test_exchange_time_uses_the_date_header_second():
     assert int(exchange_time("Thu, 01 Jan 1970 00:01:40 GMT", 105.3, 105.5).timestamp()) == 100
     assert exchange_time(None, 10.0, 11.0).timestamp() == pytest.approx(10.5)
     assert exchange_time("garbage", 10.0, 11.0).timestamp() == pytest.approx(10.5)
+
+
+def test_clock_offset_is_zero_while_the_clocks_agree_and_the_difference_after_a_jump():
+    header = "Thu, 01 Jan 1970 00:01:40 GMT"  # second 100
+    assert clock_offset(header, 100.2, 100.4) == 0.0
+    assert clock_offset(header, 101.0, 101.2) == 0.0, "within the header's resolution"
+    assert clock_offset(header, 400.2, 400.4) == pytest.approx(100.5 - 400.3)
+    assert clock_offset(None, 1.0, 2.0) is None

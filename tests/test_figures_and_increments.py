@@ -54,8 +54,11 @@ def test_long_series_use_webgl():
 
 
 def test_zscore_bands_and_alert_markers():
-    al = Alert(pd.Timestamp("2025-10-22T00:00:03Z").to_pydatetime(), "BTCUSDT/ETHUSDT", 2.4, 1.0, 2.0)
-    fig = figures.zscore_figure(frame(), PARAMS, 2.0, [al])
+    second = int(pd.Timestamp("2025-10-22T00:00:03Z").timestamp())
+    z_alert = Alert(second, "|z| ≥ 2", "abs_z:θ::0:0", "abs_z", "BTCUSDT/ETHUSDT", 2.4, 2.0, 2.4, 1.0)
+    price_alert = Alert(second, "BTCUSDT price above 1", "price_above:1:A:0:0", "price_above", "BTCUSDT/ETHUSDT",
+                        101.0, 1.0, 0.5, 1.0)
+    fig = figures.zscore_figure(frame(), PARAMS, 2.0, [z_alert, price_alert])
     levels = sorted((s.y0, s.y1) for s in fig.layout.shapes if s.type == "line")
     assert levels == [(-2.0, -2.0), (0, 0), (2.0, 2.0)]
     assert list(fig.data[1].y) == [2.4]

@@ -7,33 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from cachelib import SimpleCache
+from scripted import ScriptedSource
 
 from services.binance import BinanceClient
 from services.cache import AtomicFileSystemCache
 from services.market import MarketService
 from services.settings import AppConfig, SettingsError
-from services.sources import BinanceSource, SimSource, Tick, utc_from_epoch
-
-
-class ScriptedSource:
-    """Prices given per second by arrays starting at `origin`; the clock says which second is now."""
-
-    simulated, kind, label, interval_s = True, "script", "Scripted", 1
-
-    def __init__(self, clock, origin, prices):
-        self.clock, self.origin, self.prices = clock, origin, prices
-        self.now = clock
-
-    def symbols(self):
-        return sorted(self.prices)
-
-    def poll(self, symbols):
-        s = int(self.clock())
-        return [Tick(sym, float(self.prices[sym][s - self.origin]), utc_from_epoch(self.clock())) for sym in symbols]
-
-    def history(self, symbol, start_s, end_s):
-        lo = max(start_s, self.origin)
-        return [Tick(symbol, float(self.prices[symbol][s - self.origin]), utc_from_epoch(s)) for s in range(lo, end_s + 1)]
+from services.sources import BinanceSource, SimSource
 
 
 def sim_market(tmp_path, clock, **kw):
@@ -175,24 +155,37 @@ def test_settings_survive_a_restart_and_bad_input_changes_nothing(tmp_path, cloc
     market = sim_market(tmp_path, clock)
     market.save_settings({"symbol_a": "SOLUSDT", "symbol_b": "BNBUSDT", "threshold": "2.5", "window": "120",
                           "poll_interval_s": 2})
-    saved = (tmp_path / "settings.json").read_text()
+    def saved_row():
+        return market.db.query("SELECT version, body FROM settings")
+
+    saved = saved_row()
     for bad, message in [({"threshold": 0}, "greater than 0"), ({"threshold": "nan"}, "finite"),
                          ({"window": 1}, "from 2"), ({"window": 2.5}, "whole number"),
                          ({"window": None}, "required"), ({"poll_interval_s": 0.1}, "0.5"),
                          ({"symbol_b": "SOLUSDT"}, "must differ"), ({"symbol_a": "NOPEUSDT"}, "not a symbol")]:
         with pytest.raises(SettingsError, match=message):
             market.save_settings(bad)
-        assert (tmp_path / "settings.json").read_text() == saved
+        assert saved_row() == saved
     restarted = sim_market(tmp_path, clock)
     s = restarted.settings
     assert (s.symbol_a, s.symbol_b, s.threshold, s.window, s.poll_interval_s) == ("SOLUSDT", "BNBUSDT", 2.5, 120, 2.0)
 
 
-def test_corrupt_settings_file_keeps_defaults_and_says_so(tmp_path, clock):
-    (tmp_path / "settings.json").write_text("{not json")
+def test_corrupt_saved_settings_keep_the_defaults_and_say_so(tmp_path, clock):
     market = sim_market(tmp_path, clock)
+    with market.db.write() as conn:
+        conn.execute("INSERT INTO settings VALUES (1, '{not json', 1)")
     assert market.settings.pair == ("BTCUSDT", "ETHUSDT")
     assert "unreadable" in market.status()["settings_error"]
+
+
+def test_settings_json_of_an_older_version_is_taken_over_once(tmp_path, clock):
+    (tmp_path / "settings.json").write_text(json.dumps({"symbol_a": "SOLUSDT", "symbol_b": "BNBUSDT",
+                                                        "threshold": 3, "window": 90, "poll_interval_s": 2}))
+    market = sim_market(tmp_path, clock)
+    assert (market.settings.pair, market.settings.threshold, market.settings.window) == (("SOLUSDT", "BNBUSDT"), 3, 90)
+    assert not (tmp_path / "settings.json").exists() and (tmp_path / "settings.json.imported").exists()
+    assert sim_market(tmp_path, clock).settings.window == 90
 
 
 def test_pair_change_backfills_the_new_pair_and_forgets_the_old(tmp_path, clock):
@@ -204,7 +197,7 @@ def test_pair_change_backfills_the_new_pair_and_forgets_the_old(tmp_path, clock)
     now = int(clock())
     assert not np.isnan(market.frame(now, now)["zscore"].iloc[-1])
     assert market.store.latest_second("BTCUSDT") is None
-    json.loads((tmp_path / "settings.json").read_text())
+    assert sim_market(tmp_path, clock).settings.pair == ("SOLUSDT", "XRPUSDT")
 
 
 def test_statistics_are_memoised_until_the_schedule_or_the_inputs_change(tmp_path, clock):

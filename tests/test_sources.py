@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from services import analytics
+from services.alerts import Rule, RuleState, evaluate_rule
 from services.sources import BinanceSource, SimSource, open_source
 
 ORIGIN = 1_761_091_200
@@ -53,7 +54,7 @@ def test_sim_demo_shows_alerts_within_minutes():
     a = np.array([t.price for t in sim.history("BTCUSDT", ORIGIN, now)])
     b = np.array([t.price for t in sim.history("ETHUSDT", ORIGIN, now)])
     _, _, z = analytics.rolling_zscore(analytics.spread(a, b), 60)
-    fired, _ = analytics.crossings(z, 2.0, None)
+    fired, _ = evaluate_rule(Rule("abs_z"), 2.0, z, np.arange(len(z)), RuleState())
     assert len(fired) >= 6, "an hour of the demo should raise several 2-sigma alerts"
 
 

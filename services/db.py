@@ -1,0 +1,88 @@
+"""The embedded store under `--data-dir`: one SQLite file in WAL mode, no server.
+
+It holds what must survive a restart: the 1-second buckets and the raw tick log (pruned to the
+configured span), the user's settings and the alert log. Every process (each gunicorn worker,
+the headless collector) opens the same file. WAL lets readers go on while one writer commits;
+writes take the lock up front (`BEGIN IMMEDIATE`) and are small (a poll's rows, or one backfill
+batch), so no writer waits long, and `busy_timeout` makes a waiting one retry instead of failing.
+
+Connections are per thread and per process (a forked worker opens its own).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+FILENAME = "dashboard.sqlite3"
+BUSY_TIMEOUT_MS = 10_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS buckets (
+    source TEXT NOT NULL, symbol TEXT NOT NULL, second INTEGER NOT NULL,
+    tick_ns INTEGER NOT NULL, price REAL NOT NULL,
+    PRIMARY KEY (source, symbol, second)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ticks (
+    source TEXT NOT NULL, symbol TEXT NOT NULL, tick_ns INTEGER NOT NULL, price REAL NOT NULL,
+    PRIMARY KEY (source, symbol, tick_ns)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS settings (
+    id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule_key TEXT NOT NULL, rule TEXT NOT NULL, pair TEXT NOT NULL, second INTEGER NOT NULL,
+    value REAL, level REAL, zscore REAL, spread REAL, created_ns INTEGER NOT NULL,
+    UNIQUE (rule_key, pair, second));
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class Database:
+    def __init__(self, data_dir: str | os.PathLike):
+        self.path = Path(data_dir) / FILENAME
+        self._local = threading.local()
+        self._schema_lock = threading.Lock()
+        self._ready = False
+
+    def connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across a process kill
+            self._local.conn, self._local.pid = conn, os.getpid()
+            with self._schema_lock:
+                if not self._ready:
+                    conn.executescript(SCHEMA)
+                    self._ready = True
+        return conn
+
+    @contextmanager
+    def write(self):
+        """A write transaction holding the database's one write lock from its start."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def query(self, sql: str, args=()) -> list[tuple]:
+        return self.connection().execute(sql, args).fetchall()
+
+    def meta(self, key: str) -> str | None:
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                         (key, value))
+
+    def journal_mode(self) -> str:
+        return self.query("PRAGMA journal_mode")[0][0]

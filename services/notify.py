@@ -1,0 +1,95 @@
+"""Alert delivery to the user's webhook: POST JSON from a background thread.
+
+Ingestion only puts the alert in a bounded queue; a thread (started on the first alert, never
+at import) posts it with a timeout and urllib3 retries (connection errors, 429 and 5xx, with
+jittered exponential backoff). A slow or failing receiver never blocks polling: when the queue
+is full the alert is dropped and that is reported. The outcome of the last delivery is kept in
+the database, so every process (web workers, the collector) shows the same status.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from services.alerts import Alert
+from services.binance import JitteredRetry
+from services.db import Database
+from services.sources import iso_utc
+
+log = logging.getLogger(__name__)
+STATUS_KEY = "webhook:last"
+RETRY = JitteredRetry(total=2, connect=2, read=0, status=2, status_forcelist=(429, 500, 502, 503, 504),
+                      allowed_methods=frozenset({"POST"}), backoff_factor=0.5, raise_on_status=False,
+                      respect_retry_after_header=False)
+
+
+class WebhookNotifier:
+    def __init__(self, db: Database, timeout=(2.0, 5.0), max_queue: int = 100):
+        self.db = db
+        self.timeout = timeout
+        self._queue: queue.Queue[tuple[str, Alert]] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._session = requests.Session()
+        self._session.mount("http://", HTTPAdapter(max_retries=RETRY))
+        self._session.mount("https://", HTTPAdapter(max_retries=RETRY))
+
+    def send(self, url: str, alert: Alert) -> None:
+        """Queue `alert` for `url`; returns at once."""
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait((url, alert))
+        except queue.Full:
+            self._record(alert, False, f"not sent: {self._queue.maxsize} alerts already waiting for the webhook")
+
+    def _ensure_thread(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            url, alert = self._queue.get()
+            try:
+                self.deliver(url, alert)
+            finally:
+                self._queue.task_done()
+
+    def deliver(self, url: str, alert: Alert) -> bool:
+        """POST one alert (blocking, with retries); records and returns whether it arrived."""
+        try:
+            resp = self._session.post(url, json=alert.payload(), timeout=self.timeout)
+        except requests.RequestException as exc:
+            return self._record(alert, False, f"{url} unreachable ({exc.__class__.__name__})")
+        if resp.status_code >= 300:
+            return self._record(alert, False, f"{url} answered HTTP {resp.status_code}")
+        return self._record(alert, True, f"{url} answered HTTP {resp.status_code}")
+
+    def _record(self, alert: Alert, ok: bool, detail: str) -> bool:
+        if not ok:
+            log.warning("webhook delivery failed for alert %s (%s): %s", alert.id, alert.rule, detail)
+        status = {"ok": ok, "detail": detail, "time_utc": iso_utc(time.time()), "alert_id": alert.id,
+                  "rule": alert.rule}
+        self.db.set_meta(STATUS_KEY, json.dumps(status))
+        return ok
+
+    def status(self) -> dict | None:
+        """The last delivery: ok, detail, time_utc, alert_id, rule (None before any)."""
+        raw = self.db.meta(STATUS_KEY)
+        return json.loads(raw) if raw else None
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until every queued alert was tried (tests, and the collector at exit)."""
+        deadline = time.time() + timeout
+        while self._queue.unfinished_tasks:
+            if time.time() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
