@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from dataclasses import asdict
 
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -25,7 +26,17 @@ from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
 MAX_TICKS = 10_000
+MAX_ALERTS = 10_000
 DEFAULT_SECONDS = 3_600
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value):
+    """A text cell that a spreadsheet will not run as a formula (CSV injection): a leading
+    =, +, -, @, tab or CR gets a ' in front. Numbers are written as numbers, untouched."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
 
 
 class BadRequest(ValueError):
@@ -60,6 +71,11 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         status = current_market().status()
         return jsonify(status), 503 if status["status"] in ("stale", "error") else 200
 
+    @api.get("/settings")
+    def settings():
+        """The saved settings (edited on /settings), alert rules included."""
+        return jsonify(asdict(current_market().settings))
+
     @api.get("/analytics.csv")
     def analytics_csv():
         market, settings, params = _analytics_params()
@@ -77,12 +93,24 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         bt = parse_backtest(args.get("entry", settings.threshold), args.get("exit", 0.0), args.get("stop", 4.0),
                             args.get("cost_bps", 5.0))
         rows = trade_rows(market.backtest(bt, params)["trades"])
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[c["field"] for c in TRADE_COLUMNS], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
         a, b = params.pair
-        return _csv_response(buf.getvalue(), f"backtest_{a}-{b}_{params.tf}.csv")
+        return _csv_rows([c["field"] for c in TRADE_COLUMNS], ([r[c["field"]] for c in TRADE_COLUMNS] for r in rows),
+                         f"backtest_{a}-{b}_{params.tf}.csv")
+
+    @api.get("/alerts.csv")
+    def alerts_csv():
+        """The alert log, oldest first (every process's alerts: it is the shared log)."""
+        market = current_market()
+        limit = _int_param("limit", MAX_ALERTS, 1, MAX_ALERTS)
+        fields = ["id", "time_utc", "pair", "rule", "value", "zscore", "spread"]
+        rows = (list(a.as_row().values()) for a in reversed(market.alerts.log(limit=limit)))
+        return _csv_rows(fields, rows, "alerts.csv")
+
+    @api.post("/alerts/test")
+    def test_alert():
+        """A test alert through every channel (log, toasts, webhook), like the Settings button."""
+        alert = current_market().send_test_alert()
+        return jsonify(alert.as_row()), 201
 
     @api.get("/ticks.csv")
     def ticks_csv():
@@ -90,12 +118,8 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         raw = request.args.get("symbol")
         symbols = market.settings.pair if raw is None else (_symbol(market, raw, "symbol"),)
         limit = _int_param("limit", MAX_TICKS, 1, MAX_TICKS)
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["timestamp_utc", "symbol", "price"])
-        for t in reversed(market.recent_ticks(limit, symbols)):
-            writer.writerow([iso_utc(t.time), t.symbol, repr(t.price)])
-        return _csv_response(buf.getvalue(), "ticks.csv")
+        rows = ([iso_utc(t.time), t.symbol, t.price] for t in reversed(market.recent_ticks(limit, symbols)))
+        return _csv_rows(["timestamp_utc", "symbol", "price"], rows, "ticks.csv")
 
     @api.get("/chart/<kind>.png")
     def chart_png(kind):
@@ -159,6 +183,14 @@ def _int_param(name: str, default: int, lo: int, hi: int) -> int:
 
 def _seconds(market) -> int:
     return _int_param("seconds", DEFAULT_SECONDS, 1, market.config.history_s)
+
+
+def _csv_rows(header: list[str], rows, filename: str) -> Response:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([csv_text(v) for v in row] for row in rows)
+    return _csv_response(buf.getvalue(), filename)
 
 
 def _csv_response(text: str, filename: str) -> Response:

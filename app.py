@@ -8,28 +8,32 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import threading
 from dataclasses import fields
 from pathlib import Path
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import MATCH, ClientsideFunction, Input, Output, dcc, html
+from dash import MATCH, ClientsideFunction, Input, Output, State, dcc, html
 from flask_caching import Cache
 
 from api import create_api
 from components import ids
-from components.layout import navbar, status_banner
+from components.layout import alert_toast, leg_badges, navbar, status_banner
+from services.cache import AtomicFileSystemCache
 from services.export import PngRenderer
 from services.market import MarketService
 from services.replay import ReplayError
-from services.settings import AppConfig
+from services.settings import AppConfig, SettingsError, parse_url
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("dashboard")
 
-ENV = {"source": "SOURCE", "binance_url": "BINANCE_BASE_URL", "host": "HOST", "port": "PORT",
-       "data_dir": "DATA_DIR", "debug": "DEBUG", "history_s": "HISTORY_S", "sim_seed": "SIM_SEED",
-       "replay": "REPLAY", "replay_speed": "REPLAY_SPEED"}
+ENV = {"source": "SOURCE", "binance_url": "BINANCE_BASE_URL", "fallback_urls": "BINANCE_FALLBACK_URLS",
+       "host": "HOST", "port": "PORT", "data_dir": "DATA_DIR", "debug": "DEBUG", "history_s": "HISTORY_S",
+       "sim_seed": "SIM_SEED", "replay": "REPLAY", "replay_speed": "REPLAY_SPEED"}
+CACHE_THRESHOLD = 2_000
 
 
 def config_from_env(environ=os.environ) -> AppConfig:
@@ -47,13 +51,15 @@ def config_from_env(environ=os.environ) -> AppConfig:
             elif kind == "int":
                 values[name] = int(raw)
             else:
-                values[name] = tuple(raw.split()) if name == "replay" else raw
+                values[name] = (tuple(raw.split()) if name == "replay" else
+                                tuple(u for u in raw.replace(",", " ").split()) if name == "fallback_urls" else raw)
         except ValueError:
             raise SystemExit(f"{var} must be a whole number, got {raw!r}") from None
     return AppConfig(**values)
 
 
-def parse_args(argv=None, environ=os.environ) -> AppConfig:
+def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
+    """The configuration, and whether to run the headless collector instead of the web app."""
     env = config_from_env(environ)
     p = argparse.ArgumentParser(description="Live crypto pair dashboard (spread, rolling z-score, alerts).")
     p.add_argument("--source", choices=("auto", "binance", "sim", "replay"), default=env.source,
@@ -68,6 +74,9 @@ def parse_args(argv=None, environ=os.environ) -> AppConfig:
                         "default %(default)s)")
     p.add_argument("--binance-url", default=env.binance_url,
                    help="Binance REST base URL (env BINANCE_BASE_URL, default %(default)s)")
+    p.add_argument("--fallback-urls", nargs="*", default=list(env.fallback_urls), metavar="URL",
+                   help="REST hosts to move to, in order, when one answers HTTP 451 (restricted location) "
+                        "(env BINANCE_FALLBACK_URLS, comma- or space-separated; default %(default)s)")
     p.add_argument("--host", default=env.host, help="address to listen on (env HOST, default %(default)s)")
     p.add_argument("--port", type=int, default=env.port, help="port (env PORT, default %(default)s)")
     p.add_argument("--data-dir", default=env.data_dir,
@@ -76,12 +85,25 @@ def parse_args(argv=None, environ=os.environ) -> AppConfig:
                    help="seconds of 1 s history kept in memory (env HISTORY_S, default %(default)s)")
     p.add_argument("--debug", action="store_true", default=env.debug,
                    help="Dash debug mode: reloader and dev tools (env DEBUG; off by default)")
+    p.add_argument("--collector", action="store_true",
+                   help="run only ingestion and alerting (no web server, no browser needed), writing to the "
+                        "same --data-dir as the web app, so alerts fire while nobody watches")
     a = p.parse_args(argv)
     if a.source == "replay" and len(a.replay) < 2:
         p.error("--source replay needs --replay with a recording of each symbol of the pair")
-    return AppConfig(source=a.source, binance_url=a.binance_url, host=a.host, port=a.port, data_dir=a.data_dir,
-                     debug=a.debug, history_s=a.history_s, sim_seed=env.sim_seed, replay=tuple(a.replay),
-                     replay_speed=a.replay_speed)
+    for url in [a.binance_url, *a.fallback_urls]:
+        try:
+            parse_url(url, "--binance-url / --fallback-urls", required=True)
+        except SettingsError as exc:
+            p.error(str(exc))
+    return AppConfig(source=a.source, binance_url=a.binance_url, fallback_urls=tuple(a.fallback_urls), host=a.host,
+                     port=a.port, data_dir=a.data_dir, debug=a.debug, history_s=a.history_s, sim_seed=env.sim_seed,
+                     replay=tuple(a.replay), replay_speed=a.replay_speed), a.collector
+
+
+def cache_dir(config: AppConfig) -> str:
+    """The cache every process on this data dir shares (web workers and the collector)."""
+    return str(Path(config.data_dir) / "cache")
 
 
 def create_app(config: AppConfig | None = None, market: MarketService | None = None) -> dash.Dash:
@@ -94,14 +116,16 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
     )
     server = app.server
     cache = Cache(server, config={"CACHE_TYPE": "services.cache.AtomicFileSystemCache",
-                                  "CACHE_DIR": str(Path(config.data_dir) / "cache"), "CACHE_THRESHOLD": 2_000})
+                                  "CACHE_DIR": cache_dir(config), "CACHE_THRESHOLD": CACHE_THRESHOLD})
     server.extensions["market"] = market or MarketService(config, cache)
     server.register_blueprint(create_api(PngRenderer()))
 
     app.layout = html.Div([
         dcc.Interval(id=ids.INTERVAL, interval=1_000),
+        dcc.Store(id=ids.ALERT_SEEN), dcc.Store(id=ids.NEW_ALERTS), dcc.Store(id=ids.NOTIFY_DONE),
         navbar(dash.page_registry.values()),
         dbc.Container(status_banner(), fluid=True),
+        html.Div(id=ids.TOASTS, className="toast-area"),
         dash.page_container,
     ])
     _register_shell_callbacks(app)
@@ -121,8 +145,8 @@ def _age_badge(status: dict) -> tuple[str, str]:
 def _register_shell_callbacks(app: dash.Dash) -> None:
     @app.callback(
         Output(ids.NAV_PAIR, "children"), Output(ids.SOURCE_BADGE, "children"), Output(ids.SOURCE_BADGE, "color"),
-        Output(ids.AGE_BADGE, "children"), Output(ids.AGE_BADGE, "color"), Output(ids.STATUS_BANNER, "children"),
-        Output(ids.INTERVAL, "interval"),
+        Output(ids.AGE_BADGE, "children"), Output(ids.AGE_BADGE, "color"), Output(ids.LEG_BADGES, "children"),
+        Output(ids.STATUS_BANNER, "children"), Output(ids.INTERVAL, "interval"),
         Input(ids.INTERVAL, "n_intervals"),
     )
     def update_shell(_n):
@@ -146,10 +170,39 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         if status["simulated"] and market.config.source == "auto":
             banner.append(dbc.Alert(f"Showing simulated data: {market.source_note}.", color="warning",
                                     className="py-2 small"))
+        if status["rest_host_note"]:
+            banner.append(dbc.Alert(status["rest_host_note"] + " (change it on Settings).", color="info",
+                                    className="py-2 small"))
         if status["settings_error"]:
             banner.append(dbc.Alert(status["settings_error"], color="warning", className="py-2 small"))
-        return (settings.pair_label, source_text, source_color, age_text, age_color, banner,
-                int(settings.poll_interval_s * 1000))
+        return (settings.pair_label, source_text, source_color, age_text, age_color, leg_badges(status["legs"]),
+                banner, int(settings.poll_interval_s * 1000))
+
+    @app.callback(
+        Output(ids.TOASTS, "children"), Output(ids.ALERT_SEEN, "data"), Output(ids.NEW_ALERTS, "data"),
+        Input(ids.INTERVAL, "n_intervals"), State(ids.ALERT_SEEN, "data"),
+    )
+    def toast_new_alerts(_n, seen):
+        """Alerts logged since this tab last looked (by any worker or the collector) as toasts.
+        A tab that just opened starts from the newest alert: it does not replay the log."""
+        alerts = app.server.extensions["market"].alerts
+        if seen is None:
+            return dash.no_update, alerts.last_id(), dash.no_update
+        new = alerts.since(seen)
+        if not new:
+            return dash.no_update, dash.no_update, dash.no_update
+        notes = [{"title": f"{a.pair}: {a.rule}", "body": alert_toast(a).children, "tag": str(a.id)} for a in new]
+        return [alert_toast(a) for a in new[:5]], new[0].id, notes
+
+    app.clientside_callback(
+        ClientsideFunction(namespace="notifier", function_name="ask"),
+        Output(ids.NOTIFY_DONE, "data"), Input(ids.NOTIFY, "value"), prevent_initial_call=True,
+    )
+    app.clientside_callback(
+        ClientsideFunction(namespace="notifier", function_name="show"),
+        Output(ids.NOTIFY_DONE, "data", allow_duplicate=True), Input(ids.NEW_ALERTS, "data"),
+        State(ids.NOTIFY, "value"), prevent_initial_call=True,
+    )
 
     app.clientside_callback(
         ClientsideFunction(namespace="exporter", function_name="png"),
@@ -159,16 +212,42 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
     )
 
 
-def main(argv=None) -> None:
-    config = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(config)
-    market = app.server.extensions["market"]
+def open_market(market: MarketService) -> None:
+    """Open the source now (probe Binance, or read the recordings); one-line exit on bad files."""
     try:
-        status = market.status()  # opens the source: probes Binance, or reads the recordings
+        status = market.status()
     except ReplayError as exc:
         raise SystemExit(f"error: {exc}") from None
     log.info("source: %s (%s)", status["source_label"], market.source_note)
+
+
+def run_collector(config: AppConfig, stop: threading.Event | None = None) -> None:
+    """Ingestion and alerting with no web server: refresh once per poll interval until `stop`
+    (SIGTERM or Ctrl-C). It shares the data dir's cache and database with any web app, so the
+    two never poll the same interval twice and show one history and one alert log."""
+    stop = stop or threading.Event()
+    market = MarketService(config, AtomicFileSystemCache(cache_dir(config), threshold=CACHE_THRESHOLD))
+    open_market(market)
+    log.info("collector running on %s; stop with Ctrl-C or SIGTERM", config.data_dir)
+    while not stop.is_set():
+        market.refresh()
+        interval = market.settings.poll_interval_s
+        stop.wait(interval - market.clock() % interval + 0.005)  # just after the next poll slot opens
+    market.notifier.wait_idle(timeout=5)
+    log.info("collector stopped")
+
+
+def main(argv=None) -> None:
+    config, collector = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if collector:
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        run_collector(config, stop)
+        return
+    app = create_app(config)
+    open_market(app.server.extensions["market"])
     log.info("serving on http://%s:%d", config.host, config.port)
     app.run(host=config.host, port=config.port, debug=config.debug)
 

@@ -5,7 +5,13 @@ INTERVAL = "tick-interval"
 NAV_PAIR = "nav-pair"
 SOURCE_BADGE = "source-badge"
 AGE_BADGE = "age-badge"
+LEG_BADGES = "leg-badges"
 STATUS_BANNER = "status-banner"
+TOASTS = "alert-toasts"
+ALERT_SEEN = "alert-seen"  # per tab: the newest alert id already shown
+NEW_ALERTS = "new-alerts"  # the alerts just toasted, for desktop notifications
+NOTIFY = "notify-switch"  # opt-in to browser notifications, remembered by the browser
+NOTIFY_DONE = "notify-done"
 
 EXPORT_BUTTON = "export-png"
 EXPORT_DONE = "export-png-done"
@@ -69,6 +75,24 @@ class Settings:
     ALERT_LOG = "set-alert-log"
     CLEAR_ALERTS = "set-clear-alerts"
     CLEAR_MSG = "set-clear-msg"
+    RULES = "set-rules"
+    RULE_KIND = "set-rule-kind"
+    RULE_LEVEL = "set-rule-level"
+    RULE_LEG = "set-rule-leg"
+    RULE_HYST = "set-rule-hysteresis"
+    RULE_COOLDOWN = "set-rule-cooldown"
+    RULE_ADD = "set-rule-add"
+    RULE_MSG = "set-rule-msg"
+    RULE_DELETE = "set-rule-delete"  # pattern type; index = the rule's position
+    WEBHOOK = "set-webhook"
+    WEBHOOK_SAVE = "set-webhook-save"
+    WEBHOOK_MSG = "set-webhook-msg"
+    WEBHOOK_STATUS = "set-webhook-status"
+    TEST_ALERT = "set-test-alert"
+    TEST_MSG = "set-test-msg"
+    HOST_INFO = "set-host-info"
+    HOST_BUTTON = "set-host"  # pattern type; url = the REST host it switches to
+    HOST_MSG = "set-host-msg"
 
 
 class Backtest:

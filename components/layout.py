@@ -21,7 +21,10 @@ def navbar(pages) -> dbc.Navbar:
             html.Div([
                 html.Span(id=ids.NAV_PAIR, className="nav-pair me-3"),
                 dbc.Badge("…", id=ids.SOURCE_BADGE, color="secondary", className="me-2 source-badge"),
-                dbc.Badge("waiting for data", id=ids.AGE_BADGE, color="secondary", className="age-badge"),
+                html.Span(id=ids.LEG_BADGES, className="me-2 leg-badges"),
+                dbc.Badge("waiting for data", id=ids.AGE_BADGE, color="secondary", className="age-badge me-3"),
+                dbc.Switch(id=ids.NOTIFY, label="Notify me", value=False, persistence=True,
+                           persistence_type="local", className="mb-0 small text-light notify-switch"),
             ], className="d-flex align-items-center"),
         ], fluid=True),
         color="dark", dark=True, className="mb-3 border-bottom border-secondary",
@@ -30,6 +33,35 @@ def navbar(pages) -> dbc.Navbar:
 
 def status_banner() -> html.Div:
     return html.Div(id=ids.STATUS_BANNER)
+
+
+LEG_COLORS = {"live": "success", "stale": "danger", "disconnected": "danger", "waiting": "secondary"}
+
+
+def leg_badges(legs: dict) -> list:
+    """One badge per symbol: live (age), STALE (age), or disconnected (reason on hover)."""
+    badges = []
+    for sym, leg in legs.items():
+        state, age = leg["state"], leg["age_s"]
+        if state == "live":
+            text = f"{sym} live {age:.1f} s"
+        elif state == "stale":
+            text = f"{sym} STALE {age:,.0f} s"
+        elif state == "disconnected":
+            text = f"{sym} disconnected"
+        else:
+            text = f"{sym} waiting"
+        badges.append(dbc.Badge(text, color=LEG_COLORS[state], className=f"me-1 leg-badge leg-{state}",
+                                title=leg["reason"] or f"last tick {leg['last_tick_utc'] or 'none yet'}"))
+    return badges
+
+
+def alert_toast(alert) -> dbc.Toast:
+    """A new alert, shown on whatever page is open."""
+    value = "" if alert.value != alert.value else f" · value {alert.value:,.6g}"  # NaN for a test alert
+    return dbc.Toast(f"{alert.rule}{value} at {alert.time.strftime('%H:%M:%S')}Z",
+                     header=f"Alert · {alert.pair}", icon="warning", dismissable=True, duration=15_000,
+                     className="alert-toast mb-2")
 
 
 def stat_card(label: str, value_id: str, sub_id: str | None = None, label_id: str | None = None) -> dbc.Card:

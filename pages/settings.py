@@ -1,20 +1,28 @@
-"""Settings: the pair, the alert threshold, the rolling window, the poll interval; the alert log."""
+"""Settings: the pair, the z threshold, the rolling window, the poll interval; alert rules and
+their delivery (webhook, test alert); the REST host (after a 451); the alert log."""
 from __future__ import annotations
+
+from dataclasses import asdict
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, callback, dcc, html
+from dash import ALL, Input, Output, State, callback, ctx, dcc, html
 
 from components import ids
 from components.ids import Settings as ID
 from components.layout import error_text, hedge_options, ok_text
 from components.tables import ALERT_COLUMNS, grid
+from services.alerts import RULE_KINDS, Z_KINDS
 from services.bars import TIMEFRAMES
+from services.binance import BINANCE_US_URL, DEFAULT_BASE_URL, MARKET_DATA_URL
 from services.market import current_market
-from services.settings import POLL_RANGE, WINDOW_RANGE, SettingsError
+from services.settings import COOLDOWN_MAX_S, POLL_RANGE, WINDOW_RANGE, SettingsError
 
 dash.register_page(__name__, path="/settings", name="Settings", title="Settings · Pair Monitor", order=3)
 
+ALERT_ROWS = 500
+HOSTS = {DEFAULT_BASE_URL: "api.binance.com", MARKET_DATA_URL: "data-api.binance.vision (market data)",
+         BINANCE_US_URL: "api.binance.us (Binance.US: its own symbols)"}
 
 
 def _field(label: str, control, help_text: str) -> dbc.Row:
@@ -46,6 +54,46 @@ def layout(**_kwargs):
         html.Div([dbc.Button("Save", id=ID.SAVE, color="primary", className="me-3"), html.Div(id=ID.SAVE_MSG)],
                  className="d-flex align-items-center"),
     ]), className="mb-3")
+    rules = dbc.Card(dbc.CardBody([
+        html.H5("Alert rules", className="card-title mb-1"),
+        dbc.FormText("θ is the z threshold above. A rule fires once per crossing, re-arms when the value is back "
+                     "inside by its hysteresis, and stays quiet for its cooldown after an alert. Rules run in "
+                     "the server (and the collector), whether or not a page is open."),
+        html.Div(_rule_list(market), id=ID.RULES, className="my-2"),
+        dbc.Row([
+            dbc.Col(dbc.Select(id=ID.RULE_KIND, options=[{"label": v, "value": k} for k, v in RULE_KINDS.items()],
+                               value="spread_above", size="sm"), md=4),
+            dbc.Col(dbc.Input(id=ID.RULE_LEVEL, type="number", step="any", placeholder="level", size="sm"), md=2),
+            dbc.Col(dbc.Select(id=ID.RULE_LEG, options=[{"label": "leg A", "value": "A"},
+                                                         {"label": "leg B", "value": "B"}], value="A", size="sm"),
+                    md=2),
+            dbc.Col(dbc.Input(id=ID.RULE_HYST, type="number", step="any", min=0, placeholder="hysteresis",
+                              size="sm"), md=2),
+            dbc.Col(dbc.Input(id=ID.RULE_COOLDOWN, type="number", step=1, min=0, max=COOLDOWN_MAX_S,
+                              placeholder="cooldown s", size="sm"), md=2),
+        ], className="g-1 mb-2"),
+        html.Div([dbc.Button("Add rule", id=ID.RULE_ADD, color="primary", size="sm", className="me-3"),
+                  html.Div(id=ID.RULE_MSG)], className="d-flex align-items-center"),
+    ]), className="mb-3")
+    delivery = dbc.Card(dbc.CardBody([
+        html.H5("Delivery", className="card-title mb-2"),
+        dbc.FormText("Every alert is toasted on every open page; turn on “Notify me” in the bar above for "
+                     "browser notifications. A webhook receives each alert as JSON (rule, pair, value, UTC time)."),
+        dbc.InputGroup([dbc.Input(id=ID.WEBHOOK, type="url", value=s.webhook_url,
+                                  placeholder="https://example.com/hook (empty: no webhook)"),
+                        dbc.Button("Save webhook", id=ID.WEBHOOK_SAVE, color="primary")], className="my-2"),
+        html.Div(id=ID.WEBHOOK_MSG),
+        html.Div([dbc.Button("Send test alert", id=ID.TEST_ALERT, color="warning", outline=True, size="sm",
+                             className="me-3"), html.Div(id=ID.TEST_MSG)], className="d-flex align-items-center my-2"),
+        html.Div(id=ID.WEBHOOK_STATUS, className="small text-muted"),
+    ]), className="mb-3")
+    host = dbc.Card(dbc.CardBody([
+        html.H5("Exchange host", className="card-title mb-2"),
+        html.Div(id=ID.HOST_INFO, className="small mb-2"),
+        html.Div([dbc.Button(f"Use {label}", id={"type": ID.HOST_BUTTON, "url": url}, color="secondary",
+                             outline=True, size="sm", className="me-2 mb-1") for url, label in HOSTS.items()]),
+        html.Div(id=ID.HOST_MSG, className="mt-2"),
+    ]), className="mb-3")
     log = dbc.Card(dbc.CardBody([
         html.Div([html.H5("Alert log, newest first", className="card-title mb-0"),
                   dbc.Button("Clear", id=ID.CLEAR_ALERTS, color="danger", outline=True, size="sm")],
@@ -53,7 +101,20 @@ def layout(**_kwargs):
         html.Div(id=ID.CLEAR_MSG),
         grid(ID.ALERT_LOG, ALERT_COLUMNS, "No alerts yet", height=420),
     ]), className="mb-3")
-    return dbc.Container(dbc.Row([dbc.Col(form, lg=5), dbc.Col(log, lg=7)], className="g-3"), fluid=True)
+    return dbc.Container(dbc.Row([dbc.Col([form, host], lg=5), dbc.Col([rules, delivery, log], lg=7)],
+                                 className="g-3"), fluid=True)
+
+
+def _rule_list(market) -> list:
+    s = market.settings
+    if not s.rules:
+        return [html.Div("No rules: no alerts will fire.", className="text-warning small")]
+    return [dbc.ListGroup([
+        dbc.ListGroupItem([html.Span(rule.label(s.pair, s.threshold), className="rule-label"),
+                           dbc.Button("Remove", id={"type": ID.RULE_DELETE, "index": i}, color="danger",
+                                      outline=True, size="sm")],
+                          className="d-flex justify-content-between align-items-center py-1")
+        for i, rule in enumerate(s.rules)])]
 
 
 @callback(
@@ -75,14 +136,109 @@ def save(_n, a, b, threshold, window, poll, hedge, timeframe, log):
                    "Applies to every page and tab.")
 
 
-@callback(Output(ID.ALERT_LOG, "rowData"), Input(ids.INTERVAL, "n_intervals"), Input(ID.CLEAR_MSG, "children"))
-def update_alert_log(_n, _cleared):
+@callback(Output(ID.ALERT_LOG, "rowData"), Input(ids.INTERVAL, "n_intervals"), Input(ID.CLEAR_MSG, "children"),
+          State(ID.ALERT_LOG, "rowData"))
+def update_alert_log(_n, _cleared, shown):
+    """The newest alerts; sent only when the log changed (a new alert, or Clear)."""
     market = current_market()
     market.refresh()
-    return [a.as_row() for a in market.alerts.log()]
+    latest = market.alerts.log(limit=1)
+    newest = latest[0].id if latest else None
+    if shown is not None and (shown[0]["id"] if shown else None) == newest:
+        return dash.no_update
+    return [a.as_row() for a in market.alerts.log(limit=ALERT_ROWS)]
 
 
 @callback(Output(ID.CLEAR_MSG, "children"), Input(ID.CLEAR_ALERTS, "n_clicks"), prevent_initial_call=True)
 def clear_alerts(_n):
     current_market().alerts.clear()
     return ok_text("Alert log cleared.")
+
+
+@callback(
+    Output(ID.RULES, "children"), Output(ID.RULE_MSG, "children"),
+    Input(ID.RULE_ADD, "n_clicks"), Input({"type": ID.RULE_DELETE, "index": ALL}, "n_clicks"),
+    State(ID.RULE_KIND, "value"), State(ID.RULE_LEVEL, "value"), State(ID.RULE_LEG, "value"),
+    State(ID.RULE_HYST, "value"), State(ID.RULE_COOLDOWN, "value"),
+    prevent_initial_call=True,
+)
+def edit_rules(_add, deletes, kind, level, leg, hysteresis, cooldown):
+    market = current_market()
+    rules = [asdict(r) for r in market.settings.rules]
+    trigger = ctx.triggered_id
+    if isinstance(trigger, dict):  # a Remove button; list re-renders also fire this with no click
+        if not any(deletes) or trigger["index"] >= len(rules):
+            return dash.no_update, dash.no_update
+        removed = rules.pop(trigger["index"])
+        done = f"Removed {RULE_KINDS[removed['kind']]}."
+    else:
+        rules.append({"kind": kind, "level": None if kind in Z_KINDS else level, "leg": leg,
+                      "hysteresis": hysteresis, "cooldown_s": cooldown})
+        done = "Rule added."
+    try:
+        market.save_settings({"rules": rules})
+    except SettingsError as exc:
+        return dash.no_update, error_text(f"Not saved: {exc}")
+    return _rule_list(market), ok_text(done)
+
+
+@callback(Output(ID.WEBHOOK_MSG, "children"), Input(ID.WEBHOOK_SAVE, "n_clicks"), State(ID.WEBHOOK, "value"),
+          prevent_initial_call=True)
+def save_webhook(_n, url):
+    try:
+        saved = current_market().save_settings({"webhook_url": url})
+    except SettingsError as exc:
+        return error_text(f"Not saved: {exc}")
+    return ok_text(f"Alerts will be POSTed to {saved.webhook_url}." if saved.webhook_url else "Webhook off.")
+
+
+@callback(Output(ID.TEST_MSG, "children"), Input(ID.TEST_ALERT, "n_clicks"), prevent_initial_call=True)
+def send_test_alert(_n):
+    market = current_market()
+    alert = market.send_test_alert()
+    where = "the webhook and " if market.settings.webhook_url else ""
+    return ok_text(f"Test alert #{alert.id} sent to {where}every open page.")
+
+
+@callback(Output(ID.WEBHOOK_STATUS, "children"), Output(ID.HOST_INFO, "children"),
+          Input(ids.INTERVAL, "n_intervals"))
+def delivery_and_host_status(_n):
+    market = current_market()
+    status = market.status()
+    hook = status["webhook"]
+    if hook is None:
+        hook_text = "No webhook delivery yet."
+    else:
+        hook_text = html.Span(f"Last webhook delivery {'OK' if hook['ok'] else 'FAILED'} at {hook['time_utc']} "
+                              f"(alert {hook['alert_id']}, {hook['rule']}): {hook['detail']}",
+                              className="text-success" if hook["ok"] else "text-danger")
+    return hook_text, _host_info(market, status)
+
+
+def _host_info(market, status) -> list:
+    client = getattr(market.source, "client", None)
+    if client is None:
+        return [f"Prices come from: {status['source_label']}. The exchange host applies when the app runs with "
+                "--source binance or auto."]
+    info = [html.Div(["REST host in use: ", html.Code(client.base_url)])]
+    err = status["last_error"]
+    if err and err.get("status") == 451:
+        info.append(dbc.Alert([html.B("HTTP 451 — restricted location. "),
+                               "Binance refuses api.binance.com from this network's country. The market-data host "
+                               "data-api.binance.vision serves the same public prices; Binance.US is a separate "
+                               "exchange with its own symbols."], color="danger", className="py-2 small mt-2"))
+    return info
+
+
+@callback(Output(ID.HOST_MSG, "children"), Input({"type": ID.HOST_BUTTON, "url": ALL}, "n_clicks"),
+          prevent_initial_call=True)
+def switch_host(clicks):
+    if not any(clicks):
+        return dash.no_update
+    url = ctx.triggered_id["url"]
+    market = current_market()
+    try:
+        market.save_settings({"binance_url": "" if url == market.config.binance_url else url})
+    except SettingsError as exc:
+        return error_text(f"Not switched: {exc}")
+    return ok_text(f"Switched to {url}; the next poll goes there (and after a restart too).")

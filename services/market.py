@@ -181,6 +181,7 @@ class MarketService:
             log.info("REST host: %s -> %s", client.base_url, want)
             client.set_base_url(want)
             self.last_error = None
+            self._halted.clear()
 
     def _slot_timeout(self, settings) -> int:
         return max(2, math.ceil(settings.poll_interval_s * 4))

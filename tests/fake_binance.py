@@ -40,6 +40,7 @@ class FakeBinance:
         self.times: dict[str, list[float]] = defaultdict(list)
         self.served: dict[str, dict[int, float]] = defaultdict(dict)  # ticker answers: symbol -> second -> price
         self._failures: dict[str, list] = defaultdict(list)
+        self._delays: dict[str, list[float]] = defaultdict(list)
         self._lock = threading.Lock()
         for path, handler in {
             "/api/v3/ping": lambda r: self._json({}),
@@ -65,6 +66,11 @@ class FakeBinance:
         with self._lock:
             self._failures[path].extend([(status, body, headers or {})] * times)
 
+    def delay_next(self, path: str, seconds: float, times: int = 1) -> None:
+        """Answer the next `times` requests to `path` only after `seconds` (a hung exchange)."""
+        with self._lock:
+            self._delays[path].extend([seconds] * times)
+
     def count(self, path: str) -> int:
         return self.counts[path]
 
@@ -75,6 +81,8 @@ class FakeBinance:
                 self.counts[path] += 1
                 self.times[path].append(time.time())
                 failure = self._failures[path].pop(0) if self._failures[path] else None
+                delay = self._delays[path].pop(0) if self._delays[path] else 0.0
+            time.sleep(delay)
             if failure:
                 status, body, headers = failure
                 text = body if isinstance(body, str) else json.dumps(body)

@@ -1,6 +1,5 @@
 """Alert rules: evaluation (crossing, hysteresis, cooldown), the shared log, delivery."""
 import json
-import threading
 import time
 
 import numpy as np

@@ -1,0 +1,201 @@
+"""The embedded store: history, settings and the alert log across restarts (SIGKILL included),
+several writers, retention, and the headless collector beside the web app."""
+import csv
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+from cachelib import SimpleCache
+
+from scripted import ScriptedSource
+from services.db import Database
+from services.history import History
+from services.market import MarketService
+from services.settings import AppConfig, SettingsStore, validate
+from services.sources import Tick, utc_from_epoch
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_761_091_200
+
+
+def ticks(symbol, seconds, price=lambda s: 100.0 + s % 7):
+    return [Tick(symbol, price(s), utc_from_epoch(s + 0.25)) for s in seconds]
+
+
+def test_history_keeps_the_last_tick_of_each_second_and_prunes_past_the_span(tmp_path):
+    db = Database(tmp_path)
+    assert db.journal_mode() == "wal"
+    h = History(db, "binance", span_s=100)
+    h.save(ticks("BTCUSDT", range(T0, T0 + 200)), raw=[])
+    late = Tick("BTCUSDT", 1.0, utc_from_epoch(T0 + 10.9))
+    early = Tick("BTCUSDT", 2.0, utc_from_epoch(T0 + 10.1))
+    h.save([late, early], raw=[late])
+    got = {int(t.epoch): t.price for t in h.buckets("BTCUSDT", T0, T0 + 199)}
+    assert got[T0 + 10] == 1.0, "the later tick of the second wins, whatever the write order"
+    assert History(db, "sim-7-0", 100).buckets("BTCUSDT", T0, T0 + 199) == [], "sources never mix"
+    assert h.prune(T0 + 199) > 0
+    kept = [int(t.epoch) for t in h.buckets("BTCUSDT", T0, T0 + 199)]
+    assert kept[0] == T0 + 99 and kept[-1] == T0 + 199
+    assert h.recent_ticks("BTCUSDT", 5) == [], "raw ticks older than the span are pruned too"
+
+
+def test_a_restarted_service_resumes_from_the_store_and_backfills_only_the_hole(tmp_path, clock):
+    n = 3_000
+    prices = {"AAAUSDT": 1_000 + np.sin(np.arange(n) / 50) * 5, "BBBUSDT": np.full(n, 500.0)}
+    origin = int(clock()) - 1_000
+    source = ScriptedSource(clock, origin, prices)
+    calls = []
+    history = source.history
+    source.history = lambda *a: calls.append(a) or history(*a)
+    cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=2_000)
+    first = MarketService(cfg, SimpleCache(), clock=clock, source=source)
+    first.save_settings({"symbol_a": "AAAUSDT", "symbol_b": "BBBUSDT"})
+    for _ in range(30):
+        clock.advance(1)
+        first.refresh()
+    before = first.frame(int(clock()) - 900, int(clock()))
+    clock.advance(120)  # down for two minutes
+    calls.clear()
+    second = MarketService(cfg, SimpleCache(), clock=clock, source=source)
+    second.refresh()
+    now = int(clock())
+    after = second.frame(now - 1_020, now)
+    common = before.index.intersection(after.index)
+    assert len(common) > 800
+    assert after.loc[common, "AAAUSDT"].equals(before.loc[common, "AAAUSDT"])
+    hole = (now - 119, now - 1)  # the last tick stored was at now - 120
+    assert sorted(calls) == [("AAAUSDT", *hole), ("BBBUSDT", *hole)], f"only the hole is fetched, got {calls}"
+    assert not after["AAAUSDT"].iloc[-121:].isna().any(), "the hole is filled"
+
+
+def test_several_processes_write_at_once_without_errors(tmp_path):
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from services.db import Database\nfrom services.history import History\n"
+        "from services.sources import Tick, utc_from_epoch\n"
+        "h = History(Database(sys.argv[2]), 'binance', 10**9)\n"
+        "for i in range(300):\n"
+        "    h.save([Tick(sys.argv[3], float(i), utc_from_epoch(1e9 + i))], [])\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(ROOT), str(tmp_path), sym])
+             for sym in ("AAAUSDT", "BBBUSDT", "CCCUSDT")]
+    db = Database(tmp_path)
+    reads = 0
+    while any(p.poll() is None for p in procs):
+        db.query("SELECT count(*) FROM buckets")
+        reads += 1
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    assert db.query("SELECT count(*) FROM buckets")[0][0] == 900 and reads > 10
+
+
+# --- real processes -------------------------------------------------------------------------
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args, data_dir, log):
+    return subprocess.Popen([sys.executable, "app.py", *args, "--data-dir", str(data_dir)], cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_http(url, timeout=30, ok=lambda r: r.status_code == 200):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            r = requests.get(url, timeout=2)
+            if ok(r):
+                return r
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready")
+
+
+def csv_rows(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_sigkill_mid_stream_loses_no_history_settings_or_alerts(fake_binance, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/api"
+    args = ["--source", "binance", "--binance-url", fake_binance.url, "--port", str(port)]
+    data = tmp_path / "data"
+    with open(tmp_path / "app.log", "w") as log:
+        app = start(args, data, log)
+        try:
+            wait_http(f"{base}/health")
+            store = SettingsStore(Database(data))
+            store.save(validate({"symbol_a": "BTCUSDT", "symbol_b": "ETHUSDT", "threshold": 1.7, "window": 45,
+                                 "poll_interval_s": 1, "rules": [{"kind": "abs_z"},
+                                                                 {"kind": "spread_above", "level": 1e9}]}))
+            wait_http(f"{base}/settings", ok=lambda r: r.json()["window"] == 45)
+            requests.post(f"{base}/alerts/test", timeout=5).raise_for_status()
+            time.sleep(4)
+            before = csv_rows(requests.get(f"{base}/analytics.csv?seconds=600", timeout=5).text)
+            alerts_before = requests.get(f"{base}/alerts.csv", timeout=5).text
+            settings_before = requests.get(f"{base}/settings", timeout=5).json()
+        finally:
+            app.send_signal(signal.SIGKILL)
+            app.wait()
+        assert app.returncode == -signal.SIGKILL
+        time.sleep(2)
+        fake_binance.fail_next("/api/v3/klines", 500, {"code": -1000, "msg": "down"}, times=1_000)
+        app = start(args, data, log)  # restarted while the exchange cannot backfill: only the store can help
+        try:
+            wait_http(f"{base}/health", ok=lambda r: r.status_code in (200, 503))
+            assert requests.get(f"{base}/settings", timeout=5).json() == settings_before
+            assert requests.get(f"{base}/alerts.csv", timeout=5).text == alerts_before
+            after = {r["timestamp_utc"]: r for r in
+                     csv_rows(requests.get(f"{base}/analytics.csv?seconds=900", timeout=5).text)}
+        finally:
+            app.send_signal(signal.SIGTERM)
+            app.wait(timeout=10)
+    recorded = [r for r in before if r["BTCUSDT"]]
+    assert len(recorded) > 500
+    assert all(after[r["timestamp_utc"]]["BTCUSDT"] == r["BTCUSDT"] for r in recorded), "history intact"
+    assert "Test alert" in alerts_before and settings_before["rules"][1]["level"] == 1e9
+
+
+def test_the_collector_alerts_with_nobody_watching_and_the_web_app_shows_its_history(fake_binance, tmp_path):
+    data = tmp_path / "data"
+    SettingsStore(Database(data)).save(validate({"symbol_a": "BTCUSDT", "symbol_b": "ETHUSDT", "threshold": 1.0,
+                                                 "window": 10, "poll_interval_s": 1}))
+    port = free_port()
+    with open(tmp_path / "collector.log", "w") as log:
+        collector = start(["--collector", "--source", "binance", "--binance-url", fake_binance.url], data, log)
+        try:
+            deadline = time.time() + 60
+            alerts = Database(data)
+            while not alerts.query("SELECT count(*) FROM alerts")[0][0]:
+                assert time.time() < deadline and collector.poll() is None, "the collector raised no alert"
+                time.sleep(0.5)
+            started = time.time()
+            web = start(["--source", "binance", "--binance-url", fake_binance.url, "--port", str(port)], data, log)
+            try:
+                base = f"http://127.0.0.1:{port}/api"
+                wait_http(f"{base}/health")
+                alert_rows = csv_rows(requests.get(f"{base}/alerts.csv", timeout=5).text)
+                assert alert_rows and alert_rows[0]["rule"] == "|z| ≥ 1"
+                calls_before = len(fake_binance.times["/api/v3/ticker/price"])
+                time.sleep(5)
+                calls = [t for t in fake_binance.times["/api/v3/ticker/price"][calls_before:]]
+                ticks_csv = csv_rows(requests.get(f"{base}/ticks.csv?limit=10000", timeout=5).text)
+            finally:
+                web.send_signal(signal.SIGTERM)
+                web.wait(timeout=10)
+        finally:
+            collector.send_signal(signal.SIGTERM)
+            collector.wait(timeout=10)
+    assert collector.returncode == 0, "the collector stops cleanly on SIGTERM"
+    assert len(calls) <= 6, f"collector and web app together: {len(calls)} ticker calls in 5 s"
+    older = [r for r in ticks_csv if r["timestamp_utc"] < time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))]
+    assert len(older) > 4, "the web app shows the ticks the collector recorded before it started"
