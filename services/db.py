@@ -10,6 +10,7 @@ Connections are per thread and per process (a forked worker opens its own).
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -51,14 +52,22 @@ class Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across a process kill
-            self._local.conn, self._local.pid = conn, os.getpid()
             with self._schema_lock:
                 if not self._ready:
-                    conn.executescript(SCHEMA)
+                    self._initialise(conn)
                     self._ready = True
+            conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across a process kill
+            self._local.conn, self._local.pid = conn, os.getpid()
         return conn
+
+    def _initialise(self, conn: sqlite3.Connection) -> None:
+        """WAL mode (kept in the file) and the tables, once per file. Processes starting together
+        take turns with a file lock: switching to WAL needs the database to themselves."""
+        with open(self.path.with_name(self.path.name + ".init-lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(SCHEMA)
 
     @contextmanager
     def write(self):

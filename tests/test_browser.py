@@ -7,12 +7,15 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
+from werkzeug import Response
 
 from app import create_app
+from components import ids
 from components.ids import Analytics as analytics
 from components.ids import Live as live
 from components.ids import Settings as settings
-from services.settings import AppConfig
+from services.db import Database
+from services.settings import AppConfig, SettingsStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -25,6 +28,12 @@ def data_dir(tmp_path):
 @pytest.fixture
 def sim_app(data_dir):
     return create_app(AppConfig(source="sim", data_dir=str(data_dir), history_s=3_600))
+
+
+def saved_settings(data_dir):
+    """What the app saved (None before any save), read as another process would."""
+    store = SettingsStore(Database(data_dir))
+    return store.current() if Database(data_dir).query("SELECT 1 FROM settings") else None
 
 
 def wait_for(predicate, timeout=15, message="condition"):
@@ -97,7 +106,7 @@ def test_threshold_saved_on_settings_moves_the_bands_on_analytics(dash_duo, sim_
     set_input(dash_duo, settings.THRESHOLD, "1.5")
     dash_duo.find_element(f"#{settings.SAVE}").click()
     dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Saved", timeout=10)
-    assert json.loads((data_dir / "settings.json").read_text())["threshold"] == 1.5
+    assert saved_settings(data_dir).threshold == 1.5
     navigate(dash_duo, "Spread & z-score")
     z = wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH), message="z chart")
     assert [1.5, 1.5] in z["shapes"] and [-1.5, -1.5] in z["shapes"]
@@ -111,7 +120,7 @@ def test_invalid_settings_show_a_message_and_change_nothing(dash_duo, sim_app, d
     set_input(dash_duo, settings.THRESHOLD, "-3")
     dash_duo.find_element(f"#{settings.SAVE}").click()
     dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Not saved: Threshold must be greater than 0")
-    assert not (data_dir / "settings.json").exists()
+    assert saved_settings(data_dir) is None
     set_input(dash_duo, settings.THRESHOLD, "2")
     dash_duo.find_element(f"#{settings.SYMBOL_B}").click()
     dash_duo.wait_for_element(".dash-dropdown-search").send_keys("BTC")
@@ -121,12 +130,12 @@ def test_invalid_settings_show_a_message_and_change_nothing(dash_duo, sim_app, d
     dash_duo.wait_for_contains_text(f"#{settings.SYMBOL_B}", "BTCUSDT")
     dash_duo.find_element(f"#{settings.SAVE}").click()
     dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "must differ")
-    assert not (data_dir / "settings.json").exists()
+    assert saved_settings(data_dir) is None
     navigate(dash_duo, "Spread & z-score")
     set_input(dash_duo, analytics.WINDOW, "1")
     dash_duo.find_element(f"#{analytics.WINDOW_APPLY}").click()
     dash_duo.wait_for_contains_text(f"#{analytics.PARAMS_MSG}", "Window must be a whole number")
-    assert not (data_dir / "settings.json").exists()
+    assert saved_settings(data_dir) is None
     assert dash_duo.find_element("#nav-pair").text == "BTCUSDT/ETHUSDT"
 
 
@@ -139,7 +148,7 @@ def test_alerts_fire_show_in_the_log_and_on_the_chart_and_clear(dash_duo, sim_ap
     dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Saved")
     # (an alert at the old threshold may have fired before the save: look for one at the new one)
     row = wait_for(lambda: next((r for r in grid_rows(dash_duo, settings.ALERT_LOG)
-                                 if re.search(r"(above \+|below −)0\.3", r.text)), None), timeout=60,
+                                 if "|z| ≥ 0.3" in r.text), None), timeout=60,
                    message="an alert at the new threshold")
     assert "BTCUSDT/ETHUSDT" in row.text
     navigate(dash_duo, "Spread & z-score")
@@ -192,6 +201,8 @@ def test_upstream_failure_shows_stale_never_live(dash_duo, fake_binance, data_di
     dash_duo.wait_for_contains_text("#age-badge", "STALE", timeout=20)
     dash_duo.wait_for_contains_text("#status-banner", "Binance HTTP 503", timeout=5)
     dash_duo.wait_for_contains_text(f"#{live.CARD_PRICE[0]}", "STALE", timeout=5)
+    dash_duo.wait_for_contains_text(f"#{ids.LEG_BADGES}", "BTCUSDT disconnected", timeout=5)
+    assert "ETHUSDT disconnected" in dash_duo.find_element(f"#{ids.LEG_BADGES}").text
     navigate(dash_duo, "Spread & z-score")
     dash_duo.wait_for_contains_text(f"#{analytics.STAT_Z_SUB}", "no fresh data", timeout=10)
     assert dash_duo.find_element(f"#{analytics.STAT_Z}").text == "–"
@@ -211,8 +222,8 @@ def test_hedge_and_timeframe_selectors_change_every_chart_and_persist(dash_duo, 
     z = wait_for(lambda: (f := figure(dash_duo, analytics.Z_GRAPH)) and f["data"][0]["n"] <= 200 and f,
                  message="a z chart of 1m bars")
     assert z["data"][0]["last"].endswith(":00") or z["data"][0]["last"].endswith(":00.000000")
-    saved = json.loads((data_dir / "settings.json").read_text())
-    assert (saved["hedge"], saved["timeframe"]) == ("rolling-ols", "1m")
+    saved = saved_settings(data_dir)
+    assert (saved.hedge, saved.timeframe) == ("rolling-ols", "1m")
     dash_duo.wait_for_contains_text(f"#{analytics.STATS_PANEL}", "Half-life", timeout=15)
     assert dash_duo.get_logs() == []
 
@@ -247,3 +258,95 @@ def test_rate_limit_is_explained_with_a_countdown(dash_duo, fake_binance, data_d
     calls = fake_binance.count("/api/v3/ticker/price")
     time.sleep(3)
     assert fake_binance.count("/api/v3/ticker/price") == calls, "no request inside the window"
+
+
+def click(dash_duo, element):
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", element)
+
+
+def test_alert_rules_are_added_validated_and_removed_on_settings(dash_duo, sim_app, data_dir):
+    dash_duo.start_server(sim_app)
+    navigate(dash_duo, "Settings")
+    dash_duo.wait_for_contains_text(f"#{settings.RULES}", "|z| ≥ 2")
+    Select(dash_duo.find_element(f"#{settings.RULE_KIND}")).select_by_value("price_below")
+    click(dash_duo, dash_duo.find_element(f"#{settings.RULE_ADD}"))
+    dash_duo.wait_for_contains_text(f"#{settings.RULE_MSG}", "Not saved: Rule level is required")
+    assert saved_settings(data_dir) is None, "nothing saved"
+    set_input(dash_duo, settings.RULE_LEVEL, "3500")
+    Select(dash_duo.find_element(f"#{settings.RULE_LEG}")).select_by_value("B")
+    set_input(dash_duo, settings.RULE_HYST, "5")
+    set_input(dash_duo, settings.RULE_COOLDOWN, "60")
+    click(dash_duo, dash_duo.find_element(f"#{settings.RULE_ADD}"))
+    dash_duo.wait_for_contains_text(f"#{settings.RULES}", "ETHUSDT price below 3500, hysteresis 5, cooldown 60 s")
+    rule = saved_settings(data_dir).rules[1]
+    assert (rule.kind, rule.level, rule.leg, rule.hysteresis, rule.cooldown_s) == ("price_below", 3500, "B", 5, 60)
+    click(dash_duo, dash_duo.find_element(f"#{settings.RULE_ADD}"))
+    dash_duo.wait_for_contains_text(f"#{settings.RULE_MSG}", "already in the list")
+    remove = dash_duo.driver.find_elements(By.CSS_SELECTOR, f"#{settings.RULES} button")
+    click(dash_duo, remove[0])
+    wait_for(lambda: "|z|" not in dash_duo.find_element(f"#{settings.RULES}").text, message="the |z| rule removed")
+    assert [r.kind for r in saved_settings(data_dir).rules] == ["price_below"]
+    assert dash_duo.get_logs() == []
+
+
+def test_test_alert_toasts_on_every_open_page_notifies_and_reaches_the_webhook(dash_duo, sim_app, data_dir,
+                                                                                 httpserver):
+    received = []
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(
+        lambda r: (received.append(json.loads(r.data)), Response("ok"))[1])
+    dash_duo.start_server(sim_app)
+    driver = dash_duo.driver
+    driver.execute_script("window.open(arguments[0], '_blank');", dash_duo.server_url + "/analytics")
+    first, second = driver.window_handles
+    driver.switch_to.window(second)
+    dash_duo.wait_for_contains_text(f"#{ids.AGE_BADGE}", "live", timeout=20)
+    driver.execute_script(  # a Notification API that records (headless Chromium shows none), permission granted
+        "window.__notes = []; window.__asked = 0;"
+        "window.Notification = function (title, opts) { window.__notes.push(title + ' | ' + opts.body); };"
+        "window.Notification.permission = 'default';"
+        "window.Notification.requestPermission = function () { window.__asked += 1;"
+        "  window.Notification.permission = 'granted'; return Promise.resolve('granted'); };")
+    click(dash_duo, dash_duo.find_element(f"#{ids.NOTIFY}"))
+    driver.switch_to.window(first)
+    navigate(dash_duo, "Settings")
+    for bad in ("ftp://example.com/hook", "javascript:alert(1)"):
+        set_input(dash_duo, settings.WEBHOOK, bad)
+        click(dash_duo, dash_duo.find_element(f"#{settings.WEBHOOK_SAVE}"))
+        dash_duo.wait_for_contains_text(f"#{settings.WEBHOOK_MSG}", "must be an http:// or https:// address")
+    assert saved_settings(data_dir) is None
+    set_input(dash_duo, settings.WEBHOOK, httpserver.url_for("/hook"))
+    click(dash_duo, dash_duo.find_element(f"#{settings.WEBHOOK_SAVE}"))
+    dash_duo.wait_for_contains_text(f"#{settings.WEBHOOK_MSG}", "will be POSTed")
+    click(dash_duo, dash_duo.find_element(f"#{settings.TEST_ALERT}"))
+    dash_duo.wait_for_contains_text(f"#{settings.TEST_MSG}", "sent to the webhook and every open page")
+    dash_duo.wait_for_contains_text(f"#{ids.TOASTS}", "Test alert", timeout=10)
+    dash_duo.wait_for_contains_text(f"#{settings.WEBHOOK_STATUS}", "Last webhook delivery OK", timeout=15)
+    assert received and received[0]["test"] is True and received[0]["pair"] == "BTCUSDT/ETHUSDT"
+    driver.switch_to.window(second)
+    dash_duo.wait_for_contains_text(f"#{ids.TOASTS}", "Test alert", timeout=10)
+    notes = wait_for(lambda: driver.execute_script("return window.__notes"), message="a desktop notification")
+    assert "BTCUSDT/ETHUSDT: Test alert" in notes[0]
+    assert driver.execute_script("return window.__asked") == 1, "permission asked once, when switched on"
+    driver.refresh()
+    dash_duo.wait_for_contains_text(f"#{ids.AGE_BADGE}", "live", timeout=20)
+    assert dash_duo.find_element(f"#{ids.NOTIFY}").is_selected(), "the opt-in is remembered by the browser"
+    assert dash_duo.find_element(f"#{ids.TOASTS}").text == "", "a reopened page does not replay old alerts"
+
+
+def test_restricted_location_is_explained_and_the_host_switched_in_one_click(dash_duo, fake_binance, data_dir):
+    from services.binance import MARKET_DATA_URL
+
+    fake_binance.fail_next("/api/v3/ticker/price", 451, {"code": 0, "msg": "Service unavailable from a restricted "
+                                                         "location according to 'b. Eligibility'"}, times=10_000)
+    app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, fallback_urls=(),
+                               data_dir=str(data_dir)))
+    dash_duo.start_server(app)
+    dash_duo.wait_for_contains_text("#status-banner", "451", timeout=20)
+    navigate(dash_duo, "Settings")
+    dash_duo.wait_for_contains_text(f"#{settings.HOST_INFO}", "HTTP 451 — restricted location", timeout=10)
+    button = next(b for b in dash_duo.driver.find_elements(By.CSS_SELECTOR, "button")
+                  if "data-api.binance.vision" in b.text)
+    click(dash_duo, button)
+    dash_duo.wait_for_contains_text(f"#{settings.HOST_MSG}", f"Switched to {MARKET_DATA_URL}")
+    dash_duo.wait_for_contains_text(f"#{settings.HOST_INFO}", MARKET_DATA_URL, timeout=10)
+    assert saved_settings(data_dir).binance_url == MARKET_DATA_URL
