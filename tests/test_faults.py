@@ -16,6 +16,7 @@ from cachelib import SimpleCache
 import services.market as market_module
 from app import create_app
 from components import ids
+from dash_client import shell_payload
 from services.binance import BinanceClient
 from services.market import MarketService
 from services.settings import AppConfig
@@ -81,14 +82,7 @@ class Rig:
             import dash
             for page in dash.page_registry.values():
                 page["layout"]()  # renders from the service's current state, no exception
-        outputs = [(ids.NAV_PAIR, "children"), (ids.SOURCE_BADGE, "children"), (ids.SOURCE_BADGE, "color"),
-                   (ids.AGE_BADGE, "children"), (ids.AGE_BADGE, "color"), (ids.LEG_BADGES, "children"),
-                   (ids.STATUS_BANNER, "children"), (ids.INTERVAL, "interval")]
-        payload = {"output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + "..",
-                   "outputs": [{"id": i, "property": p} for i, p in outputs],
-                   "inputs": [{"id": ids.INTERVAL, "property": "n_intervals", "value": 1}],
-                   "changedPropIds": [f"{ids.INTERVAL}.n_intervals"], "state": []}
-        resp = self.http.post("/_dash-update-component", json=payload)
+        resp = self.http.post("/_dash-update-component", json=shell_payload())
         assert resp.status_code == 200, resp.data[:300]
         return json.loads(resp.data)["response"]
 

@@ -1,0 +1,148 @@
+"""Soak: the app for N minutes at 1 s polling with K simulated browser tabs.
+
+    python bench/soak.py [--minutes 10] [--clients 4]
+
+Starts the loopback fake Binance of the tests (recorded-data prices) with a webhook receiver,
+runs `python app.py` against it in its own process (so its memory is its own), and has K client
+threads do what an open tab does every second: the shell callback (refresh, per-symbol status),
+the toast callback, and an analytics read. Alert rules are set tight (|z| ≥ 1 over 30 s, plus a
+spread rule) so alerts keep firing. Prints RSS at the start and the end, upstream requests and
+calls per second, alerts fired and webhooks received, and client latency.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from pytest_httpserver import HTTPServer  # noqa: E402
+from werkzeug import Response  # noqa: E402
+
+from dash_client import shell_payload, toast_payload  # noqa: E402
+from fake_binance import FakeBinance  # noqa: E402
+from services.db import Database  # noqa: E402
+from services.settings import SettingsStore, validate  # noqa: E402
+
+TICKER = "/api/v3/ticker/price"
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def client(base: str, stop: threading.Event, latencies: list[float], errors: list[str]) -> None:
+    session = requests.Session()
+    n, seen = 0, None
+    while not stop.is_set():
+        n += 1
+        t0 = time.perf_counter()
+        try:
+            for body in (shell_payload(n), toast_payload(n, seen)):
+                r = session.post(f"{base}/_dash-update-component", json=body, timeout=10)
+                if r.status_code != 200:
+                    errors.append(f"callback HTTP {r.status_code}")
+                elif r.status_code == 200 and "alert-seen" in r.text:
+                    seen = json.loads(r.text)["response"].get("alert-seen", {}).get("data", seen)
+            r = session.get(f"{base}/api/analytics.csv?seconds=300", timeout=10)
+            if r.status_code != 200:
+                errors.append(f"analytics HTTP {r.status_code}")
+        except requests.RequestException as exc:
+            errors.append(type(exc).__name__)
+        latencies.append(time.perf_counter() - t0)
+        stop.wait(max(0.0, 1.0 - (time.perf_counter() - t0)))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--clients", type=int, default=4)
+    args = p.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the fake exchange's request log
+
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.start()
+    fake = FakeBinance(server)
+    hooks = []
+    server.expect_request("/hook", method="POST").respond_with_handler(
+        lambda r: (hooks.append(time.time()), Response("ok"))[1])
+    data = Path(tempfile.mkdtemp(prefix="soak-"))
+    SettingsStore(Database(data)).save(validate({
+        "symbol_a": "BTCUSDT", "symbol_b": "ETHUSDT", "threshold": 1.0, "window": 30, "poll_interval_s": 1,
+        "webhook_url": server.url_for("/hook"),
+        "rules": [{"kind": "abs_z", "cooldown_s": 5}, {"kind": "z_above", "hysteresis": 0.5}]}))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = open(data / "app.log", "w")
+    app = subprocess.Popen([sys.executable, "app.py", "--source", "binance", "--binance-url", fake.url,
+                            "--port", str(port), "--data-dir", str(data)], cwd=ROOT, stdout=log, stderr=log)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if requests.get(f"{base}/api/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.time() > deadline:
+                raise SystemExit(f"the app did not start; see {data / 'app.log'}")
+            time.sleep(0.2)
+        stop = threading.Event()
+        latencies: list[float] = []
+        errors: list[str] = []
+        threads = [threading.Thread(target=client, args=(base, stop, latencies, errors)) for _ in range(args.clients)]
+        for t in threads:
+            t.start()
+        time.sleep(10)  # warm: every client running, first history backfilled
+        rss_start, calls_start, t_start = rss_mib(app.pid), fake.count(TICKER), time.time()
+        alerts_start = Database(data).query("SELECT count(*) FROM alerts")[0][0]
+        rss_samples = [rss_start]
+        end = t_start + args.minutes * 60
+        while time.time() < end:
+            time.sleep(min(30.0, max(0.0, end - time.time())))
+            rss_samples.append(rss_mib(app.pid))
+            print(f"  {time.time() - t_start:6.0f} s  RSS {rss_samples[-1]:.1f} MiB", flush=True)
+        elapsed = time.time() - t_start
+        calls = fake.count(TICKER) - calls_start
+        alerts = Database(data).query("SELECT count(*) FROM alerts")[0][0] - alerts_start
+        rss_end = rss_mib(app.pid)
+        stop.set()
+        for t in threads:
+            t.join()
+    finally:
+        app.terminate()
+        app.wait(timeout=10)
+        server.stop()
+    print(f"soak: {elapsed / 60:.1f} min, {args.clients} clients, 1 s polling, fake Binance on loopback")
+    print(f"  app RSS: start {rss_start:.1f} MiB, end {rss_end:.1f} MiB, max {max(rss_samples):.1f} MiB")
+    print(f"  upstream ticker/price: {calls} calls = {calls / elapsed:.3f}/s; klines (backfill) "
+          f"{fake.count('/api/v3/klines')} in all")
+    print(f"  alerts fired: {alerts}; webhooks received: {sum(1 for t in hooks if t >= t_start)}")
+    print(f"  client round (2 callbacks + analytics.csv): median {statistics.median(latencies) * 1000:.1f} ms, "
+          f"max {max(latencies) * 1000:.0f} ms; errors: {len(errors)} {sorted(set(errors))[:5]}")
+    print(f"  database: {(data / 'dashboard.sqlite3').stat().st_size / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
