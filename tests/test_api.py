@@ -172,3 +172,29 @@ def test_health_is_503_while_the_data_is_stale(fake_binance, tmp_path):
         time.sleep(0.5)
     body = resp.get_json()
     assert resp.status_code == 503 and body["status"] == "stale" and body["last_error"]["status"] == 500
+
+
+def test_csv_text_cells_are_neutralised_against_formula_injection(tmp_path):
+    from api import csv_text
+    from services.alerts import Alert
+
+    assert [csv_text(v) for v in ("=1+1", "+A1", "-2+3", "@SUM(A1)", "\tx", "BTCUSDT", -1.5, 2)] == [
+        "'=1+1", "'+A1", "'-2+3", "'@SUM(A1)", "'\tx", "BTCUSDT", -1.5, 2]
+    app = create_app(AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600))
+    market = app.server.extensions["market"]
+    evil = "=HYPERLINK(\"http://x.test\",\"click\")"
+    market.alerts.add([Alert(1_761_091_200, evil, "test:1", "test", "-BTC/ETH", -2.5, 2.0, -2.5, -7.0)])
+    rows = read_csv(app.server.test_client().get("/api/alerts.csv"))
+    assert rows["rule"].iloc[0] == "'" + evil and rows["pair"].iloc[0] == "'-BTC/ETH"
+    assert rows["zscore"].iloc[0] == -2.5 and rows["spread"].iloc[0] == -7.0, "numbers stay numbers"
+
+
+def test_settings_and_test_alert_routes(sim_client):
+    settings = sim_client.get("/api/settings").get_json()
+    assert settings["symbol_a"] == "BTCUSDT" and settings["rules"][0]["kind"] == "abs_z"
+    resp = sim_client.post("/api/alerts/test")
+    assert resp.status_code == 201 and resp.get_json()["rule"] == "Test alert"
+    assert "Test alert" in sim_client.get("/api/alerts.csv").get_data(as_text=True)
+    wrong_method = sim_client.get("/api/alerts/test")
+    assert wrong_method.status_code in (404, 405) and "error" in wrong_method.get_json()
+    assert sim_client.get("/api/alerts.csv?limit=0").status_code == 400

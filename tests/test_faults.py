@@ -183,14 +183,21 @@ def test_451_on_the_last_host_is_explained_on_health_and_settings(rig, fake_bina
     r.assert_resumes_within_two_polls()
 
 
-def test_a_burst_of_500s_is_retried_then_reported_then_recovered(rig, fake_binance):
+def test_a_burst_of_500s_is_retried_then_reported_then_recovered_with_the_gap_visible(rig, fake_binance):
     r = rig()
-    fake_binance.fail_next(TICKER, 500, {"code": -1000, "msg": "An unknown error occurred"}, times=9)
+    fake_binance.fail_next("/api/v3/klines", 500, {"code": -1000, "msg": "down"}, times=1_000)  # no backfill
+    fake_binance.fail_next(TICKER, 500, {"code": -1000, "msg": "An unknown error occurred"}, times=18)
     r.wait(lambda: r.market.status()["last_error"] is not None, what="the error")
+    first_failure = int(time.time())
     r.assert_serves_every_page()
     r.wait(lambda: not fake_binance._failures[TICKER], what="the burst to end")
     r.assert_resumes_within_two_polls()
-    assert r.market.status()["last_error"] is None and r.health()[0] == 200
+    assert r.health()[0] == 200
+    time.sleep(1.5)
+    now = int(time.time())
+    frame = r.market.frame(first_failure - 2, now - 1)
+    assert frame["BTCUSDT"].isna().any() and frame["zscore"].isna().any(), "the gap stays a gap"
+    assert frame["BTCUSDT"].iloc[-1] == fake_binance.price("BTCUSDT", now - 1)
     r.assert_buckets_are_the_exchanges()
 
 

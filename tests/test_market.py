@@ -103,7 +103,8 @@ def test_stale_data_is_reported_and_never_live(fake_binance, tmp_path):
     assert tail["BTCUSDT"].isna().all(), "no price is carried forward past the fill limit"
 
 
-def test_alerts_fire_once_per_crossing_whatever_the_number_of_clients(tmp_path, clock):
+@pytest.mark.parametrize("n_tabs", [1, 4])
+def test_alerts_fire_once_per_crossing_whatever_the_number_of_clients(tmp_path, clock, n_tabs):
     origin = int(clock()) - 1_000
     n = 2_000
     rng = np.random.default_rng(4)
@@ -122,7 +123,7 @@ def test_alerts_fire_once_per_crossing_whatever_the_number_of_clients(tmp_path, 
             market.refresh()
             time.sleep(0.001)
 
-    tabs = [threading.Thread(target=tab) for _ in range(4)]
+    tabs = [threading.Thread(target=tab) for _ in range(n_tabs)]
     for t in tabs:
         t.start()
     deadline = time.time() + 120
