@@ -33,7 +33,7 @@ def _field(label: str, control, help_text: str) -> dbc.Row:
 def layout(**_kwargs):
     market = current_market()
     s = market.settings
-    options = market.symbols()
+    options = sorted(set(market.symbols()) | set(s.pair))  # a leg that stopped trading still shows
     form = dbc.Card(dbc.CardBody([
         html.H5("Pair and alerts", className="card-title mb-3"),
         _field("Symbol A", dcc.Dropdown(id=ID.SYMBOL_A, options=options, value=s.symbol_a, clearable=False),
@@ -41,7 +41,7 @@ def layout(**_kwargs):
         _field("Symbol B", dcc.Dropdown(id=ID.SYMBOL_B, options=options, value=s.symbol_b, clearable=False),
                "spread = A − B (β = 1). Must differ from A."),
         _field("z threshold", dbc.Input(id=ID.THRESHOLD, type="number", value=s.threshold, step="any"),
-               "An alert fires when |z| crosses this level from inside. Greater than 0."),
+               "θ: the level of the z alert rules and of the chart bands. Greater than 0."),
         _field("Rolling window", dbc.Input(id=ID.WINDOW, type="number", value=s.window, step=1),
                f"Buckets (seconds) in the rolling mean and std, {WINDOW_RANGE[0]}–{WINDOW_RANGE[1]}."),
         _field("Hedge method", dbc.Select(id=ID.HEDGE, options=hedge_options(), value=s.hedge),
@@ -91,7 +91,9 @@ def layout(**_kwargs):
         html.H5("Exchange host", className="card-title mb-2"),
         html.Div(id=ID.HOST_INFO, className="small mb-2"),
         html.Div([dbc.Button(f"Use {label}", id={"type": ID.HOST_BUTTON, "url": url}, color="secondary",
-                             outline=True, size="sm", className="me-2 mb-1") for url, label in HOSTS.items()]),
+                             outline=True, size="sm", className="me-2 mb-1",
+                             disabled=getattr(market.source, "client", None) is None)
+                  for url, label in HOSTS.items()]),
         html.Div(id=ID.HOST_MSG, className="mt-2"),
     ]), className="mb-3")
     log = dbc.Card(dbc.CardBody([

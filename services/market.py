@@ -89,7 +89,7 @@ class MarketService:
             with self._source_lock:
                 if self._source is None:
                     self._source, self.source_note = open_source(
-                        self.config.source, self.settings.binance_url or self.config.binance_url,
+                        self.config.source, self._rest_host(self.settings),
                         clock=self._clock or time.time, seed=self.config.sim_seed, span_s=self.config.history_s,
                         replay=self.config.replay, replay_speed=self.config.replay_speed,
                         fallback_urls=self.config.fallback_urls)
@@ -142,12 +142,15 @@ class MarketService:
         return symbols
 
     def save_settings(self, raw: dict) -> UserSettings:
-        """Validate a (partial) settings change against the source's symbols and persist it.
+        """Validate a (partial) settings change against the source's symbols and persist it. A
+        newly picked symbol must be trading; the pair already watched may stay even if one leg
+        stopped (so that rules, webhook or host can still be changed).
 
         Raises SettingsError with a user-facing message; nothing is saved then.
         """
-        merged = {**asdict(self.settings), **raw}
-        return self.settings_store.save(validate(merged, set(self.symbols())))
+        current = self.settings
+        merged = {**asdict(current), **raw}
+        return self.settings_store.save(validate(merged, set(self.symbols()) | set(current.pair)))
 
     # --- refresh ---------------------------------------------------------------------------
     def refresh(self) -> bool:

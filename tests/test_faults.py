@@ -19,7 +19,7 @@ from components import ids
 from dash_client import shell_payload
 from services.binance import BinanceClient
 from services.market import MarketService
-from services.settings import AppConfig
+from services.settings import AppConfig, SettingsError
 from services.sources import BinanceSource
 
 TICKER = "/api/v3/ticker/price"
@@ -225,6 +225,9 @@ def test_a_symbol_that_stops_trading_is_disconnected_and_the_other_leg_stays_liv
     assert z.isna().all(), "no z from a stale leg"
     shell = r.assert_serves_every_page()
     assert "ETHUSDT disconnected" in json.dumps(shell[ids.LEG_BADGES])
+    assert r.market.save_settings({"webhook_url": "http://hooks.test/a"}).webhook_url, "settings still editable"
+    with pytest.raises(SettingsError, match="not a symbol trading"):
+        r.market.save_settings({"symbol_a": "LUNAUSDT"})
     fake_binance.trading["ETHUSDT"] = "TRADING"
     r.wait(r.live, timeout=8, what="ETH to come back")
     r.assert_buckets_are_the_exchanges()

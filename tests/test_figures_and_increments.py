@@ -13,7 +13,7 @@ from services.alerts import Alert
 from services.market import MarketService
 from services.engine import Params
 from services.settings import AppConfig
-from services.sources import SimSource
+from services.sources import SimSource, Tick, utc_from_epoch
 
 PAIR = ("BTCUSDT", "ETHUSDT")
 PARAMS = Params(PAIR, window=60)
@@ -99,8 +99,16 @@ def test_increments_rebuild_exactly_the_full_chart(tmp_path, clock):
         # pandas' rolling sums depend on where the window sequence starts: equal to ~1e-16 relative
         np.testing.assert_allclose(np.array(y[i], dtype=float), np.array(full.data[i].y, dtype=float), rtol=1e-12)
     market.save_settings({"window": 30})
-    fig3, extend, _ = chart_update("spread", market, "5m", state)
+    fig3, extend, state = chart_update("spread", market, "5m", state)
     assert extend is no_update and fig3.data[1].name == "mean (30)"
+    clock.advance(1)
+    market.refresh()
+    past = int(clock()) - 120
+    market.store.add_ticks([Tick("BTCUSDT", 1.0, utc_from_epoch(past + 0.9))])  # e.g. a backfilled hole
+    fig4, extend, _ = chart_update("spread", market, "5m", state)
+    assert extend is no_update, "a write into the drawn past redraws the chart, not just its new end"
+    k = [str(v)[:19] for v in fig4.data[0].x].index(str(np.datetime64(past, "s")))
+    assert fig4.data[0].y[k] < 0, "the rewritten second is drawn"
 
 
 def test_every_hedge_method_has_a_label():
