@@ -42,6 +42,8 @@ MIN_BACKFILL_S = 900
 SYMBOLS_TTL_S = 3_600
 MAX_ENGINES = 4
 RATE_LIMIT_KEY = "upstream:rate-limited-until"
+IN_FLIGHT_KEY = "upstream:poll-in-flight"
+IN_FLIGHT_MAX_S = 20  # longer than any poll with its retries; frees the flag of a worker that died mid-poll
 DEFAULT_RETRY_AFTER_S = {429: 60, 418: 120}  # when the answer carries no Retry-After
 STATS_EVERY_S = 30
 PRUNE_EVERY_S = 300
@@ -205,6 +207,8 @@ class MarketService:
         symbols = [s for s in settings.pair if s not in self._halted]
         if not symbols:
             return False
+        if not self.cache.add(IN_FLIGHT_KEY, self.worker_id, timeout=IN_FLIGHT_MAX_S):
+            return False  # another worker's poll still waits for its answer: never two in flight
         try:
             ticks = self.source.poll(symbols)
         except BinanceError as exc:
@@ -213,6 +217,7 @@ class MarketService:
                 self._check_trading(settings, now)
             return True
         finally:
+            self.cache.delete(IN_FLIGHT_KEY)
             self.upstream_polls += 1
         self.last_error = None
         self.cache.set(f"ticks:{key}", ticks, timeout=self._slot_timeout(settings))

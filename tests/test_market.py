@@ -235,3 +235,31 @@ def test_retry_after_window_means_no_request_at_all_from_any_worker(fake_binance
     hammer(workers, 1.5, threads=3)
     assert len(fake_binance.times["/api/v3/ticker/price"]) > before, "polling resumes after the window"
     assert workers[0].status()["rate_limit_resumes_in_s"] is None
+
+
+def test_never_two_polls_in_flight_even_when_the_exchange_is_slower_than_the_interval(fake_binance, tmp_path):
+    cfg = AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path))
+    workers = [MarketService(cfg, AtomicFileSystemCache(str(tmp_path / "cache")),
+                             source=BinanceSource(BinanceClient(fake_binance.url))) for _ in range(2)]
+    workers[0].refresh()
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+    for w in workers:
+        poll = w.source.poll
+
+        def tracked(symbols, poll=poll):
+            with lock:
+                in_flight[0] += 1
+                most[0] = max(most[0], in_flight[0])
+            try:
+                return poll(symbols)
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+
+        w.source.poll = tracked
+    fake_binance.delay_next("/api/v3/ticker/price", 2.5, times=2)  # answers take 2.5 poll intervals
+    before = fake_binance.count("/api/v3/ticker/price")
+    hammer(workers, 8, threads=3)
+    assert most[0] == 1, "two polls were waiting for the exchange at once"
+    assert fake_binance.count("/api/v3/ticker/price") - before >= 4, "polling goes on once answers come"
