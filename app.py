@@ -52,7 +52,7 @@ def config_from_env(environ=os.environ) -> AppConfig:
                 values[name] = int(raw)
             else:
                 values[name] = (tuple(raw.split()) if name == "replay" else
-                                tuple(u for u in raw.replace(",", " ").split()) if name == "fallback_urls" else raw)
+                                tuple(raw.replace(",", " ").split()) if name == "fallback_urls" else raw)
         except ValueError:
             raise SystemExit(f"{var} must be a whole number, got {raw!r}") from None
     return AppConfig(**values)
@@ -80,9 +80,11 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
     p.add_argument("--host", default=env.host, help="address to listen on (env HOST, default %(default)s)")
     p.add_argument("--port", type=int, default=env.port, help="port (env PORT, default %(default)s)")
     p.add_argument("--data-dir", default=env.data_dir,
-                   help="where settings and the cache live (env DATA_DIR, default %(default)s)")
+                   help="where the database (history, settings, alert log) and the shared cache live "
+                        "(env DATA_DIR, default %(default)s)")
     p.add_argument("--history", dest="history_s", type=int, default=env.history_s,
-                   help="seconds of 1 s history kept in memory (env HISTORY_S, default %(default)s)")
+                   help="seconds of 1 s history kept, in memory and in the database (env HISTORY_S, "
+                        "default %(default)s)")
     p.add_argument("--debug", action="store_true", default=env.debug,
                    help="Dash debug mode: reloader and dev tools (env DEBUG; off by default)")
     p.add_argument("--collector", action="store_true",
