@@ -24,10 +24,8 @@ def chart_update(kind: str, market: MarketService, range_name: str | None, state
     params = market.params(settings)
     range_s = max(RANGES.get(range_name or "", RANGES["15m"]), MIN_BARS * params.tf_s)
     end_s = int(market.clock())
-    engine = market.engine(params)
-    engine.update(end_s)  # a write into the past (a backfilled hole) restarts it: then redraw whole
     key = [kind, *params.pair, params.tf, params.hedge, params.window, params.log, settings.threshold, range_s,
-           f"{id(engine)}:{engine.resets}"]
+           market.revision(params)]  # changes when the past was rewritten (a backfilled hole): redraw whole
     alerts = market.alerts.log(settings.pair_label) if kind == "zscore" else []
     alert_s = max((a.time.timestamp() for a in alerts), default=0)
     last_s = (state or {}).get("last_s")

@@ -371,6 +371,13 @@ class MarketService:
         the two legs' prices, β, α, spread, rolling mean, std and z."""
         return self.engine(params or self.params()).frame(int(start_s), int(end_s), int(self.clock()))
 
+    def revision(self, params: Params) -> str:
+        """Changes whenever bars already computed for `params` may have changed (a write into
+        their past, or a fresh engine); new bars at the end do not change it."""
+        engine = self.engine(params)
+        engine.update(int(self.clock()))
+        return f"{id(engine)}:{engine.resets}"
+
     def ohlc(self, start_s: int, end_s: int, params: Params | None = None) -> pd.DataFrame | None:
         """Open, high, low, close of both legs per bar of the timeframe (None at 1 s: no candles)."""
         params = params or self.params()
