@@ -543,6 +543,7 @@ class MarketService:
             "rate_limited_until_utc": None if limited is None else iso_utc(limited),
             "rate_limit_resumes_in_s": None if limited is None else round(limited - now, 1),
             "upstream_polls": self.upstream_polls,
+            "worker_pid": os.getpid(),
             "settings_error": self.settings_store.load_error,
             "rest_host_note": self.url_note,
             "webhook": self.notifier.status(),

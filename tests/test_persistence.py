@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import requests
 from cachelib import SimpleCache
+from werkzeug import Response
 
 from scripted import ScriptedSource
 from services.db import Database
@@ -114,7 +115,7 @@ def wait_http(url, timeout=30, ok=lambda r: r.status_code == 200):
             r = requests.get(url, timeout=2)
             if ok(r):
                 return r
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still starting up
             pass
         time.sleep(0.2)
     raise AssertionError(f"{url} not ready")
@@ -199,3 +200,38 @@ def test_the_collector_alerts_with_nobody_watching_and_the_web_app_shows_its_his
     assert len(calls) <= 6, f"collector and web app together: {len(calls)} ticker calls in 5 s"
     older = [r for r in ticks_csv if r["timestamp_utc"] < time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))]
     assert len(older) > 4, "the web app shows the ticks the collector recorded before it started"
+
+
+def test_two_gunicorn_workers_poll_once_per_interval_and_deliver_each_alert_once(fake_binance, tmp_path, httpserver):
+    received = []
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(
+        lambda r: (received.append(r.get_json()["id"]), Response("ok"))[1])
+    data = tmp_path / "data"
+    SettingsStore(Database(data)).save(validate({"symbol_a": "BTCUSDT", "symbol_b": "ETHUSDT", "threshold": 1.0,
+                                                 "window": 10, "poll_interval_s": 1,
+                                                 "webhook_url": httpserver.url_for("/hook")}))
+    port = free_port()
+    env = {**os.environ, "SOURCE": "binance", "BINANCE_BASE_URL": fake_binance.url, "DATA_DIR": str(data)}
+    with open(tmp_path / "gunicorn.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "app:server"],
+                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{port}/api"
+            wait_http(f"{base}/health", timeout=60)
+            pids, stop = set(), time.time() + 20
+            start_calls, t0 = len(fake_binance.times["/api/v3/ticker/price"]), time.time()
+            while time.time() < stop:
+                with requests.Session() as s:  # new connections spread over both workers
+                    pids.add(s.get(f"{base}/health", timeout=5).json()["worker_pid"])
+                time.sleep(0.05)
+            calls = len(fake_binance.times["/api/v3/ticker/price"]) - start_calls
+            elapsed = time.time() - t0
+            time.sleep(3)  # deliveries in flight
+            alerts = csv_rows(requests.get(f"{base}/alerts.csv", timeout=5).text)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=15)
+    assert len(pids) == 2, "both workers answered"
+    assert calls <= elapsed + 2, f"{calls} ticker calls in {elapsed:.1f} s with two workers"
+    assert alerts, "|z| ≥ 1 over 10 s fires within 20 s"
+    assert sorted(received) == sorted(int(a["id"]) for a in alerts), "each alert delivered exactly once"
