@@ -154,7 +154,8 @@ def test_sigkill_mid_stream_loses_no_history_settings_or_alerts(fake_binance, tm
         try:
             wait_http(f"{base}/health", ok=lambda r: r.status_code in (200, 503))
             assert requests.get(f"{base}/settings", timeout=5).json() == settings_before
-            assert requests.get(f"{base}/alerts.csv", timeout=5).text == alerts_before
+            alerts_after = requests.get(f"{base}/alerts.csv", timeout=5).text
+            assert alerts_after.startswith(alerts_before), "the log is intact (new alerts may follow it)"
             after = {r["timestamp_utc"]: r for r in
                      csv_rows(requests.get(f"{base}/analytics.csv?seconds=900", timeout=5).text)}
         finally:
