@@ -140,8 +140,8 @@ def _age_badge(status: dict) -> tuple[str, str]:
         return ("no data: upstream error" if status["status"] == "error" else "waiting for data"), "secondary"
     when = status["last_tick_utc"][11:19] + "Z"
     if status["status"] == "stale":
-        return f"STALE · last tick {age:,.0f} s ago ({when})", "danger"
-    return f"live · last tick {age:.1f} s ago ({when})", "success"
+        return f"STALE · {age:,.0f} s ({when})", "danger"
+    return f"live · {age:.1f} s ({when})", "success"
 
 
 def _register_shell_callbacks(app: dash.Dash) -> None:

@@ -22,10 +22,11 @@ def navbar(pages) -> dbc.Navbar:
                 html.Span(id=ids.NAV_PAIR, className="nav-pair me-3"),
                 dbc.Badge("…", id=ids.SOURCE_BADGE, color="secondary", className="me-2 source-badge"),
                 html.Span(id=ids.LEG_BADGES, className="me-2 leg-badges"),
-                dbc.Badge("waiting for data", id=ids.AGE_BADGE, color="secondary", className="age-badge me-3"),
+                dbc.Badge("waiting for data", id=ids.AGE_BADGE, color="secondary", className="age-badge me-3",
+                          title="the pair's oldest leg: age of its last tick (UTC time of that tick)"),
                 dbc.Switch(id=ids.NOTIFY, label="Notify me", value=False, persistence=True,
                            persistence_type="local", className="mb-0 small text-light notify-switch"),
-            ], className="d-flex align-items-center"),
+            ], className="d-flex align-items-center flex-wrap row-gap-1"),
         ], fluid=True),
         color="dark", dark=True, className="mb-3 border-bottom border-secondary",
     )
