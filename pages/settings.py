@@ -133,7 +133,7 @@ def save(_n, a, b, threshold, window, poll, hedge, timeframe, log):
                                                  "timeframe": timeframe, "log_prices": log})
     except SettingsError as exc:
         return error_text(f"Not saved: {exc}")
-    return ok_text(f"Saved: {saved.pair_label}, |z| ≥ {saved.threshold:g}, window {saved.window} × "
+    return ok_text(f"Saved: {saved.pair_label}, θ = {saved.threshold:g}, window {saved.window} × "
                    f"{saved.timeframe}, {saved.hedge} hedge, poll {saved.poll_interval_s:g} s. "
                    "Applies to every page and tab.")
 
