@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -231,8 +232,15 @@ def run_collector(config: AppConfig, stop: threading.Event | None = None) -> Non
     market = MarketService(config, AtomicFileSystemCache(cache_dir(config), threshold=CACHE_THRESHOLD))
     open_market(market)
     log.info("collector running on %s; stop with Ctrl-C or SIGTERM", config.data_dir)
+    next_report = 0.0
     while not stop.is_set():
         market.refresh()
+        if time.monotonic() >= next_report:  # a status line a minute, for whoever reads the log
+            next_report = time.monotonic() + 60
+            status = market.status()
+            log.info("collector: %s, legs %s, %d upstream polls, last error: %s", status["status"],
+                     {s: leg["state"] for s, leg in status["legs"].items()}, status["upstream_polls"],
+                     (status["last_error"] or {}).get("message"))
         interval = market.settings.poll_interval_s
         stop.wait(interval - market.clock() % interval + 0.005)  # just after the next poll slot opens
     market.notifier.wait_idle(timeout=5)
