@@ -128,9 +128,10 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         market, settings, params = _analytics_params()
         threshold = parse_threshold(request.args.get("threshold", settings.threshold))
         end_s = int(market.clock())
-        df = market.frame(end_s - _seconds(market) + 1, end_s, params)
-        alerts = market.alerts.log(settings.pair_label) if params == market.params() else []
-        ohlc = market.ohlc(end_s - _seconds(market) + 1, end_s, params) if kind == "price" else None
+        start_s = end_s - _seconds(market) + 1
+        df = market.frame(start_s, end_s, params)
+        alerts = market.alerts.log(settings.pair_label, since_s=start_s) if params == market.params() else []
+        ohlc = market.ohlc(start_s, end_s, params) if kind == "price" else None
         fig = figures.chart_figure(kind, df, params, threshold, alerts, ohlc)
         try:
             png = renderer.render(fig, width=_int_param("width", 1200, 200, 4000),

@@ -21,7 +21,7 @@ from flask_caching import Cache
 
 from api import create_api
 from components import ids
-from components.layout import alert_toast, leg_badges, navbar, status_banner
+from components.layout import alert_text, alert_toast, leg_badges, navbar, status_banner
 from services.cache import AtomicFileSystemCache
 from services.export import PngRenderer
 from services.market import MarketService
@@ -194,7 +194,7 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         new = alerts.since(seen)
         if not new:
             return dash.no_update, dash.no_update, dash.no_update
-        notes = [{"title": f"{a.pair}: {a.rule}", "body": alert_toast(a).children, "tag": str(a.id)} for a in new]
+        notes = [{"title": f"{a.pair}: {a.rule}", "body": alert_text(a), "tag": str(a.id)} for a in new]
         return [alert_toast(a) for a in new[:5]], new[0].id, notes
 
     app.clientside_callback(

@@ -1,6 +1,8 @@
 """Pure layout builders shared by the pages: navbar, stat cards, chart cards, range picker."""
 from __future__ import annotations
 
+import math
+
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
@@ -57,11 +59,15 @@ def leg_badges(legs: dict) -> list:
     return badges
 
 
+def alert_text(alert) -> str:
+    """One line for a toast or a desktop notification: rule, value, UTC time."""
+    value = "" if math.isnan(alert.value) else f" · value {alert.value:,.6g}"  # a test alert may have none
+    return f"{alert.rule}{value} at {alert.time.strftime('%H:%M:%S')}Z"
+
+
 def alert_toast(alert) -> dbc.Toast:
     """A new alert, shown on whatever page is open."""
-    value = "" if alert.value != alert.value else f" · value {alert.value:,.6g}"  # NaN for a test alert
-    return dbc.Toast(f"{alert.rule}{value} at {alert.time.strftime('%H:%M:%S')}Z",
-                     header=f"Alert · {alert.pair}", icon="warning", dismissable=True, duration=15_000,
+    return dbc.Toast(alert_text(alert), header=f"Alert · {alert.pair}", icon="warning", dismissable=True, duration=15_000,
                      className="alert-toast mb-2")
 
 

@@ -26,11 +26,10 @@ def chart_update(kind: str, market: MarketService, range_name: str | None, state
     end_s = int(market.clock())
     key = [kind, *params.pair, params.tf, params.hedge, params.window, params.log, settings.threshold, range_s,
            market.revision(params)]  # changes when the past was rewritten (a backfilled hole): redraw whole
-    alerts = market.alerts.log(settings.pair_label) if kind == "zscore" else []
-    alert_s = max((a.time.timestamp() for a in alerts), default=0)
+    alert_id = market.alerts.last_id() if kind == "zscore" else 0  # a new alert: redraw with its marker
     last_s = (state or {}).get("last_s")
-    new_state = {"key": key, "last_s": end_s, "alert_s": alert_s}
-    same = state and state.get("key") == key and state.get("alert_s") == alert_s
+    new_state = {"key": key, "last_s": end_s, "alert_id": alert_id}
+    same = state and state.get("key") == key and state.get("alert_id") == alert_id
     if same and params.tf_s == 1 and last_s is not None and 0 <= end_s - last_s < range_s:
         if end_s == last_s:
             return NO_CHANGE
@@ -39,6 +38,7 @@ def chart_update(kind: str, market: MarketService, range_name: str | None, state
         return no_update, payload, new_state
     df = market.frame(end_s - range_s + 1, end_s, params)
     ohlc = market.ohlc(end_s - range_s + 1, end_s, params) if kind == "price" else None
+    alerts = market.alerts.log(settings.pair_label, since_s=end_s - range_s + 1) if kind == "zscore" else []
     fig = figures.chart_figure(kind, df, params, settings.threshold, alerts, ohlc)
     return fig, no_update, new_state
 

@@ -99,7 +99,7 @@ def update_cards(_n):
         where = "outside the band" if abs(z) >= settings.threshold else "inside the band"
     return (_fmt(z, "+.3f"), f"threshold ±{settings.threshold:g} · {where}", _fmt(spread), _fmt(mean), _fmt(std),
             _fmt(beta, ".6g"), f"α = {_fmt(alpha)} · {HEDGE_LABELS[settings.hedge]}",
-            str(len(market.alerts.log(settings.pair_label))))
+            str(market.alerts.count(settings.pair_label)))
 
 
 def _stat(label, value, sub=None):

@@ -92,7 +92,7 @@ def layout(**_kwargs):
         html.Div(id=ID.HOST_INFO, className="small mb-2"),
         html.Div([dbc.Button(f"Use {label}", id={"type": ID.HOST_BUTTON, "url": url}, color="secondary",
                              outline=True, size="sm", className="me-2 mb-1",
-                             disabled=getattr(market.source, "client", None) is None)
+                             disabled=market.rest_host_in_use is None)
                   for url, label in HOSTS.items()]),
         html.Div(id=ID.HOST_MSG, className="mt-2"),
     ]), className="mb-3")
@@ -218,11 +218,11 @@ def delivery_and_host_status(_n):
 
 
 def _host_info(market, status) -> list:
-    client = getattr(market.source, "client", None)
-    if client is None:
+    host = market.rest_host_in_use
+    if host is None:
         return [f"Prices come from: {status['source_label']}. The exchange host applies when the app runs with "
                 "--source binance or auto."]
-    info = [html.Div(["REST host in use: ", html.Code(client.base_url)])]
+    info = [html.Div(["REST host in use: ", html.Code(host)])]
     err = status["last_error"]
     if err and err.get("status") == 451:
         info.append(dbc.Alert([html.B("HTTP 451 — restricted location. "),

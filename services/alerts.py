@@ -202,9 +202,14 @@ class AlertLog:
         return Alert(second, rule, rule_key, kind, pair, nan if value is None else value,
                      nan if level is None else level, zscore, spread, id_)
 
-    def log(self, pair: str | None = None, limit: int | None = None) -> list[Alert]:
-        """Alerts, newest first, for one pair or all."""
-        return self._rows("WHERE pair = ?", (pair,), limit) if pair else self._rows(limit=limit)
+    def log(self, pair: str | None = None, limit: int | None = None, since_s: int | None = None) -> list[Alert]:
+        """Alerts, newest first: for one pair or all, at bars from `since_s` on or all."""
+        where = [(clause, arg) for clause, arg in (("pair = ?", pair), ("second >= ?", since_s)) if arg is not None]
+        sql = ("WHERE " + " AND ".join(c for c, _ in where)) if where else ""
+        return self._rows(sql, tuple(a for _, a in where), limit)
+
+    def count(self, pair: str) -> int:
+        return self.db.query("SELECT count(*) FROM alerts WHERE pair = ?", (pair,))[0][0]
 
     def since(self, alert_id: int, limit: int = 20) -> list[Alert]:
         """Alerts logged after `alert_id` (any process), newest first: for toasts."""

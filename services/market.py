@@ -102,7 +102,22 @@ class MarketService:
         return self._source
 
     def _rest_host(self, settings: UserSettings) -> str:
+        """The REST host the settings ask for."""
         return (settings.binance_url or self.config.binance_url).rstrip("/")
+
+    @property
+    def _client(self):
+        """The REST client of a Binance source (None for the simulation or a replay)."""
+        return getattr(self.source, "client", None)
+
+    @property
+    def rest_host_in_use(self) -> str | None:
+        """The REST host polled now (None when the source is not Binance)."""
+        return None if self._client is None else self._client.base_url
+
+    @property
+    def _symbols_key(self) -> str:
+        return f"symbols:{self.source.label}"
 
     @property
     def history(self) -> History | None:
@@ -129,7 +144,7 @@ class MarketService:
 
     def symbols(self) -> list[str]:
         """Tradable symbols (exchangeInfo, cached for an hour); the current pair if unknown."""
-        key = f"symbols:{self.source.label}"
+        key = self._symbols_key
         cached = self.cache.get(key)
         if cached:
             return cached
@@ -180,7 +195,7 @@ class MarketService:
             for sym in [k for k in table if k not in settings.pair]:
                 del table[sym]
         self._hydrated &= set(settings.pair)
-        client = getattr(self.source, "client", None)
+        client = self._client
         want = self._rest_host(settings)
         if client is not None and client.base_url != want:
             log.info("REST host: %s -> %s", client.base_url, want)
@@ -233,7 +248,7 @@ class MarketService:
         except BinanceError as exc:
             self._record_error(exc)
             return
-        self.cache.set(f"symbols:{self.source.label}", sorted(trading), timeout=SYMBOLS_TTL_S)
+        self.cache.set(self._symbols_key, sorted(trading), timeout=SYMBOLS_TTL_S)
         self._halted = {s: f"{s} is no longer trading on {self.source.label}" for s in settings.pair
                         if s not in trading}
         for sym, why in self._halted.items():
@@ -329,7 +344,7 @@ class MarketService:
     def _leave_restricted_host(self) -> None:
         """After a 451 (restricted location), move to the next configured fallback host that
         has not answered 451 yet, and save it so that every worker and restart uses it."""
-        client = getattr(self.source, "client", None)
+        client = self._client
         if client is None:
             return
         restricted = client.base_url

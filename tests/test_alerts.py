@@ -65,6 +65,8 @@ def test_the_log_keeps_one_row_per_alert_across_processes(tmp_path):
     assert [x.second for x in first.add([a])] == [100]
     assert second.add([a]) == [], "another worker logging the same alert delivers nothing"
     assert len(second.log()) == 1 and second.last_fired(a.rule_key, "A/B") == 100
+    assert second.count("A/B") == 1 and second.count("C/D") == 0
+    assert [x.second for x in second.log("A/B", since_s=100)] == [100] and second.log("A/B", since_s=101) == []
     seen = first.last_id()
     second.clear()
     b = Alert(101, "|z| ≥ 2", "abs_z:θ::0:0", "abs_z", "A/B", -2.5, 2.0, -2.5, 1.0)
