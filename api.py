@@ -10,18 +10,18 @@ import io
 import logging
 from dataclasses import asdict
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from components import figures
 from components.tables import TRADE_COLUMNS, trade_rows
+from services import metrics
 from services.backtest import parse_params as parse_backtest
-from services.export import PngRenderer, RendererUnavailable
-from services.market import current_market
 from services.bars import TIMEFRAMES
+from services.export import PngRenderer, RendererUnavailable
 from services.hedge import METHODS
-from services.settings import (SettingsError, parse_bool, parse_choice, parse_symbol, parse_threshold,
-                               parse_window)
+from services.market import current_market
+from services.settings import SettingsError, parse_bool, parse_choice, parse_symbol, parse_threshold, parse_window
 from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
@@ -62,25 +62,26 @@ def create_api(renderer: PngRenderer) -> Blueprint:
 
     @api.before_request
     def refresh_market():
-        """Every route answers from fresh data (at most one upstream poll per interval)."""
-        current_market().refresh()
+        """Every route answers from fresh data (at most one upstream poll per interval), read
+        through one snapshot."""
+        g.snap = current_market().tick()
 
     @api.get("/health")
     def health():
         """200 while the data is fresh (or not yet in); 503 when stale or failing, for monitors."""
-        status = current_market().status()
-        return jsonify(status), 503 if status["status"] in ("stale", "error") else 200
+        status = g.snap.status
+        return jsonify(status.as_dict()), 503 if status.unhealthy else 200
 
     @api.get("/settings")
     def settings():
         """The saved settings (edited on /settings), alert rules included."""
-        return jsonify(asdict(current_market().settings))
+        return jsonify(asdict(g.snap.settings))
 
     @api.get("/analytics.csv")
     def analytics_csv():
         market, settings, params = _analytics_params()
-        end_s = int(market.clock())
-        df = market.frame(end_s - _seconds(market) + 1, end_s, params)
+        end_s = g.snap.now_s
+        df = market.frame(g.snap, end_s - _seconds(market) + 1, end_s, params)
         out = df[[*params.pair, "beta", "alpha", "spread", "zscore"]].reset_index()
         out["timestamp_utc"] = out["timestamp_utc"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         a, b = params.pair
@@ -92,7 +93,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         args = request.args
         bt = parse_backtest(args.get("entry", settings.threshold), args.get("exit", 0.0), args.get("stop", 4.0),
                             args.get("cost_bps", 5.0))
-        rows = trade_rows(market.backtest(bt, params)["trades"])
+        rows = trade_rows(market.backtest(g.snap, bt, params)["trades"])
         a, b = params.pair
         return _csv_rows([c["field"] for c in TRADE_COLUMNS], ([r[c["field"]] for c in TRADE_COLUMNS] for r in rows),
                          f"backtest_{a}-{b}_{params.tf}.csv")
@@ -116,9 +117,9 @@ def create_api(renderer: PngRenderer) -> Blueprint:
     def ticks_csv():
         market = current_market()
         raw = request.args.get("symbol")
-        symbols = market.settings.pair if raw is None else (_symbol(market, raw, "symbol"),)
+        symbols = g.snap.settings.pair if raw is None else (_symbol(market, raw, "symbol"),)
         limit = _int_param("limit", MAX_TICKS, 1, MAX_TICKS)
-        rows = ([iso_utc(t.time), t.symbol, t.price] for t in reversed(market.recent_ticks(limit, symbols)))
+        rows = ([iso_utc(t.time), t.symbol, t.price] for t in reversed(market.recent_ticks(g.snap, limit, symbols)))
         return _csv_rows(["timestamp_utc", "symbol", "price"], rows, "ticks.csv")
 
     @api.get("/chart/<kind>.png")
@@ -127,11 +128,11 @@ def create_api(renderer: PngRenderer) -> Blueprint:
             raise BadRequest(f"unknown chart {kind!r}; use one of {', '.join(figures.CHART_KINDS)}")
         market, settings, params = _analytics_params()
         threshold = parse_threshold(request.args.get("threshold", settings.threshold))
-        end_s = int(market.clock())
+        end_s = g.snap.now_s
         start_s = end_s - _seconds(market) + 1
-        df = market.frame(start_s, end_s, params)
-        alerts = market.alerts.log(settings.pair_label, since_s=start_s) if params == market.params() else []
-        ohlc = market.ohlc(start_s, end_s, params) if kind == "price" else None
+        df = market.frame(g.snap, start_s, end_s, params)
+        alerts = market.alerts.log(settings.pair_label, since_s=start_s) if params == g.snap.params else []
+        ohlc = market.ohlc(g.snap, start_s, end_s, params) if kind == "price" else None
         fig = figures.chart_figure(kind, df, params, threshold, alerts, ohlc)
         try:
             png = renderer.render(fig, width=_int_param("width", 1200, 200, 4000),
@@ -147,15 +148,21 @@ def create_api(renderer: PngRenderer) -> Blueprint:
     return api
 
 
+def metrics_response() -> Response:
+    """`GET /metrics`: Prometheus text format (summed across gunicorn workers in multiprocess mode)."""
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
 def _symbol(market, value, name):
-    return parse_symbol(value, set(market.symbols()) | set(market.settings.pair), name)
+    return parse_symbol(value, set(market.symbols()) | set(g.snap.settings.pair), name)
 
 
 def _analytics_params():
     """The analysis parameters of a request: the saved ones, overridden by a, b (which must be
     the pair being recorded), window, hedge, tf and log."""
     market = current_market()
-    settings = market.settings
+    settings = g.snap.settings
     args = request.args
     pair = (_symbol(market, args.get("a", settings.symbol_a), "a"), _symbol(market, args.get("b", settings.symbol_b), "b"))
     if pair != settings.pair:

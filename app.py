@@ -16,17 +16,20 @@ from pathlib import Path
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import MATCH, ClientsideFunction, Input, Output, State, dcc, html
+from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, dcc, html
 from flask_caching import Cache
 
-from api import create_api
+from api import create_api, metrics_response
 from components import ids
 from components.layout import alert_text, alert_toast, leg_badges, navbar, status_banner
+from pages._tick import VIEWS
+from services import metrics
 from services.cache import AtomicFileSystemCache
 from services.export import PngRenderer
 from services.market import MarketService
 from services.replay import ReplayError
 from services.settings import AppConfig, SettingsError, parse_url
+from services.status import MarketStatus
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("dashboard")
@@ -122,10 +125,12 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
                                   "CACHE_DIR": cache_dir(config), "CACHE_THRESHOLD": CACHE_THRESHOLD})
     server.extensions["market"] = market or MarketService(config, cache)
     server.register_blueprint(create_api(PngRenderer()))
+    server.add_url_rule("/metrics", "metrics", metrics_response)
 
     app.layout = html.Div([
         dcc.Interval(id=ids.INTERVAL, interval=1_000),
         dcc.Store(id=ids.ALERT_SEEN), dcc.Store(id=ids.NEW_ALERTS), dcc.Store(id=ids.NOTIFY_DONE),
+        dcc.Store(id=ids.TICK), dcc.Store(id=ids.CURSOR),
         navbar(dash.page_registry.values()),
         dbc.Container(status_banner(), fluid=True),
         html.Div(id=ids.TOASTS, className="toast-area"),
@@ -135,14 +140,57 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
     return app
 
 
-def _age_badge(status: dict) -> tuple[str, str]:
-    age = status["age_s"]
+def _age_badge(status: MarketStatus) -> tuple[str, str]:
+    age = status.age_s
     if age is None:
-        return ("no data: upstream error" if status["status"] == "error" else "waiting for data"), "secondary"
-    when = status["last_tick_utc"][11:19] + "Z"
-    if status["status"] == "stale":
+        return ("no data: upstream error" if status.state == "error" else "waiting for data"), "secondary"
+    when = status.last_tick_utc[11:19] + "Z"
+    if status.state == "stale":
         return f"STALE · {age:,.0f} s ({when})", "danger"
     return f"live · {age:.1f} s ({when})", "success"
+
+
+def _banner(status: MarketStatus, auto: bool) -> list:
+    banner = []
+    err = status.last_error
+    if status.rate_limit_resumes_in_s is not None:
+        banner.append(dbc.Alert(f"Rate-limited by the exchange (HTTP {err.status if err else 429}): "
+                                f"no requests until {status.rate_limited_until_utc}, resuming in "
+                                f"{status.rate_limit_resumes_in_s:.0f} s.", color="warning", className="py-2 small"))
+    elif err:
+        banner.append(dbc.Alert(f"Upstream error at {err.time_utc}: {err.message}", color="danger",
+                                className="py-2 small"))
+    if status.simulated and auto:
+        banner.append(dbc.Alert(f"Showing simulated data: {status.source_note}.", color="warning",
+                                className="py-2 small"))
+    if status.rest_host_note:
+        banner.append(dbc.Alert(status.rest_host_note + " (change it on Settings).", color="info",
+                                className="py-2 small"))
+    if status.settings_error:
+        banner.append(dbc.Alert(status.settings_error, color="warning", className="py-2 small"))
+    return banner
+
+
+def _shell(snap, auto: bool) -> tuple:
+    """Navbar badges, the status banner and the interval, from the tick's snapshot."""
+    status = snap.status
+    age_text, age_color = _age_badge(status)
+    source_text, source_color = ("Simulated data", "warning") if status.simulated else (
+        status.source_label, "primary" if status.source == "replay" else "info")
+    return (snap.settings.pair_label, source_text, source_color, age_text, age_color, leg_badges(status.legs),
+            _banner(status, auto), int(snap.settings.poll_interval_s * 1000))
+
+
+def _toasts(alerts, seen) -> tuple:
+    """Alerts logged since this tab last looked (by any worker or the collector) as toasts.
+    A tab that just opened starts from the newest alert: it does not replay the log."""
+    if seen is None:
+        return dash.no_update, alerts.last_id(), dash.no_update
+    new = alerts.since(seen)
+    if not new:
+        return dash.no_update, dash.no_update, dash.no_update
+    notes = [{"title": f"{a.pair}: {a.rule}", "body": alert_text(a), "tag": str(a.id)} for a in new]
+    return [alert_toast(a) for a in new[:5]], new[0].id, notes
 
 
 def _register_shell_callbacks(app: dash.Dash) -> None:
@@ -150,52 +198,27 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         Output(ids.NAV_PAIR, "children"), Output(ids.SOURCE_BADGE, "children"), Output(ids.SOURCE_BADGE, "color"),
         Output(ids.AGE_BADGE, "children"), Output(ids.AGE_BADGE, "color"), Output(ids.LEG_BADGES, "children"),
         Output(ids.STATUS_BANNER, "children"), Output(ids.INTERVAL, "interval"),
-        Input(ids.INTERVAL, "n_intervals"),
-    )
-    def update_shell(_n):
-        market = app.server.extensions["market"]
-        market.refresh()
-        status = market.status()
-        settings = market.settings
-        age_text, age_color = _age_badge(status)
-        source_text, source_color = ("Simulated data", "warning") if status["simulated"] else (
-            status["source_label"], "primary" if status["source"] == "replay" else "info")
-        banner = []
-        err = status["last_error"]
-        if status["rate_limit_resumes_in_s"] is not None:
-            banner.append(dbc.Alert(f"Rate-limited by the exchange (HTTP {err['status'] if err else '429'}): "
-                                    f"no requests until {status['rate_limited_until_utc']}, resuming in "
-                                    f"{status['rate_limit_resumes_in_s']:.0f} s.", color="warning",
-                                    className="py-2 small"))
-        elif err:
-            banner.append(dbc.Alert(f"Upstream error at {err['time_utc']}: {err['message']}", color="danger",
-                                    className="py-2 small"))
-        if status["simulated"] and market.config.source == "auto":
-            banner.append(dbc.Alert(f"Showing simulated data: {market.source_note}.", color="warning",
-                                    className="py-2 small"))
-        if status["rest_host_note"]:
-            banner.append(dbc.Alert(status["rest_host_note"] + " (change it on Settings).", color="info",
-                                    className="py-2 small"))
-        if status["settings_error"]:
-            banner.append(dbc.Alert(status["settings_error"], color="warning", className="py-2 small"))
-        return (settings.pair_label, source_text, source_color, age_text, age_color, leg_badges(status["legs"]),
-                banner, int(settings.poll_interval_s * 1000))
-
-    @app.callback(
         Output(ids.TOASTS, "children"), Output(ids.ALERT_SEEN, "data"), Output(ids.NEW_ALERTS, "data"),
-        Input(ids.INTERVAL, "n_intervals"), State(ids.ALERT_SEEN, "data"),
+        Output(ids.TICK, "data"), Output(ids.CURSOR, "data"),
+        Input(ids.INTERVAL, "n_intervals"), Input(ids.PAGE_LOCATION, "pathname"),
+        Input(ids.view(ALL), "value"),
+        State(ids.ALERT_SEEN, "data"), State(ids.CURSOR, "data"),
     )
-    def toast_new_alerts(_n, seen):
-        """Alerts logged since this tab last looked (by any worker or the collector) as toasts.
-        A tab that just opened starts from the newest alert: it does not replay the log."""
-        alerts = app.server.extensions["market"].alerts
-        if seen is None:
-            return dash.no_update, alerts.last_id(), dash.no_update
-        new = alerts.since(seen)
-        if not new:
-            return dash.no_update, dash.no_update, dash.no_update
-        notes = [{"title": f"{a.pair}: {a.rule}", "body": alert_text(a), "tag": str(a.id)} for a in new]
-        return [alert_toast(a) for a in new[:5]], new[0].id, notes
+    def tick(_n, pathname, _view_values, seen, cursor):
+        """The tab's one request per tick: one refresh, then everything the tick changed (shell,
+        toasts, and the open page's cards, tables and chart updates) from one snapshot."""
+        started = time.perf_counter()
+        market = app.server.extensions["market"]
+        snap = market.tick()
+        path = "/" + app.strip_relative_path(pathname or "/")
+        page = VIEWS.get(path)
+        view = {item["id"]["name"]: item.get("value") for item in ctx.inputs_list[2]}
+        cursor = cursor if isinstance(cursor, dict) and cursor.get("path") == path else {}
+        values, page_cursor = page.build(market, snap, view, cursor) if page else ({}, {})
+        out = (*_shell(snap, market.config.source == "auto"), *_toasts(market.alerts, seen),
+               {"path": path, "values": values}, {**page_cursor, "path": path})
+        metrics.CALLBACK_SECONDS.labels(page=path if page else "other").observe(time.perf_counter() - started)
+        return out
 
     app.clientside_callback(
         ClientsideFunction(namespace="notifier", function_name="ask"),
@@ -218,10 +241,10 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
 def open_market(market: MarketService) -> None:
     """Open the source now (probe Binance, or read the recordings); one-line exit on bad files."""
     try:
-        status = market.status()
+        source = market.source()
     except ReplayError as exc:
         raise SystemExit(f"error: {exc}") from None
-    log.info("source: %s (%s)", status["source_label"], market.source_note)
+    log.info("source: %s (%s)", source.label, market.link.source_note)
 
 
 def run_collector(config: AppConfig, stop: threading.Event | None = None) -> None:
@@ -234,14 +257,14 @@ def run_collector(config: AppConfig, stop: threading.Event | None = None) -> Non
     log.info("collector running on %s; stop with Ctrl-C or SIGTERM", config.data_dir)
     next_report = 0.0
     while not stop.is_set():
-        market.refresh()
+        snap = market.tick()
         if time.monotonic() >= next_report:  # a status line a minute, for whoever reads the log
             next_report = time.monotonic() + 60
-            status = market.status()
-            log.info("collector: %s, legs %s, %d upstream polls, last error: %s", status["status"],
-                     {s: leg["state"] for s, leg in status["legs"].items()}, status["upstream_polls"],
-                     (status["last_error"] or {}).get("message"))
-        interval = market.settings.poll_interval_s
+            status = snap.status
+            log.info("collector: %s, legs %s, %d upstream polls, last error: %s", status.state,
+                     {leg.symbol: leg.state for leg in status.legs}, status.upstream_polls,
+                     status.last_error.message if status.last_error else None)
+        interval = snap.settings.poll_interval_s
         stop.wait(interval - market.clock() % interval + 0.005)  # just after the next poll slot opens
     market.notifier.wait_idle(timeout=5)
     log.info("collector stopped")

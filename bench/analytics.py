@@ -16,13 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timing import median_ms  # noqa: E402
+from timing import median_ms
 
-from services import stats  # noqa: E402
-from services.engine import PairEngine, Params  # noqa: E402
-from services.hedge import METHODS  # noqa: E402
-from services.sources import SimSource  # noqa: E402
-from services.store import PriceStore  # noqa: E402
+from services import stats
+from services.engine import PairEngine, Params
+from services.hedge import METHODS
+from services.sources import SimSource
+from services.store import PriceStore
 
 T0 = 1_761_091_200
 PAIR = ("BTCUSDT", "ETHUSDT")

@@ -18,15 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timing import median_ms  # noqa: E402
+from cachelib import SimpleCache
+from pages._live import chart_update
+from plotly.io.json import to_json_plotly
+from timing import median_ms
 
-from cachelib import SimpleCache  # noqa: E402
-from plotly.io.json import to_json_plotly  # noqa: E402
-
-from pages._live import chart_update  # noqa: E402
-from services.market import MarketService  # noqa: E402
-from services.settings import AppConfig  # noqa: E402
-from services.sources import SimSource  # noqa: E402
+from services.market import MarketService
+from services.settings import AppConfig
+from services.sources import SimSource
 
 
 class Clock:

@@ -4,15 +4,14 @@
 
 Starts the loopback fake Binance of the tests (recorded-data prices) with a webhook receiver,
 runs `python app.py` against it in its own process (so its memory is its own), and has K client
-threads do what an open tab does every second: the shell callback (refresh, per-symbol status),
-the toast callback, and an analytics read. Alert rules are set tight (|z| ≥ 1 over 30 s, plus a
+threads do what an open tab of /analytics does every second: its one tick callback (refresh,
+status, toasts, cards and chart updates, with the tab's cursor), and an analytics read. Alert rules are set tight (|z| ≥ 1 over 30 s, plus a
 spread rule) so alerts keep firing. Prints RSS at the start and the end, upstream requests and
 calls per second, alerts fired and webhooks received, and client latency.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import socket
 import statistics
@@ -28,13 +27,13 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from pytest_httpserver import HTTPServer  # noqa: E402
-from werkzeug import Response  # noqa: E402
+from dash_client import Tab
+from fake_binance import FakeBinance
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
 
-from dash_client import shell_payload, toast_payload  # noqa: E402
-from fake_binance import FakeBinance  # noqa: E402
-from services.db import Database  # noqa: E402
-from services.settings import SettingsStore, validate  # noqa: E402
+from services.db import Database
+from services.settings import SettingsStore, validate
 
 TICKER = "/api/v3/ticker/price"
 
@@ -54,17 +53,19 @@ def free_port() -> int:
 
 def client(base: str, stop: threading.Event, latencies: list[float], errors: list[str]) -> None:
     session = requests.Session()
-    n, seen = 0, None
+
+    def post(body):
+        r = session.post(f"{base}/_dash-update-component", json=body, timeout=10)
+        return r.status_code, r.json() if r.status_code == 200 else None
+
+    tab = Tab(post, "/analytics")
     while not stop.is_set():
-        n += 1
         t0 = time.perf_counter()
         try:
-            for body in (shell_payload(n), toast_payload(n, seen)):
-                r = session.post(f"{base}/_dash-update-component", json=body, timeout=10)
-                if r.status_code != 200:
-                    errors.append(f"callback HTTP {r.status_code}")
-                elif r.status_code == 200 and "alert-seen" in r.text:
-                    seen = json.loads(r.text)["response"].get("alert-seen", {}).get("data", seen)
+            try:
+                tab.tick()
+            except RuntimeError as exc:
+                errors.append(str(exc))
             r = session.get(f"{base}/api/analytics.csv?seconds=300", timeout=10)
             if r.status_code != 200:
                 errors.append(f"analytics HTTP {r.status_code}")

@@ -17,13 +17,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from pytest_httpserver import HTTPServer  # noqa: E402
-from selenium import webdriver  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
+from fake_binance import FakeBinance
+from pytest_httpserver import HTTPServer
+from selenium import webdriver
+from werkzeug.serving import make_server
 
-from app import create_app  # noqa: E402
-from fake_binance import FakeBinance  # noqa: E402
-from services.settings import AppConfig  # noqa: E402
+from app import create_app
+from services.settings import AppConfig
 
 TICKER = "/api/v3/ticker/price"
 

@@ -1,9 +1,10 @@
 """Pure figure builders: analytics frame in, `go.Figure` out. No data access, no callbacks.
 
-Each live figure is built whole once (on first paint or when what it shows changes) and then
-grown with `extend_payload`, which must append to traces in the order the builder made them:
-`TRACE_COLUMNS` says that order. x values are UTC wall-clock times (plotly has no time zones),
-and every time axis says UTC.
+Each live figure is built whole once (on first paint or when what it shows changes); after that
+a tab gets `tail_payload`s, which replace the chart's bars from a given time on, trace by trace
+in the order the builder made them (`trace_columns` says that order). x values are UTC
+wall-clock times as ISO text (plotly has no time zones; the browser splices tails by comparing
+them), and every time axis says UTC.
 """
 from __future__ import annotations
 
@@ -32,14 +33,17 @@ def describe(params) -> str:
     return " · ".join(parts)
 
 
-def utc_x(index: pd.DatetimeIndex) -> np.ndarray:
-    """UTC wall-clock times as naive datetime64 (plotly draws them as given)."""
-    return index.tz_convert("UTC").tz_localize(None).to_numpy()
+X_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+def utc_x(index: pd.DatetimeIndex) -> list[str]:
+    """UTC wall-clock times as ISO text without a zone (plotly draws them as given)."""
+    return list(index.tz_convert("UTC").strftime(X_FORMAT))
 
 
 def _values(series: pd.Series) -> list:
-    """Plain lists, not numpy: plotly would send numpy as a typed-array spec, which
-    `extendData` cannot extend. NaN (a break in the line) is sent as null."""
+    """Plain lists, not numpy: plotly would send numpy as a typed-array spec, which the
+    browser's tail splice cannot extend. NaN (a break in the line) is sent as null."""
     return series.to_numpy(dtype=float).tolist()
 
 
@@ -121,7 +125,7 @@ def zscore_figure(df: pd.DataFrame, params, threshold: float, alerts=()) -> go.F
     a, b = params.pair
     x, n = utc_x(df.index), len(df)
     alerts = [al for al in alerts if al.is_z]
-    ax = [al.time.replace(tzinfo=None) for al in alerts]
+    ax = [al.time.strftime(X_FORMAT) for al in alerts]
     fig = go.Figure([
         _line(x, _values(df["zscore"]), "z-score", COLORS["z"], n),
         go.Scatter(x=ax, y=[al.zscore for al in alerts], name="alert", mode="markers",
@@ -169,9 +173,14 @@ def equity_figure(times: pd.DatetimeIndex, equity, trades, params) -> go.Figure:
     return _layout(fig, f"Backtest equity · {a} − β·{b} · {describe(params)}", f"backtest_{a}-{b}", "equity")
 
 
-def extend_payload(df: pd.DataFrame, columns, max_points: int):
-    """`dcc.Graph.extendData` appending `df`'s rows to the line traces (`columns` in trace order),
-    keeping at most `max_points` per trace (the chart's range)."""
-    x = list(df.index.strftime("%Y-%m-%dT%H:%M:%S"))
-    ys = [_values(df[c]) for c in columns]
-    return [{"x": [x] * len(columns), "y": ys}, list(range(len(columns))), max_points]
+def tail_payload(kind: str, df: pd.DataFrame, params, keep_from_s: int, ohlc: pd.DataFrame | None = None) -> dict:
+    """What a chart drawn whole earlier needs to be up to date: the bars of `df` (from the first
+    bar that may have changed), which replace the chart's bars from that time on, per trace in
+    trace order; then bars before `keep_from_s` (the range's start) are dropped."""
+    if ohlc is not None:
+        x = utc_x(ohlc.index)
+        traces = [{f: _values(ohlc[f"{sym} {f}"]) for f in ("open", "high", "low", "close")} for sym in params.pair]
+    else:
+        x = utc_x(df.index)
+        traces = [{"y": _values(df[c])} for c in trace_columns(kind, params.pair)]
+    return {"x": x, "traces": traces, "keep_from": pd.Timestamp(keep_from_s, unit="s").strftime(X_FORMAT)}

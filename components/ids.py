@@ -12,9 +12,18 @@ ALERT_SEEN = "alert-seen"  # per tab: the newest alert id already shown
 NEW_ALERTS = "new-alerts"  # the alerts just toasted, for desktop notifications
 NOTIFY = "notify-switch"  # opt-in to browser notifications, remembered by the browser
 NOTIFY_DONE = "notify-done"
+TICK = "tick-payload"  # what one tick changed, for the open page's clientside callback
+CURSOR = "tick-cursor"  # what this tab holds (per chart: what it shows, its last final bar)
+PAGE_LOCATION = "_pages_location"  # dash.page_container's location
+
+VIEW = "view"  # pattern type of a page's view controls (range, correlation window): the tick reads them
 
 EXPORT_BUTTON = "export-png"
 EXPORT_DONE = "export-png-done"
+
+
+def view(name: str) -> dict:
+    return {"type": VIEW, "name": name}
 
 
 def export_button(graph_id: str) -> dict:
@@ -25,10 +34,11 @@ def export_done(graph_id: str) -> dict:
     return {"type": EXPORT_DONE, "graph": graph_id}
 
 
+RANGE = view("range")
+
+
 class Live:
-    RANGE = "live-range"
     PRICE_GRAPH = "live-price-graph"
-    PRICE_STATE = "live-price-state"
     TICKS = "live-ticks"
     CARD_TITLE = ("live-a-title", "live-b-title")
     CARD_PRICE = ("live-a-price", "live-b-price")
@@ -41,18 +51,14 @@ class Analytics:
     LOG = "an-log"
     PARAMS_MSG = "an-params-msg"
     BETA_GRAPH = "an-beta-graph"
-    BETA_STATE = "an-beta-state"
     STAT_BETA = "an-beta"
     STAT_BETA_SUB = "an-beta-sub"
-    CORR_WINDOW = "an-corr-window"
+    CORR_WINDOW = view("corr")
     STATS_PANEL = "an-stats"
-    RANGE = "an-range"
     WINDOW = "an-window"
     WINDOW_APPLY = "an-window-apply"
     SPREAD_GRAPH = "an-spread-graph"
-    SPREAD_STATE = "an-spread-state"
     Z_GRAPH = "an-z-graph"
-    Z_STATE = "an-z-state"
     STAT_Z = "an-z"
     STAT_Z_SUB = "an-z-sub"
     STAT_SPREAD = "an-spread"
@@ -101,7 +107,7 @@ class Backtest:
     STOP = "bt-stop"
     COST = "bt-cost"
     MSG = "bt-msg"
-    METRICS = "bt-metrics"
+    METRICS = ("bt-total", "bt-sharpe", "bt-dd", "bt-hit", "bt-count")  # the metric cards, in order
     EQUITY_GRAPH = "bt-equity-graph"
     TRADES = "bt-trades"
     CSV_LINK = "bt-csv"

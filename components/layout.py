@@ -41,11 +41,12 @@ def status_banner() -> html.Div:
 LEG_COLORS = {"live": "success", "stale": "danger", "disconnected": "danger", "waiting": "secondary"}
 
 
-def leg_badges(legs: dict) -> list:
-    """One badge per symbol: live (age), STALE (age), or disconnected (reason on hover)."""
+def leg_badges(legs) -> list:
+    """One badge per symbol (`services.status.LegStatus`): live (age), STALE (age), or
+    disconnected (reason on hover)."""
     badges = []
-    for sym, leg in legs.items():
-        state, age = leg["state"], leg["age_s"]
+    for leg in legs:
+        sym, state, age = leg.symbol, leg.state, leg.age_s
         if state == "live":
             text = f"{sym} live {age:.1f} s"
         elif state == "stale":
@@ -55,7 +56,7 @@ def leg_badges(legs: dict) -> list:
         else:
             text = f"{sym} waiting"
         badges.append(dbc.Badge(text, color=LEG_COLORS[state], className=f"me-1 leg-badge leg-{state}",
-                                title=leg["reason"] or f"last tick {leg['last_tick_utc'] or 'none yet'}"))
+                                title=leg.reason or f"last tick {leg.last_tick_utc or 'none yet'}"))
     return badges
 
 
@@ -79,14 +80,13 @@ def stat_card(label: str, value_id: str, sub_id: str | None = None, label_id: st
     return dbc.Card(dbc.CardBody(body), className="stat-card h-100")
 
 
-def chart_card(graph_id: str, state_id: str) -> dbc.Card:
-    """A live chart with its Export PNG button and the store that tracks what it has drawn."""
+def chart_card(graph_id: str) -> dbc.Card:
+    """A chart with its Export PNG button."""
     return dbc.Card(dbc.CardBody([
         html.Div(dbc.Button("Export PNG", id=ids.export_button(graph_id), size="sm", color="info",
                             outline=True, className="export-png"), className="d-flex justify-content-end"),
         dcc.Graph(id=graph_id, config={"displaylogo": False,
                                        "toImageButtonOptions": {"format": "png", "scale": 2}}),
-        dcc.Store(id=state_id),
         dcc.Store(id=ids.export_done(graph_id)),
     ]), className="mb-3 chart-card")
 

@@ -5,7 +5,6 @@ import dash_ag_grid as dag
 
 from services.sources import iso_utc
 
-
 DARK_THEME = ("themeAlpine.withParams({backgroundColor: '#1f242b', foregroundColor: '#dee2e6', "
               "headerBackgroundColor: '#262c34', borderColor: '#2c333c', accentColor: '#0dcaf0', "
               "fontSize: 13, rowHeight: 30, headerHeight: 34})")

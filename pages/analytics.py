@@ -6,12 +6,12 @@ import math
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, callback, ctx, dcc, html, no_update
+from dash import Input, Output, State, callback, ctx, html, no_update
 
 from components import ids
 from components.ids import Analytics as ID
 from components.layout import HEDGE_LABELS, chart_card, error_text, hedge_options, ok_text, range_picker, stat_card
-from pages._live import register_live_chart
+from pages._tick import chart, key, register_view
 from services.bars import TIMEFRAMES
 from services.market import current_market
 from services.settings import SettingsError, parse_window
@@ -23,7 +23,7 @@ DEFAULT_CORR_WINDOW = 60
 
 
 def layout(**_kwargs):
-    s = current_market().settings
+    s = current_market().current_settings()
     controls = dbc.Row([
         dbc.Col(dbc.InputGroup([dbc.InputGroupText("Hedge"),
                                 dbc.Select(id=ID.HEDGE, options=hedge_options(), value=s.hedge)], size="sm"),
@@ -39,7 +39,7 @@ def layout(**_kwargs):
             dbc.Button("Apply", id=ID.WINDOW_APPLY, color="primary"),
         ], size="sm"), width="auto"),
         dbc.Col(html.Div(id=ID.PARAMS_MSG), width="auto"),
-        dbc.Col(range_picker(ID.RANGE), className="d-flex justify-content-end"),
+        dbc.Col(range_picker(ids.RANGE), className="d-flex justify-content-end"),
     ], className="g-3 mb-3 align-items-center")
     cards = [stat_card("z-score", ID.STAT_Z, ID.STAT_Z_SUB), stat_card("Spread", ID.STAT_SPREAD),
              stat_card("Rolling mean", ID.STAT_MEAN), stat_card("Rolling std", ID.STAT_STD),
@@ -52,15 +52,15 @@ def layout(**_kwargs):
                                             debounce=True, style={"maxWidth": "90px"})], size="sm",
                                  style={"width": "auto"})],
                  className="d-flex justify-content-between align-items-center mb-2"),
-        dcc.Loading(html.Div(id=ID.STATS_PANEL), type="dot", delay_show=800),
+        html.Div("Computing the statistics…", id=ID.STATS_PANEL, className="stat-sub"),
     ]), className="mb-3 stat-card")
     return dbc.Container([
         controls,
         dbc.Row([dbc.Col(c) for c in cards], className="g-3 mb-3"),
         panel,
-        chart_card(ID.SPREAD_GRAPH, ID.SPREAD_STATE),
-        chart_card(ID.Z_GRAPH, ID.Z_STATE),
-        chart_card(ID.BETA_GRAPH, ID.BETA_STATE),
+        chart_card(ID.SPREAD_GRAPH),
+        chart_card(ID.Z_GRAPH),
+        chart_card(ID.BETA_GRAPH),
     ], fluid=True)
 
 
@@ -76,23 +76,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:,.1f} min" if seconds < 7_200 else f"{seconds / 3_600:,.1f} h"
 
 
-@callback(
-    Output(ID.STAT_Z, "children"), Output(ID.STAT_Z_SUB, "children"), Output(ID.STAT_SPREAD, "children"),
-    Output(ID.STAT_MEAN, "children"), Output(ID.STAT_STD, "children"), Output(ID.STAT_BETA, "children"),
-    Output(ID.STAT_BETA_SUB, "children"), Output(ID.STAT_ALERTS, "children"),
-    Input(ids.INTERVAL, "n_intervals"),
-)
-def update_cards(_n):
-    market = current_market()
-    market.refresh()
-    settings = market.settings
-    row = market.latest()
+CARDS = [(c, "children") for c in (ID.STAT_Z, ID.STAT_Z_SUB, ID.STAT_SPREAD, ID.STAT_MEAN, ID.STAT_STD, ID.STAT_BETA,
+                                    ID.STAT_BETA_SUB, ID.STAT_ALERTS)]
+CHARTS = (("spread", ID.SPREAD_GRAPH), ("zscore", ID.Z_GRAPH), ("beta", ID.BETA_GRAPH))
+
+
+def _cards(market, snap) -> tuple:
+    settings = snap.settings
+    row = market.latest(snap)
     nan = float("nan")
     z, spread, mean, std, beta, alpha = (nan,) * 6 if row is None else (
         row["zscore"], row["spread"], row["mean"], row["std"], row["beta"], row["alpha"])
-    status = market.status()
-    if status["status"] == "stale":
-        where = f"no fresh data for {status['age_s']:,.0f} s"
+    if snap.status.state == "stale":
+        where = f"no fresh data for {snap.status.age_s:,.0f} s"
     elif math.isnan(z):
         where = f"undefined until {settings.window} bars are filled"
     else:
@@ -107,14 +103,7 @@ def _stat(label, value, sub=None):
                     html.Div(sub, className="stat-sub") if sub else None])
 
 
-@callback(Output(ID.STATS_PANEL, "children"), Input(ids.INTERVAL, "n_intervals"), Input(ID.CORR_WINDOW, "value"))
-def update_statistics(_n, corr_window):
-    try:
-        window = parse_window(corr_window)
-    except SettingsError as exc:
-        return error_text(f"Return correlation window: {exc}")
-    market = current_market()
-    st = market.statistics(window)
+def _statistics_panel(st: dict, window: int) -> list:
     adf = st["adf"]
     if adf is None:
         adf_cols = [_stat("ADF", "–", "needs at least 20 bars with a spread")]
@@ -134,6 +123,29 @@ def update_statistics(_n, corr_window):
                      f"refreshed every 30 s or when the inputs change.", className="stat-sub mt-2")]
 
 
+def build(market, snap, view, cursor):
+    """Cards every tick; the statistics panel when it was recomputed or its window changed; the
+    three charts' updates (the z chart redraws whole when a new alert adds a marker)."""
+    values = dict(zip((key(*c) for c in CARDS), _cards(market, snap)))
+    new_cursor = {}
+    try:
+        window = parse_window(view.get("corr", DEFAULT_CORR_WINDOW))
+    except SettingsError as exc:
+        panel, seen = error_text(f"Return correlation window: {exc}"), str(exc)
+    else:
+        st = market.statistics(snap, window)
+        seen = f"{st['computed_utc']}:{window}:{snap.params}"
+        panel = market.shared(("stats-panel", seen), lambda: _statistics_panel(st, window))
+    if seen != cursor.get("stats"):
+        values[key(ID.STATS_PANEL, "children")] = panel
+    new_cursor["stats"] = seen
+    alert_id = market.alerts.last_id()
+    for kind, graph in CHARTS:
+        values[key(graph, "figure")], new_cursor[kind] = chart(
+            kind, market, snap, view.get("range"), cursor.get(kind), alert_id if kind == "zscore" else 0)
+    return values, new_cursor
+
+
 @callback(
     Output(ID.PARAMS_MSG, "children"),
     Input(ID.HEDGE, "value"), Input(ID.TIMEFRAME, "value"), Input(ID.LOG, "value"),
@@ -147,7 +159,7 @@ def apply_params(hedge, timeframe, log, _clicks, _submit, window):
     if ctx.triggered_id in (ID.WINDOW_APPLY, ID.WINDOW):
         change["window"] = window
     market = current_market()
-    if all(getattr(market.settings, k) == v for k, v in change.items()):
+    if all(getattr(market.current_settings(), k) == v for k, v in change.items()):
         return no_update
     try:
         saved = market.save_settings(change)
@@ -157,6 +169,4 @@ def apply_params(hedge, timeframe, log, _clicks, _submit, window):
                    f"{', log prices' if saved.log_prices else ''}: every page and tab.")
 
 
-register_live_chart("spread", ID.SPREAD_GRAPH, ID.SPREAD_STATE, ID.RANGE)
-register_live_chart("zscore", ID.Z_GRAPH, ID.Z_STATE, ID.RANGE)
-register_live_chart("beta", ID.BETA_GRAPH, ID.BETA_STATE, ID.RANGE)
+register_view("/analytics", [*CARDS, (ID.STATS_PANEL, "children"), *((g, "figure") for _, g in CHARTS)], build)

@@ -19,7 +19,6 @@ from services.settings import SettingsError
 dash.register_page(__name__, path="/backtest", name="Backtest", title="Backtest · Pair Monitor", order=2)
 
 RERUN_MS = 15_000
-METRIC_IDS = ("bt-total", "bt-sharpe", "bt-dd", "bt-hit", "bt-count")
 
 
 def _number(component_id, label, value, help_text):
@@ -30,7 +29,7 @@ def _number(component_id, label, value, help_text):
 
 
 def layout(**_kwargs):
-    threshold = current_market().settings.threshold
+    threshold = current_market().current_settings().threshold
     d = BacktestParams()
     controls = dbc.Row([
         _number(ID.ENTRY, "Entry |z|", threshold, "enter when z crosses ±entry (default: the alert threshold)"),
@@ -47,8 +46,8 @@ def layout(**_kwargs):
                "window); fills at the next bar's prices; returns per unit of gross notional.",
                className="text-muted small mb-2"),
         controls,
-        dbc.Row([dbc.Col(stat_card(lbl, i)) for lbl, i in zip(labels, METRIC_IDS)], className="g-3 mb-3"),
-        chart_card(ID.EQUITY_GRAPH, ID.EQUITY_GRAPH + "-state"),
+        dbc.Row([dbc.Col(stat_card(lbl, i)) for lbl, i in zip(labels, ID.METRICS)], className="g-3 mb-3"),
+        chart_card(ID.EQUITY_GRAPH),
         dbc.Card(dbc.CardBody([html.H6("Trades, newest first", className="card-title"),
                                grid(ID.TRADES, TRADE_COLUMNS, "No trades in the history yet", height=360)]),
                  className="mb-3"),
@@ -60,7 +59,7 @@ def _pct(x: float) -> str:
 
 
 @callback(
-    *[Output(i, "children") for i in METRIC_IDS],
+    *[Output(i, "children") for i in ID.METRICS],
     Output(ID.EQUITY_GRAPH, "figure"), Output(ID.TRADES, "rowData"), Output(ID.CSV_LINK, "href"),
     Output(ID.MSG, "children"),
     Input(ID.TIMER, "n_intervals"), Input(ID.ENTRY, "value"), Input(ID.EXIT, "value"), Input(ID.STOP, "value"),
@@ -70,11 +69,12 @@ def run(_n, entry, exit_level, stop, cost):
     try:
         bt = parse_params(entry, exit_level, stop, cost)
     except SettingsError as exc:
-        return (*[no_update] * (len(METRIC_IDS) + 3), error_text(str(exc)))
+        return (*[no_update] * (len(ID.METRICS) + 3), error_text(str(exc)))
     market = current_market()
-    result = market.backtest(bt)
+    snap = market.snapshot()
+    result = market.backtest(snap, bt)
     m = result["metrics"]
-    fig = figures.equity_figure(result["times"], result["equity"], result["trades"], market.params())
+    fig = figures.equity_figure(result["times"], result["equity"], result["trades"], snap.params)
     query = urlencode({"entry": bt.entry, "exit": bt.exit_level, "stop": "" if bt.stop is None else bt.stop,
                        "cost_bps": bt.cost_bps})
     return (_pct(m["total_return"]), "–" if math.isnan(m["sharpe"]) else f"{m['sharpe']:.2f}",

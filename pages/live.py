@@ -1,17 +1,15 @@
 """Live ticks: a card per symbol, both prices on one chart, the raw tick table."""
 from __future__ import annotations
 
-
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, callback, html
+from dash import html
 
 from components import ids
 from components.ids import Live as ID
 from components.layout import chart_card, range_picker, stat_card
 from components.tables import TICK_COLUMNS, grid, tick_rows
-from pages._live import register_live_chart
-from services.market import current_market
+from pages._tick import chart, key, register_view
 from services.sources import iso_utc
 
 dash.register_page(__name__, path="/", name="Live ticks", title="Live ticks · Pair Monitor", order=0)
@@ -26,9 +24,9 @@ def _symbol_card(i: int) -> dbc.Col:
 def layout(**_kwargs):
     return dbc.Container([
         dbc.Row([_symbol_card(0), _symbol_card(1),
-                 dbc.Col(range_picker(ID.RANGE), className="d-flex align-items-end justify-content-lg-end")],
+                 dbc.Col(range_picker(ids.RANGE), className="d-flex align-items-end justify-content-lg-end")],
                 className="g-3 mb-3"),
-        chart_card(ID.PRICE_GRAPH, ID.PRICE_STATE),
+        chart_card(ID.PRICE_GRAPH),
         dbc.Card(dbc.CardBody([html.H6("Ticks, newest first", className="card-title"),
                                grid(ID.TICKS, TICK_COLUMNS, "Waiting for the first tick", height=380)]), className="mb-3"),
     ], fluid=True)
@@ -48,17 +46,20 @@ def _card(symbol: str, leg: dict | None):
     return symbol, price, change + f"last tick {iso_utc(last.time)}"
 
 
-@callback(
-    Output(ID.CARD_TITLE[0], "children"), Output(ID.CARD_PRICE[0], "children"), Output(ID.CARD_SUB[0], "children"),
-    Output(ID.CARD_TITLE[1], "children"), Output(ID.CARD_PRICE[1], "children"), Output(ID.CARD_SUB[1], "children"),
-    Output(ID.TICKS, "rowData"),
-    Input(ids.INTERVAL, "n_intervals"),
-)
-def update_cards(_n):
-    market = current_market()
-    market.refresh()
-    cards = [v for s in market.settings.pair for v in _card(s, market.leg_summary(s))]
-    return *cards, tick_rows(market.recent_ticks(TICK_ROWS))
+CARDS = [(component, "children") for i in range(2) for component in (ID.CARD_TITLE[i], ID.CARD_PRICE[i], ID.CARD_SUB[i])]
 
 
-register_live_chart("price", ID.PRICE_GRAPH, ID.PRICE_STATE, ID.RANGE)
+def build(market, snap, view, cursor):
+    """Cards every tick; the tick table when a new tick came in; the price chart's update."""
+    values = dict(zip((key(*c) for c in CARDS),
+                      (v for s in snap.settings.pair for v in _card(s, market.leg_summary(snap, s)))))
+    ticks = market.recent_ticks(snap, TICK_ROWS)
+    newest = iso_utc(ticks[0].time) if ticks else None
+    if newest != cursor.get("ticks"):
+        values[key(ID.TICKS, "rowData")] = market.shared(("tick-rows", *snap.settings.pair, newest),
+                                                         lambda: tick_rows(ticks))
+    values[key(ID.PRICE_GRAPH, "figure")], price = chart("price", market, snap, view.get("range"), cursor.get("price"))
+    return values, {"ticks": newest, "price": price}
+
+
+register_view("/", [*CARDS, (ID.TICKS, "rowData"), (ID.PRICE_GRAPH, "figure")], build)

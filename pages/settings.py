@@ -8,10 +8,10 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import ALL, Input, Output, State, callback, ctx, dcc, html
 
-from components import ids
 from components.ids import Settings as ID
 from components.layout import error_text, hedge_options, ok_text
 from components.tables import ALERT_COLUMNS, grid
+from pages._tick import key, register_view
 from services.alerts import RULE_KINDS, Z_KINDS
 from services.bars import TIMEFRAMES
 from services.binance import BINANCE_US_URL, DEFAULT_BASE_URL, MARKET_DATA_URL
@@ -32,7 +32,7 @@ def _field(label: str, control, help_text: str) -> dbc.Row:
 
 def layout(**_kwargs):
     market = current_market()
-    s = market.settings
+    s = market.current_settings()
     options = sorted(set(market.symbols()) | set(s.pair))  # a leg that stopped trading still shows
     form = dbc.Card(dbc.CardBody([
         html.H5("Pair and alerts", className="card-title mb-3"),
@@ -92,7 +92,7 @@ def layout(**_kwargs):
         html.Div(id=ID.HOST_INFO, className="small mb-2"),
         html.Div([dbc.Button(f"Use {label}", id={"type": ID.HOST_BUTTON, "url": url}, color="secondary",
                              outline=True, size="sm", className="me-2 mb-1",
-                             disabled=market.rest_host_in_use is None)
+                             disabled=market.rest_host_in_use() is None)
                   for url, label in HOSTS.items()]),
         html.Div(id=ID.HOST_MSG, className="mt-2"),
     ]), className="mb-3")
@@ -108,7 +108,7 @@ def layout(**_kwargs):
 
 
 def _rule_list(market) -> list:
-    s = market.settings
+    s = market.current_settings()
     if not s.rules:
         return [html.Div("No rules: no alerts will fire.", className="text-warning small")]
     return [dbc.ListGroup([
@@ -138,23 +138,11 @@ def save(_n, a, b, threshold, window, poll, hedge, timeframe, log):
                    "Applies to every page and tab.")
 
 
-@callback(Output(ID.ALERT_LOG, "rowData"), Input(ids.INTERVAL, "n_intervals"), Input(ID.CLEAR_MSG, "children"),
-          State(ID.ALERT_LOG, "rowData"))
-def update_alert_log(_n, _cleared, shown):
-    """The newest alerts; sent only when the log changed (a new alert, or Clear)."""
-    market = current_market()
-    market.refresh()
-    latest = market.alerts.log(limit=1)
-    newest = latest[0].id if latest else None
-    if shown is not None and (shown[0]["id"] if shown else None) == newest:
-        return dash.no_update
-    return [a.as_row() for a in market.alerts.log(limit=ALERT_ROWS)]
-
-
-@callback(Output(ID.CLEAR_MSG, "children"), Input(ID.CLEAR_ALERTS, "n_clicks"), prevent_initial_call=True)
+@callback(Output(ID.CLEAR_MSG, "children"), Output(ID.ALERT_LOG, "rowData", allow_duplicate=True),
+          Input(ID.CLEAR_ALERTS, "n_clicks"), prevent_initial_call=True)
 def clear_alerts(_n):
     current_market().alerts.clear()
-    return ok_text("Alert log cleared.")
+    return ok_text("Alert log cleared."), []
 
 
 @callback(
@@ -166,7 +154,7 @@ def clear_alerts(_n):
 )
 def edit_rules(_add, deletes, kind, level, leg, hysteresis, cooldown):
     market = current_market()
-    rules = [asdict(r) for r in market.settings.rules]
+    rules = [asdict(r) for r in market.current_settings().rules]
     trigger = ctx.triggered_id
     if isinstance(trigger, dict):  # a Remove button; list re-renders also fire this with no click
         if not any(deletes) or trigger["index"] >= len(rules):
@@ -198,33 +186,41 @@ def save_webhook(_n, url):
 def send_test_alert(_n):
     market = current_market()
     alert = market.send_test_alert()
-    where = "the webhook and " if market.settings.webhook_url else ""
+    where = "the webhook and " if market.current_settings().webhook_url else ""
     return ok_text(f"Test alert #{alert.id} sent to {where}every open page.")
 
 
-@callback(Output(ID.WEBHOOK_STATUS, "children"), Output(ID.HOST_INFO, "children"),
-          Input(ids.INTERVAL, "n_intervals"))
-def delivery_and_host_status(_n):
-    market = current_market()
-    status = market.status()
-    hook = status["webhook"]
+def _webhook_status(hook: dict | None):
     if hook is None:
-        hook_text = "No webhook delivery yet."
-    else:
-        hook_text = html.Span(f"Last webhook delivery {'OK' if hook['ok'] else 'FAILED'} at {hook['time_utc']} "
-                              f"(alert {hook['alert_id']}, {hook['rule']}): {hook['detail']}",
-                              className="text-success" if hook["ok"] else "text-danger")
-    return hook_text, _host_info(market, status)
+        return "No webhook delivery yet."
+    return html.Span(f"Last webhook delivery {'OK' if hook['ok'] else 'FAILED'} at {hook['time_utc']} "
+                     f"(alert {hook['alert_id']}, {hook['rule']}): {hook['detail']}",
+                     className="text-success" if hook["ok"] else "text-danger")
+
+
+def build(market, snap, _view, cursor):
+    """The alert log when it changed (a new alert, or Clear); the webhook's last delivery and
+    the REST host, every tick."""
+    values = {key(ID.WEBHOOK_STATUS, "children"): _webhook_status(snap.status.webhook),
+              key(ID.HOST_INFO, "children"): _host_info(market, snap.status)}
+    newest = market.alerts.last_id()
+    if newest != cursor.get("alerts"):
+        values[key(ID.ALERT_LOG, "rowData")] = [a.as_row() for a in market.alerts.log(limit=ALERT_ROWS)]
+    return values, {"alerts": newest}
+
+
+register_view("/settings", [(ID.WEBHOOK_STATUS, "children"), (ID.HOST_INFO, "children"), (ID.ALERT_LOG, "rowData")],
+              build)
 
 
 def _host_info(market, status) -> list:
-    host = market.rest_host_in_use
+    host = market.rest_host_in_use()
     if host is None:
-        return [f"Prices come from: {status['source_label']}. The exchange host applies when the app runs with "
+        return [f"Prices come from: {status.source_label}. The exchange host applies when the app runs with "
                 "--source binance or auto."]
     info = [html.Div(["REST host in use: ", html.Code(host)])]
-    err = status["last_error"]
-    if err and err.get("status") == 451:
+    err = status.last_error
+    if err and err.status == 451:
         info.append(dbc.Alert([html.B("HTTP 451 — restricted location. "),
                                "Binance refuses api.binance.com from this network's country. The market-data host "
                                "data-api.binance.vision serves the same public prices; Binance.US is a separate "

@@ -10,13 +10,15 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
 from urllib3.util.retry import Retry
+
+from services import metrics
 
 DEFAULT_BASE_URL = "https://api.binance.com"
 # Market-data hosts for when api.binance.com answers 451 (restricted location). Binance.US is a
@@ -102,7 +104,7 @@ def symbols_param(symbols) -> str:
 
 
 def ms_to_utc(ms: int | float) -> datetime:
-    return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC)
 
 
 def _header_seconds(date_header: str | None) -> float | None:
@@ -134,8 +136,19 @@ def exchange_time(date_header: str | None, sent: float, received: float) -> date
     whole = _header_seconds(date_header)
     if whole is not None:
         frac = mid - whole if 0.0 <= mid - whole < 1.0 else 0.0
-        return datetime.fromtimestamp(whole + frac, tz=timezone.utc)
-    return datetime.fromtimestamp(mid, tz=timezone.utc)
+        return datetime.fromtimestamp(whole + frac, tz=UTC)
+    return datetime.fromtimestamp(mid, tz=UTC)
+
+
+def _unreachable(exc: requests.RequestException, url: str) -> BinanceUnreachable:
+    """No HTTP answer: what to tell the user."""
+    if isinstance(exc, requests.Timeout):
+        return BinanceUnreachable(f"Binance timed out ({url})")
+    if isinstance(exc, requests.ConnectionError):
+        cause = getattr(exc.args[0], "reason", None) if exc.args else None
+        what = "timed out" if isinstance(cause, (ReadTimeoutError, ConnectTimeoutError)) else "unreachable"
+        return BinanceUnreachable(f"Binance {what} ({url})")
+    return BinanceUnreachable(f"Binance unreachable ({url}): {exc.__class__.__name__}")
 
 
 def _retry_after(resp: requests.Response) -> float | None:
@@ -174,14 +187,10 @@ class BinanceClient:
         sent = self.clock()
         try:
             resp = self.session.get(url, params=params, timeout=timeout or self.timeout)
-        except requests.Timeout as exc:
-            raise BinanceUnreachable(f"Binance timed out ({url})") from exc
-        except requests.ConnectionError as exc:
-            cause = getattr(exc.args[0], "reason", None) if exc.args else None
-            what = "timed out" if isinstance(cause, (ReadTimeoutError, ConnectTimeoutError)) else "unreachable"
-            raise BinanceUnreachable(f"Binance {what} ({url})") from exc
         except requests.RequestException as exc:
-            raise BinanceUnreachable(f"Binance unreachable ({url}): {exc.__class__.__name__}") from exc
+            metrics.UPSTREAM_REQUESTS.labels(endpoint=path, status="no answer").inc()
+            raise _unreachable(exc, url) from exc
+        metrics.UPSTREAM_REQUESTS.labels(endpoint=path, status=str(resp.status_code)).inc()
         received = self.clock()
         date = resp.headers.get("Date")
         offset = clock_offset(date, sent, received)

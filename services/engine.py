@@ -1,12 +1,16 @@
 """Incremental pair analytics: bars, hedge ratio, spread and rolling z, kept up to date per tick.
 
-A `PairEngine` holds the analytics of one parameter set (`Params`) for every CLOSED bar since
+A `PairEngine` holds the analytics of one parameter set (`Params`) for every FINAL bar since
 its anchor, plus the recursive hedge state (expanding OLS sums, Kalman filter) at the last
-closed bar. Each update computes only the bars closed since, from the store and the last
-`window` committed bars; the still-open bar is computed on the side and never committed. So a
-tick costs O(new bars · window), whatever the history. Every value at bar t uses data up to t
-only; if the store is written at or before the last committed bar (a backfilled hole), the
-engine starts over from its anchor.
+final bar. A bar is final once it closed more than the allowed lateness ago (the watermark):
+a tick that lands late, but inside that window, only changes bars that are still provisional.
+Provisional bars (the closed ones inside the window and the open one) are computed on the side
+at each read from the last final state, and never committed. So a tick costs
+O(new bars · window), whatever the history, and in steady state nothing is recomputed.
+
+Every value at bar t uses data up to t only. Only a write older than the watermark (a
+backfilled hole) makes the engine start over from its anchor; `resets` counts those restarts
+and `on_restart` reports them (the `pairmonitor_analysis_recomputes_total` metric).
 """
 from __future__ import annotations
 
@@ -37,23 +41,29 @@ class Params:
 
 
 class PairEngine:
-    def __init__(self, params: Params, store: PriceStore, ffill_s: int, span_s: int):
+    def __init__(self, params: Params, store: PriceStore, ffill_s: int, span_s: int, on_restart=None):
         self.p = params
         self.store = store
         self.ffill_s = ffill_s
         self.span_s = span_s
         self.capacity = span_s // params.tf_s + 2
         self.lock = threading.Lock()
-        self.resets = 0
-        self._reset()
+        self.resets = 0  # restarts from the anchor after a write older than the watermark
+        self._on_restart = on_restart
+        self._clear()
 
-    def _reset(self) -> None:
+    def _clear(self) -> None:
         self.times = np.empty(0, dtype=np.int64)
         self.cols = {c: np.empty(0) for c in COLUMNS}
         self.state = None
-        self.end: int | None = None  # open time of the last committed bar
+        self.end: int | None = None  # open time of the last final (committed) bar
         self.seq = self.store.write_seq
+
+    def _restart(self) -> None:
+        self._clear()
         self.resets += 1
+        if self._on_restart is not None:
+            self._on_restart(self.p)
 
     # --- computing bars --------------------------------------------------------------------
     def _inputs(self, first: int, last: int):
@@ -100,31 +110,37 @@ class PairEngine:
         self.state = state
         self.end = int(times[-1])
 
-    def update(self, now_s: int) -> None:
-        """Commit every bar closed by `now_s` (the bar holding now_s stays open)."""
+    def final_until(self, now_s: int, lateness_s: float) -> int:
+        """Open time of the last bar that is final at `now_s`: it closed at least `lateness_s` ago."""
         tf = self.p.tf_s
-        last_closed = bar_open(now_s, tf) - tf
+        return bar_open(int(now_s - lateness_s), tf) - tf
+
+    def update(self, now_s: int, lateness_s: float = 0) -> None:
+        """Commit every bar final by `now_s` (closed at least `lateness_s` seconds ago)."""
+        tf = self.p.tf_s
+        last_final = self.final_until(now_s, lateness_s)
         with self.lock:
             earliest = self.store.earliest_write_since(self.seq)
             if self.end is not None and earliest is not None and earliest < self.end + tf:
-                self._reset()
+                self._restart()  # the past of a final bar changed: only a full recompute is exact
             self.seq = self.store.write_seq
             first = bar_open(now_s - self.span_s + 1, tf) if self.end is None else self.end + tf
-            if first <= last_closed:
-                self._commit(*self._compute(first, last_closed))
+            if first <= last_final:
+                self._commit(*self._compute(first, last_final))
 
     # --- reading ---------------------------------------------------------------------------
-    def frame(self, start_s: int, end_s: int, now_s: int) -> pd.DataFrame:
-        """Bars whose open time is in [start_s, end_s]: committed ones plus the open bar."""
-        self.update(now_s)
+    def frame(self, start_s: int, end_s: int, now_s: int, lateness_s: float = 0) -> pd.DataFrame:
+        """Bars whose open time is in [start_s, end_s]: the final ones, then the provisional ones
+        (closed inside the lateness window, and the open bar) as they stand now."""
+        self.update(now_s, lateness_s)
         tf = self.p.tf_s
         with self.lock:
             lo, hi = np.searchsorted(self.times, [start_s, end_s + 1])
             times = self.times[lo:hi]
             cols = {c: self.cols[c][lo:hi] for c in COLUMNS}
-            open_bar = bar_open(now_s, tf)
-            if self.end is not None and start_s <= open_bar <= end_s and open_bar > self.end:
-                t2, c2, _ = self._compute(self.end + tf, open_bar)
+            last = min(bar_open(now_s, tf), bar_open(end_s, tf))
+            if self.end is not None and last > self.end and last >= start_s:
+                t2, c2, _ = self._compute(self.end + tf, last)
                 keep = t2 >= start_s
                 times = np.concatenate([times, t2[keep]])
                 cols = {c: np.concatenate([cols[c], c2[c][keep]]) for c in COLUMNS}

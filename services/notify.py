@@ -17,6 +17,7 @@ import time
 import requests
 from requests.adapters import HTTPAdapter
 
+from services import metrics
 from services.alerts import Alert
 from services.binance import JitteredRetry
 from services.db import Database
@@ -73,6 +74,7 @@ class WebhookNotifier:
         return self._record(alert, True, f"{url} answered HTTP {resp.status_code}")
 
     def _record(self, alert: Alert, ok: bool, detail: str) -> bool:
+        metrics.WEBHOOK_DELIVERIES.labels(outcome="ok" if ok else "failed").inc()
         if not ok:
             log.warning("webhook delivery failed for alert %s (%s): %s", alert.id, alert.rule, detail)
         status = {"ok": ok, "detail": detail, "time_utc": iso_utc(time.time()), "alert_id": alert.id,

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 from scipy.signal import lfilter
@@ -36,12 +36,12 @@ class Tick:
 
 
 def utc_from_epoch(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def iso_utc(when: float | datetime) -> str:
     """ISO 8601 in UTC with a `Z`, to the millisecond: how every time is shown."""
-    dt = utc_from_epoch(when) if isinstance(when, (int, float)) else when.astimezone(timezone.utc)
+    dt = utc_from_epoch(when) if isinstance(when, (int, float)) else when.astimezone(UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 

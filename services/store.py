@@ -29,14 +29,14 @@ class BucketRing:
         self.latest_s: int | None = None
 
     def put(self, epoch_s: float, price: float) -> bool:
-        """Record a tick; False when it was too old to keep or older than its bucket's tick."""
+        """Record a tick; False when it was too old to keep, older than its bucket's tick, or that tick again."""
         ns = int(round(epoch_s * 1e9))
         s = ns // 1_000_000_000
         if self.latest_s is not None and s <= self.latest_s - self.capacity:
             return False
         i = s % self.capacity
-        if self.second[i] == s and ns < self.tick_ns[i]:
-            return False
+        if self.second[i] == s and (ns < self.tick_ns[i] or (ns == self.tick_ns[i] and price == self.price[i])):
+            return False  # older than the tick in its bucket, or the same tick again
         self.second[i], self.tick_ns[i], self.price[i] = s, ns, price
         if self.latest_s is None or s > self.latest_s:
             self.latest_s = s

@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fake_binance import FakeBinance  # noqa: E402
+from fake_binance import FakeBinance
 
 
 @pytest.fixture

@@ -1,24 +1,41 @@
-"""What a browser tab sends to Dash, without a browser: callback requests for the app shell."""
+"""What a browser tab sends to Dash, without a browser: its one tick callback request per tick,
+with the state a real tab carries from one tick to the next (alerts seen, the cursor)."""
 from components import ids
 
-SHELL_OUTPUTS = [(ids.NAV_PAIR, "children"), (ids.SOURCE_BADGE, "children"), (ids.SOURCE_BADGE, "color"),
-                 (ids.AGE_BADGE, "children"), (ids.AGE_BADGE, "color"), (ids.LEG_BADGES, "children"),
-                 (ids.STATUS_BANNER, "children"), (ids.INTERVAL, "interval")]
-TOAST_OUTPUTS = [(ids.TOASTS, "children"), (ids.ALERT_SEEN, "data"), (ids.NEW_ALERTS, "data")]
+TICK_OUTPUTS = [(ids.NAV_PAIR, "children"), (ids.SOURCE_BADGE, "children"), (ids.SOURCE_BADGE, "color"),
+                (ids.AGE_BADGE, "children"), (ids.AGE_BADGE, "color"), (ids.LEG_BADGES, "children"),
+                (ids.STATUS_BANNER, "children"), (ids.INTERVAL, "interval"),
+                (ids.TOASTS, "children"), (ids.ALERT_SEEN, "data"), (ids.NEW_ALERTS, "data"),
+                (ids.TICK, "data"), (ids.CURSOR, "data")]
+PAGE_VIEWS = {"/": {"range": "15m"}, "/analytics": {"range": "15m", "corr": 60}}
 
 
-def callback_payload(outputs, n_intervals: int, state=()) -> dict:
-    """The body of POST /_dash-update-component for a callback fired by the tick interval."""
-    return {"output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + "..",
-            "outputs": [{"id": i, "property": p} for i, p in outputs],
-            "inputs": [{"id": ids.INTERVAL, "property": "n_intervals", "value": n_intervals}],
+def tick_payload(n_intervals: int, path: str = "/", seen=None, cursor=None, view=None) -> dict:
+    """The body of POST /_dash-update-component for the tick callback on `path`."""
+    view = PAGE_VIEWS.get(path, {}) if view is None else view
+    return {"output": ".." + "...".join(f"{i}.{p}" for i, p in TICK_OUTPUTS) + "..",
+            "outputs": [{"id": i, "property": p} for i, p in TICK_OUTPUTS],
+            "inputs": [{"id": ids.INTERVAL, "property": "n_intervals", "value": n_intervals},
+                       {"id": ids.PAGE_LOCATION, "property": "pathname", "value": path},
+                       [{"id": ids.view(name), "property": "value", "value": v} for name, v in view.items()]],
             "changedPropIds": [f"{ids.INTERVAL}.n_intervals"],
-            "state": [{"id": i, "property": p, "value": v} for i, p, v in state]}
+            "state": [{"id": ids.ALERT_SEEN, "property": "data", "value": seen},
+                      {"id": ids.CURSOR, "property": "data", "value": cursor}]}
 
 
-def shell_payload(n_intervals: int = 1) -> dict:
-    return callback_payload(SHELL_OUTPUTS, n_intervals)
+class Tab:
+    """A tab on one page: each `tick()` posts what the browser would and keeps what it would."""
 
+    def __init__(self, post, path: str = "/"):
+        self.post, self.path = post, path  # post(json_body) -> (status_code, parsed JSON or None)
+        self.n, self.seen, self.cursor = 0, None, None
 
-def toast_payload(n_intervals: int, seen) -> dict:
-    return callback_payload(TOAST_OUTPUTS, n_intervals, [(ids.ALERT_SEEN, "data", seen)])
+    def tick(self) -> dict:
+        self.n += 1
+        status, body = self.post(tick_payload(self.n, self.path, self.seen, self.cursor))
+        if status != 200:
+            raise RuntimeError(f"tick callback HTTP {status}")
+        response = body["response"]
+        self.seen = response.get(ids.ALERT_SEEN, {}).get("data", self.seen)
+        self.cursor = response[ids.CURSOR]["data"]
+        return response

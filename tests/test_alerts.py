@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 from cachelib import SimpleCache
+from scripted import ScriptedSource
 from werkzeug import Response
 
-from scripted import ScriptedSource
 from services.alerts import Alert, AlertLog, Rule, RuleState, evaluate_rule
 from services.db import Database
 from services.market import MarketService
@@ -90,7 +90,7 @@ def test_rules_are_validated(tmp_path, clock):
     for url in ["ftp://example.com/hook", "javascript:alert(1)", "http://", "not a url"]:
         with pytest.raises(SettingsError, match="http"):
             market.save_settings({"webhook_url": url})
-    assert market.settings.rules == (Rule("abs_z"),) and market.settings.webhook_url == ""
+    assert market.current_settings().rules == (Rule("abs_z"),) and market.current_settings().webhook_url == ""
 
 
 # --- in the service ------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_two_workers_and_a_webhook_deliver_each_crossing_exactly_once(tmp_path, 
     body = received[0]
     assert set(body) >= {"rule", "pair", "value", "time_utc", "zscore"} and body["pair"] == "AAAUSDT/BBBUSDT"
     assert body["time_utc"].endswith("Z")
-    assert workers[0].status()["webhook"]["ok"] is True
+    assert workers[0].snapshot().status.webhook["ok"] is True
 
 
 def test_a_failing_webhook_never_blocks_ingestion(tmp_path, clock, httpserver):
@@ -163,10 +163,10 @@ def test_a_failing_webhook_never_blocks_ingestion(tmp_path, clock, httpserver):
     assert elapsed < 20, f"600 refreshes with a receiver stuck for seconds per alert took {elapsed:.1f} s"
     assert market.store.latest_second("AAAUSDT") == int(clock())
     deadline = time.time() + 30
-    while (market.status()["webhook"] or {}).get("ok") is not False:
+    while (market.snapshot().status.webhook or {}).get("ok") is not False:
         assert time.time() < deadline, "the failure is reported"
         time.sleep(0.1)
-    assert "503" in market.status()["webhook"]["detail"]
+    assert "503" in market.snapshot().status.webhook["detail"]
 
 
 def test_test_alert_goes_to_the_log_and_the_webhook(tmp_path, clock, httpserver):
@@ -193,7 +193,7 @@ def test_alerts_missed_while_down_are_raised_after_a_restart(tmp_path, clock):
     before = len(market.alerts.log())
     clock.advance(100)  # down through the 1 200 s blow-out
     restarted = scripted_market(tmp_path, clock)
-    restarted._source.origin = clock.origin
+    restarted.source().origin = clock.origin
     restarted.refresh()
     new = restarted.alerts.log()[: len(restarted.alerts.log()) - before]
     assert any(1_200 <= a.second - clock.origin < 1_210 for a in new), "the blow-out during the downtime"

@@ -1,11 +1,20 @@
 """The REST client against the loopback fake exchange: shapes, parameters and every error kind."""
 import socket
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 
-from services.binance import (RETRY, BinanceAPIError, BinanceBadResponse, BinanceClient, BinanceRateLimited,
-                              BinanceUnreachable, clock_offset, exchange_time, symbols_param)
+from services.binance import (
+    RETRY,
+    BinanceAPIError,
+    BinanceBadResponse,
+    BinanceClient,
+    BinanceRateLimited,
+    BinanceUnreachable,
+    clock_offset,
+    exchange_time,
+    symbols_param,
+)
 
 
 def test_symbols_param_has_no_spaces():
@@ -18,7 +27,7 @@ def test_ticker_prices_one_request_for_both(fake_binance):
     assert fake_binance.count("/api/v3/ticker/price") == 1
     assert [q.symbol for q in quotes] == ["BTCUSDT", "ETHUSDT"]
     for q in quotes:
-        assert q.time.tzinfo == timezone.utc
+        assert q.time.tzinfo == UTC
         assert q.price == fake_binance.served[q.symbol][int(q.time.timestamp())]
     assert client.used_weight == 7
 
@@ -124,7 +133,7 @@ def test_read_timeout_is_unreachable():
 def test_exchange_time_uses_the_date_header_second():
     # Date names second 100; the local midpoint (100.4) agrees, so its fraction is kept.
     t = exchange_time("Thu, 01 Jan 1970 00:01:40 GMT", 100.3, 100.5)
-    assert t.timestamp() == pytest.approx(100.4) and t.tzinfo == timezone.utc
+    assert t.timestamp() == pytest.approx(100.4) and t.tzinfo == UTC
     # Local clock 5 s ahead: the exchange's second wins.
     assert int(exchange_time("Thu, 01 Jan 1970 00:01:40 GMT", 105.3, 105.5).timestamp()) == 100
     assert exchange_time(None, 10.0, 11.0).timestamp() == pytest.approx(10.5)

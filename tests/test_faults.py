@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pytest
 from cachelib import SimpleCache
+from dash_client import tick_payload
 
-import services.market as market_module
+import services.link as link_module
 from app import create_app
 from components import ids
-from dash_client import shell_payload
 from services.binance import BinanceClient
 from services.market import MarketService
 from services.settings import AppConfig, SettingsError
@@ -67,7 +67,7 @@ class Rig:
         raise AssertionError(f"timed out waiting for {what}; health: {self.health()}")
 
     def live(self):
-        status = self.market.status()
+        status = self.market.snapshot().status.as_dict()
         return all(leg["state"] == "live" and leg["age_s"] < 1.5 for leg in status["legs"].values())
 
     def polls(self):
@@ -82,9 +82,12 @@ class Rig:
             import dash
             for page in dash.page_registry.values():
                 page["layout"]()  # renders from the service's current state, no exception
-        resp = self.http.post("/_dash-update-component", json=shell_payload())
-        assert resp.status_code == 200, resp.data[:300]
-        return json.loads(resp.data)["response"]
+        responses = []
+        for path in ("/", "/analytics", "/settings"):
+            resp = self.http.post("/_dash-update-component", json=tick_payload(1, path))
+            assert resp.status_code == 200, resp.data[:300]
+            responses.append(json.loads(resp.data)["response"])
+        return responses[0]
 
     def assert_buckets_are_the_exchanges(self):
         """Every stored second holds the fake exchange's price of that second: none is shifted."""
@@ -123,7 +126,7 @@ def rig(fake_binance, tmp_path):
 def test_rate_limits_mean_zero_requests_inside_the_retry_after_window(rig, fake_binance, status, msg):
     r = rig()
     fake_binance.fail_next(TICKER, status, {"code": -1003, "msg": msg}, headers={"Retry-After": "8"})
-    r.wait(lambda: r.market.status()["rate_limit_resumes_in_s"] is not None, what=f"the {status}")
+    r.wait(lambda: r.market.snapshot().status.rate_limit_resumes_in_s is not None, what=f"the {status}")
     limited_at, before = time.time(), r.polls()
     time.sleep(5.6)  # past the stale threshold (5 s), well inside the window
     assert r.polls() == before, "a request inside the Retry-After window"
@@ -143,11 +146,11 @@ def test_451_moves_to_the_next_fallback_host_and_says_so(rig, fake_binance):
     fallback = fake_binance.url.replace("127.0.0.1", "localhost")
     r = rig(fallback_urls=(fallback,))
     fake_binance.fail_next(TICKER, 451, {"code": 0, "msg": "Service unavailable from a restricted location"})
-    r.wait(lambda: r.market.status()["rest_host_note"], what="the switch")
-    status = r.market.status()
+    r.wait(lambda: r.market.snapshot().status.rest_host_note, what="the switch")
+    status = r.market.snapshot().status.as_dict()
     assert "451" in status["rest_host_note"] and fallback in status["rest_host_note"]
-    assert r.market.source.client.base_url == fallback
-    assert r.market.settings.binance_url == fallback, "kept for every worker and the next start"
+    assert r.market.source().client.base_url == fallback
+    assert r.market.current_settings().binance_url == fallback, "kept for every worker and the next start"
     shell = r.assert_serves_every_page()
     assert "451" in json.dumps(shell[ids.STATUS_BANNER])
     r.assert_resumes_within_two_polls()
@@ -166,7 +169,7 @@ def test_451_on_the_last_host_is_explained_on_health_and_settings(rig, fake_bina
     assert all(leg["state"] == "disconnected" for leg in health["legs"].values())
     with r.app.server.test_request_context():
         from pages.settings import _host_info
-        assert "restricted location" in str(_host_info(r.market, r.market.status()))
+        assert "restricted location" in str(_host_info(r.market, r.market.snapshot().status))
     r.assert_serves_every_page()
     fake_binance._failures[TICKER].clear()
     r.assert_resumes_within_two_polls()
@@ -176,7 +179,7 @@ def test_a_burst_of_500s_is_retried_then_reported_then_recovered_with_the_gap_vi
     r = rig()
     fake_binance.fail_next("/api/v3/klines", 500, {"code": -1000, "msg": "down"}, times=1_000)  # no backfill
     fake_binance.fail_next(TICKER, 500, {"code": -1000, "msg": "An unknown error occurred"}, times=18)
-    r.wait(lambda: r.market.status()["last_error"] is not None, what="the error")
+    r.wait(lambda: r.market.snapshot().status.last_error is not None, what="the error")
     first_failure = int(time.time())
     r.assert_serves_every_page()
     r.wait(lambda: not fake_binance._failures[TICKER], what="the burst to end")
@@ -184,7 +187,7 @@ def test_a_burst_of_500s_is_retried_then_reported_then_recovered_with_the_gap_vi
     assert r.health()[0] == 200
     time.sleep(1.5)
     now = int(time.time())
-    frame = r.market.frame(first_failure - 2, now - 1)
+    frame = r.market.frame(r.market.snapshot(), first_failure - 2, now - 1)
     assert frame["BTCUSDT"].isna().any() and frame["zscore"].isna().any(), "the gap stays a gap"
     assert frame["BTCUSDT"].iloc[-1] == fake_binance.price("BTCUSDT", now - 1)
     r.assert_buckets_are_the_exchanges()
@@ -193,7 +196,7 @@ def test_a_burst_of_500s_is_retried_then_reported_then_recovered_with_the_gap_vi
 def test_timeouts_leave_a_gap_not_a_shifted_bucket(rig, fake_binance):
     r = rig()
     fake_binance.delay_next(TICKER, 1.2, times=3)
-    r.wait(lambda: "timed out" in json.dumps(r.market.status()["last_error"]), what="the timeout")
+    r.wait(lambda: "timed out" in r.market.snapshot().status.last_error.message if r.market.snapshot().status.last_error else "", what="the timeout")
     r.assert_serves_every_page()
     r.wait(lambda: not fake_binance._delays[TICKER], what="the delays to end")
     r.assert_resumes_within_two_polls()
@@ -203,26 +206,26 @@ def test_timeouts_leave_a_gap_not_a_shifted_bucket(rig, fake_binance):
 def test_truncated_json_is_a_bad_response_not_a_crash(rig, fake_binance):
     r = rig()
     fake_binance.fail_next(TICKER, 200, '[{"symbol":"BTCUSDT","price":"108', times=2)
-    r.wait(lambda: "not JSON" in json.dumps(r.market.status()["last_error"]), what="the bad body")
+    r.wait(lambda: "not JSON" in r.market.snapshot().status.last_error.message if r.market.snapshot().status.last_error else "", what="the bad body")
     r.assert_serves_every_page()
     r.assert_resumes_within_two_polls()
     r.assert_buckets_are_the_exchanges()
 
 
 def test_a_symbol_that_stops_trading_is_disconnected_and_the_other_leg_stays_live(rig, fake_binance, monkeypatch):
-    monkeypatch.setattr(market_module, "HALTED_RECHECK_S", 2)
+    monkeypatch.setattr(link_module, "HALTED_RECHECK_S", 2)
     r = rig()
     del fake_binance.trading["ETHUSDT"]
-    r.wait(lambda: r.market.status()["legs"]["ETHUSDT"]["state"] == "disconnected", what="ETH to go down")
-    legs = r.market.status()["legs"]
+    r.wait(lambda: r.market.snapshot().status.leg("ETHUSDT").state == "disconnected", what="ETH to go down")
+    legs = r.market.snapshot().status.as_dict()["legs"]
     assert "no longer trading" in legs["ETHUSDT"]["reason"]
-    r.wait(lambda: r.market.status()["legs"]["BTCUSDT"]["state"] == "live", what="BTC to stay live")
+    r.wait(lambda: r.market.snapshot().status.leg("BTCUSDT").state == "live", what="BTC to stay live")
     time.sleep(6)
-    status = r.market.status()
+    status = r.market.snapshot().status.as_dict()
     assert status["legs"]["BTCUSDT"]["state"] == "live" and status["legs"]["ETHUSDT"]["state"] == "disconnected"
     assert r.health()[0] == 503, "the pair cannot be computed: health says so"
     now = int(time.time())
-    z = r.market.frame(now - 2, now - 1)["zscore"]
+    z = r.market.frame(r.market.snapshot(), now - 2, now - 1)["zscore"]
     assert z.isna().all(), "no z from a stale leg"
     shell = r.assert_serves_every_page()
     assert "ETHUSDT disconnected" in json.dumps(shell[ids.LEG_BADGES])
@@ -239,7 +242,7 @@ def test_a_local_clock_jump_is_corrected_by_the_exchanges_clock(rig, fake_binanc
     offset = [0.0]
     r = rig(offset=offset)
     offset[0] = jump  # suspend/resume, or an NTP step
-    r.wait(lambda: abs(r.market.source.client.clock_offset_s + jump) < 1.0, what="the offset to be measured")
+    r.wait(lambda: abs(r.market.source().client.clock_offset_s + jump) < 1.0, what="the offset to be measured")
     r.assert_resumes_within_two_polls()
     assert abs(r.market.clock() - time.time()) < 1.0, "the market clock reads the exchange's time"
     assert r.health()[0] == 200

@@ -1,17 +1,19 @@
-"""Figure builders and the live-chart increment logic (no browser)."""
+"""Figure builders and the live-chart update logic (no browser)."""
+import bisect
+import copy
 import json
 
 import numpy as np
 import pandas as pd
 from cachelib import SimpleCache
-from dash import no_update
 from plotly.io.json import to_json_plotly
 
 from components import figures
-from pages._live import chart_update
+from pages import _tick as chart_mod
+from pages._tick import chart
 from services.alerts import Alert
-from services.market import MarketService
 from services.engine import Params
+from services.market import MarketService
 from services.settings import AppConfig
 from services.sources import SimSource, Tick, utc_from_epoch
 
@@ -64,51 +66,73 @@ def test_zscore_bands_and_alert_markers():
     assert list(fig.data[1].y) == [2.4]
 
 
-def test_extend_payload_matches_trace_order():
-    payload = figures.extend_payload(frame(3), figures.trace_columns("price", PAIR), 900)
-    update, traces, max_points = json.loads(to_json_plotly(payload))
-    assert traces == [0, 1] and max_points == 900
-    assert update["y"][0] == [100.0, 101.0, None] and update["y"][1] == [10.0, 11.0, None]
-    assert update["x"][0] == ["2025-10-22T00:00:00", "2025-10-22T00:00:01", "2025-10-22T00:00:02"]
+def test_tail_payload_matches_trace_order():
+    update = json.loads(to_json_plotly(figures.tail_payload("price", frame(3), PARAMS, 1_761_091_200)))
+    assert [list(t) for t in update["traces"]] == [["y"], ["y"]]
+    assert update["traces"][0]["y"] == [100.0, 101.0, None] and update["traces"][1]["y"] == [10.0, 11.0, None]
+    assert update["x"] == ["2025-10-22T00:00:00", "2025-10-22T00:00:01", "2025-10-22T00:00:02"]
+    assert update["keep_from"] == "2025-10-22T00:00:00"
 
 
-def test_increments_rebuild_exactly_the_full_chart(tmp_path, clock):
-    """Whole figure once, then extendData each tick: what the browser ends up holding equals a
-    fresh full render. Changing the window (the key) forces a full render."""
+def apply(figure: dict | None, update: dict) -> dict:
+    """What assets/tick.js does with a chart update, in Python (the browser tests check the real
+    one): take a whole figure, or splice a tail in at its first x and trim to the range."""
+    if "figure" in update:
+        return copy.deepcopy(update["figure"])
+    for trace, columns in zip(figure["data"], update["traces"]):
+        cut = bisect.bisect_left(trace["x"], update["x"][0])
+        merged = list(trace["x"][:cut]) + update["x"]
+        lo = bisect.bisect_left(merged, update["keep_from"])
+        trace["x"] = merged[lo:]
+        for name, values in columns.items():
+            trace[name] = (list(trace[name][:cut]) + values)[lo:]
+    return figure
+
+
+def whole(market, kind, range_name="5m"):
+    return chart(kind, market, market.snapshot(), range_name, None)[0]["figure"]
+
+
+def test_tails_rebuild_exactly_the_whole_chart_and_correct_late_ticks(tmp_path, clock):
+    """Whole figure once, then a tail each tick: what the browser ends up holding equals a fresh
+    whole render, including a bar drawn before its late tick landed. Changing the window (what
+    the chart shows) sends a whole figure; so does a write older than the watermark, which is
+    the only thing that restarts the analysis."""
     cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=7_200)
     source = SimSource(seed=7, origin_s=int(clock()) - 7_200, span_s=7_200, clock=clock)
     market = MarketService(cfg, SimpleCache(), clock=clock, source=source)
-    market.refresh()
-    fig, extend, state = chart_update("spread", market, "5m", None)
-    assert extend is no_update
-    x = list(fig.data[0].x)
-    y = [list(t.y) for t in fig.data]
-    for step in (1, 1, 3, 1, 2):
+    update, cursor = chart("spread", market, market.tick(), "5m", None)
+    fig = apply(None, update)
+    restarts = market.analyses.engine(market.snapshot().params).resets
+    for step in (1, 1, 3, 1, 2, 1):
         clock.advance(step)
-        market.refresh()
-        fig2, extend, state = chart_update("spread", market, "5m", state)
-        assert fig2 is no_update
-        update, traces, max_points = extend
-        assert len(update["x"][0]) == step
-        x = (x + list(update["x"][0]))[-max_points:]
-        y = [(y[i] + list(update["y"][i]))[-max_points:] for i in traces]
-    assert chart_update("spread", market, "5m", state) == (no_update, no_update, no_update)
-    full, _, _ = chart_update("spread", market, "5m", None)
-    assert [str(v)[:19] for v in x] == [str(v)[:19].replace(" ", "T") for v in full.data[0].x]
-    for i in range(2):
-        # pandas' rolling sums depend on where the window sequence starts: equal to ~1e-16 relative
-        np.testing.assert_allclose(np.array(y[i], dtype=float), np.array(full.data[i].y, dtype=float), rtol=1e-12)
-    market.save_settings({"window": 30})
-    fig3, extend, state = chart_update("spread", market, "5m", state)
-    assert extend is no_update and fig3.data[1].name == "mean (30)"
+        update, cursor = chart("spread", market, market.tick(), "5m", cursor)
+        assert "figure" not in update and len(update["x"]) <= chart_mod.TAIL_BARS + 3
+        fig = apply(fig, update)
+        drawn = int(clock()) - 1  # then a tick for a second already drawn lands, late
+        market.store.add_ticks([Tick("BTCUSDT", source.history("BTCUSDT", drawn, drawn)[0].price + 50.0,
+                                     utc_from_epoch(drawn + 0.99))])
     clock.advance(1)
-    market.refresh()
+    update, cursor = chart("spread", market, market.tick(), "5m", cursor)
+    fig = apply(fig, update)
+    assert market.analyses.engine(market.snapshot().params).resets == restarts, "late ticks never restart"
+    full = whole(market, "spread")
+    assert fig["data"][0]["x"] == full["data"][0]["x"] and len(fig["data"][0]["x"]) == 300
+    for i in range(2):
+        np.testing.assert_allclose(np.array(fig["data"][i]["y"], dtype=float),
+                                   np.array(full["data"][i]["y"], dtype=float), rtol=1e-12)
+    market.save_settings({"window": 30})
+    update, cursor = chart("spread", market, market.tick(), "5m", cursor)
+    assert update["figure"]["data"][1]["name"] == "mean (30)"
+    clock.advance(1)
+    snap = market.tick()
     past = int(clock()) - 120
     market.store.add_ticks([Tick("BTCUSDT", 1.0, utc_from_epoch(past + 0.9))])  # e.g. a backfilled hole
-    fig4, extend, _ = chart_update("spread", market, "5m", state)
-    assert extend is no_update, "a write into the drawn past redraws the chart, not just its new end"
-    k = [str(v)[:19] for v in fig4.data[0].x].index(str(np.datetime64(past, "s")))
-    assert fig4.data[0].y[k] < 0, "the rewritten second is drawn"
+    update, _ = chart("spread", market, market.snapshot(), "5m", cursor)
+    assert "figure" in update, "a write into the final past redraws the chart, not just its end"
+    k = update["figure"]["data"][0]["x"].index(pd.Timestamp(past, unit="s").strftime("%Y-%m-%dT%H:%M:%S"))
+    assert update["figure"]["data"][0]["y"][k] < 0, "the rewritten second is drawn"
+    assert market.analyses.engine(snap.params).resets == 1, "and that restart is counted"
 
 
 def test_every_hedge_method_has_a_label():
@@ -122,15 +146,14 @@ def test_price_chart_shows_candles_of_the_timeframe(tmp_path, clock):
     cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=7_200)
     source = SimSource(seed=7, origin_s=int(clock()) - 7_200, span_s=7_200, clock=clock)
     market = MarketService(cfg, SimpleCache(), clock=clock, source=source)
-    market.refresh()
-    assert market.ohlc(0, 10) is None, "1 s: lines, no candles"
+    assert market.ohlc(market.tick(), 0, 10) is None, "1 s: lines, no candles"
     market.save_settings({"timeframe": "5m"})
     clock.advance(1)
-    market.refresh()
-    fig, _, _ = chart_update("price", market, "15m", None)
-    assert [t.type for t in fig.data] == ["candlestick", "candlestick"]
+    market.tick()
+    fig = whole(market, "price", "15m")
+    assert [t["type"] for t in fig["data"]] == ["candlestick", "candlestick"]
     now = int(clock())
     btc = [t.price for t in source.history("BTCUSDT", now // 300 * 300 - 300, now // 300 * 300 - 1)]
-    k = list(fig.data[0].x).index(np.datetime64((now // 300 * 300 - 300), "s"))
-    c = fig.data[0]
-    assert (c.open[k], c.high[k], c.low[k], c.close[k]) == (btc[0], max(btc), min(btc), btc[-1])
+    c = fig["data"][0]
+    k = c["x"].index(pd.Timestamp(now // 300 * 300 - 300, unit="s").strftime("%Y-%m-%dT%H:%M:%S"))
+    assert (c["open"][k], c["high"][k], c["low"][k], c["close"][k]) == (btc[0], max(btc), min(btc), btc[-1])

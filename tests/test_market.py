@@ -67,7 +67,7 @@ def test_backfill_defines_z_on_first_refresh(tmp_path, clock):
     market = sim_market(tmp_path, clock)
     assert market.refresh() is True
     now = int(clock())
-    row = market.frame(now, now).iloc[-1]
+    row = market.frame(market.snapshot(), now, now).iloc[-1]
     assert not np.isnan(row["zscore"]) and not np.isnan(row["BTCUSDT"])
     assert market.refresh() is False, "same poll interval: no second upstream call"
 
@@ -80,7 +80,7 @@ def test_a_hole_is_backfilled_into_the_right_seconds(tmp_path, clock):
     market.refresh()
     after = int(clock())
     got = market.store.prices("ETHUSDT", before, after)
-    expected = [t.price for t in market.source.history("ETHUSDT", before, after)]
+    expected = [t.price for t in market.source().history("ETHUSDT", before, after)]
     np.testing.assert_array_equal(got, expected)
 
 
@@ -90,16 +90,16 @@ def test_stale_data_is_reported_and_never_live(fake_binance, tmp_path):
     market = MarketService(cfg, SimpleCache(), clock=lambda: now[0],
                            source=BinanceSource(BinanceClient(fake_binance.url)))
     market.refresh()
-    assert market.status()["status"] == "ok" and market.status()["last_error"] is None
+    assert market.snapshot().status.state == "ok" and market.snapshot().status.last_error is None
     fake_binance.fail_next("/api/v3/ticker/price", 500, {"code": -1000, "msg": "An unknown error occurred"}, times=100)
     for _ in range(10):
         now[0] += 1
         market.refresh()
-    status = market.status()
+    status = market.snapshot().status.as_dict()
     assert status["status"] == "stale" and status["age_s"] > status["stale_after_s"]
     assert status["last_error"]["status"] == 500 and "unknown error" in status["last_error"]["message"]
     last = int(now[0])
-    tail = market.frame(last - 3, last)
+    tail = market.frame(market.snapshot(), last - 3, last)
     assert tail["BTCUSDT"].isna().all(), "no price is carried forward past the fill limit"
 
 
@@ -168,7 +168,7 @@ def test_settings_survive_a_restart_and_bad_input_changes_nothing(tmp_path, cloc
             market.save_settings(bad)
         assert saved_row() == saved
     restarted = sim_market(tmp_path, clock)
-    s = restarted.settings
+    s = restarted.current_settings()
     assert (s.symbol_a, s.symbol_b, s.threshold, s.window, s.poll_interval_s) == ("SOLUSDT", "BNBUSDT", 2.5, 120, 2.0)
 
 
@@ -176,17 +176,18 @@ def test_corrupt_saved_settings_keep_the_defaults_and_say_so(tmp_path, clock):
     market = sim_market(tmp_path, clock)
     with market.db.write() as conn:
         conn.execute("INSERT INTO settings VALUES (1, '{not json', 1)")
-    assert market.settings.pair == ("BTCUSDT", "ETHUSDT")
-    assert "unreadable" in market.status()["settings_error"]
+    assert market.current_settings().pair == ("BTCUSDT", "ETHUSDT")
+    assert "unreadable" in market.snapshot().status.settings_error
 
 
 def test_settings_json_of_an_older_version_is_taken_over_once(tmp_path, clock):
     (tmp_path / "settings.json").write_text(json.dumps({"symbol_a": "SOLUSDT", "symbol_b": "BNBUSDT",
                                                         "threshold": 3, "window": 90, "poll_interval_s": 2}))
     market = sim_market(tmp_path, clock)
-    assert (market.settings.pair, market.settings.threshold, market.settings.window) == (("SOLUSDT", "BNBUSDT"), 3, 90)
+    saved = market.current_settings()
+    assert (saved.pair, saved.threshold, saved.window) == (("SOLUSDT", "BNBUSDT"), 3, 90)
     assert not (tmp_path / "settings.json").exists() and (tmp_path / "settings.json.imported").exists()
-    assert sim_market(tmp_path, clock).settings.window == 90
+    assert sim_market(tmp_path, clock).current_settings().window == 90
 
 
 def test_pair_change_backfills_the_new_pair_and_forgets_the_old(tmp_path, clock):
@@ -196,23 +197,23 @@ def test_pair_change_backfills_the_new_pair_and_forgets_the_old(tmp_path, clock)
     clock.advance(1)
     market.refresh()
     now = int(clock())
-    assert not np.isnan(market.frame(now, now)["zscore"].iloc[-1])
+    assert not np.isnan(market.frame(market.snapshot(), now, now)["zscore"].iloc[-1])
     assert market.store.latest_second("BTCUSDT") is None
-    assert sim_market(tmp_path, clock).settings.pair == ("SOLUSDT", "XRPUSDT")
+    assert sim_market(tmp_path, clock).current_settings().pair == ("SOLUSDT", "XRPUSDT")
 
 
 def test_statistics_are_memoised_until_the_schedule_or_the_inputs_change(tmp_path, clock):
     market = sim_market(tmp_path, clock)
     market.refresh()
-    first = market.statistics(60)
+    first = market.statistics(market.snapshot(), 60)
     assert first["adf"] is not None and first["bars"] > 800
     clock.advance(5)
     market.refresh()
-    assert market.statistics(60)["computed_utc"] == first["computed_utc"], "not recomputed every tick"
-    assert market.statistics(30)["computed_utc"] != first["computed_utc"], "new inputs, new figures"
+    assert market.statistics(market.snapshot(), 60)["computed_utc"] == first["computed_utc"], "not recomputed every tick"
+    assert market.statistics(market.snapshot(), 30)["computed_utc"] != first["computed_utc"], "new inputs, new figures"
     clock.advance(30)
     market.refresh()
-    assert market.statistics(60)["computed_utc"] != first["computed_utc"], "recomputed on schedule"
+    assert market.statistics(market.snapshot(), 60)["computed_utc"] != first["computed_utc"], "recomputed on schedule"
 
 
 @pytest.mark.parametrize("status", [429, 418])
@@ -227,14 +228,14 @@ def test_retry_after_window_means_no_request_at_all_from_any_worker(fake_binance
     workers[0].refresh()
     limited_at = time.time()
     before = len(fake_binance.times["/api/v3/ticker/price"])
-    status_now = workers[1].status()
+    status_now = workers[1].snapshot().status.as_dict()
     assert status_now["rate_limit_resumes_in_s"] > 1.5 and status_now["rate_limited_until_utc"].endswith("Z")
     hammer(workers, 2.5, threads=3)
     inside = [t for t in fake_binance.times["/api/v3/ticker/price"] if t < limited_at + 2.9]
     assert len(inside) == before, "a request inside the Retry-After window"
     hammer(workers, 1.5, threads=3)
     assert len(fake_binance.times["/api/v3/ticker/price"]) > before, "polling resumes after the window"
-    assert workers[0].status()["rate_limit_resumes_in_s"] is None
+    assert workers[0].snapshot().status.rate_limit_resumes_in_s is None
 
 
 def test_never_two_polls_in_flight_even_when_the_exchange_is_slower_than_the_interval(fake_binance, tmp_path):
@@ -245,7 +246,7 @@ def test_never_two_polls_in_flight_even_when_the_exchange_is_slower_than_the_int
     in_flight, most = [0], [0]
     lock = threading.Lock()
     for w in workers:
-        poll = w.source.poll
+        poll = w.source().poll
 
         def tracked(symbols, poll=poll):
             with lock:
@@ -257,7 +258,7 @@ def test_never_two_polls_in_flight_even_when_the_exchange_is_slower_than_the_int
                 with lock:
                     in_flight[0] -= 1
 
-        w.source.poll = tracked
+        w.source().poll = tracked
     fake_binance.delay_next("/api/v3/ticker/price", 2.5, times=2)  # answers take 2.5 poll intervals
     before = fake_binance.count("/api/v3/ticker/price")
     hammer(workers, 8, threads=3)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import requests
 from cachelib import SimpleCache
+from scripted import ScriptedSource
 from werkzeug import Response
 
-from scripted import ScriptedSource
 from services.db import Database
 from services.history import History
 from services.market import MarketService
@@ -61,13 +61,13 @@ def test_a_restarted_service_resumes_from_the_store_and_backfills_only_the_hole(
     for _ in range(30):
         clock.advance(1)
         first.refresh()
-    before = first.frame(int(clock()) - 900, int(clock()))
+    before = first.frame(first.snapshot(), int(clock()) - 900, int(clock()))
     clock.advance(120)  # down for two minutes
     calls.clear()
     second = MarketService(cfg, SimpleCache(), clock=clock, source=source)
     second.refresh()
     now = int(clock())
-    after = second.frame(now - 1_020, now)
+    after = second.frame(second.snapshot(), now - 1_020, now)
     common = before.index.intersection(after.index)
     assert len(common) > 800
     assert after.loc[common, "AAAUSDT"].equals(before.loc[common, "AAAUSDT"])

@@ -80,7 +80,7 @@ def test_replay_clock_poll_and_history_never_look_ahead():
     assert all(t.epoch <= now for t in ticks) and int(ticks[0].epoch) == DAY0 + 3 * 3_600 + 59
     hist = src.history("BTCUSDT", DAY0, DAY0 + 86_400)
     assert hist[-1].epoch <= now and len(hist) == 181
-    assert "Replay 2025-10-22T00:00Z → 2025-10-22T23:59Z · ×10" == src.label
+    assert src.label == "Replay 2025-10-22T00:00Z → 2025-10-22T23:59Z · ×10"
     assert ReplaySource([BTC, ETH], speed="max").now() == DAY0 + 86_399
 
 

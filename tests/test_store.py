@@ -1,12 +1,12 @@
 """Bucket alignment: last price per UTC second, out-of-order and duplicate ticks, gaps, bounds."""
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from services.sources import Tick
 from services.store import BucketRing, PriceStore
 
-T0 = datetime(2025, 10, 22, 0, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 10, 22, 0, 0, 0, tzinfo=UTC)
 S0 = int(T0.timestamp())
 
 

@@ -1,0 +1,54 @@
+// One round trip per tab per tick: the server's tick callback sends one payload (ids.TICK) with
+// everything the tick changed; each page's clientside callback applies it here, without another
+// request. A chart gets either a whole figure, or a tail: the bars from the first one that was
+// still provisional, which replace what the chart holds from that time on (so a value drawn
+// before its late tick landed is corrected), then the chart is trimmed to its range.
+(function () {
+    function lowerBound(xs, x) {  // first index whose x is >= x (x are ISO UTC strings: they sort as text)
+        let lo = 0, hi = xs.length;
+        while (lo < hi) {
+            const mid = (lo + hi) >> 1;
+            if (xs[mid] < x) { lo = mid + 1; } else { hi = mid; }
+        }
+        return lo;
+    }
+
+    function spliceTrace(trace, columns, x, keepFrom) {
+        const out = Object.assign({}, trace);
+        const xs = Array.from(trace.x || []);
+        const cut = lowerBound(xs, x[0]);
+        const merged = xs.slice(0, cut).concat(x);
+        const lo = lowerBound(merged, keepFrom);
+        out.x = merged.slice(lo);
+        Object.keys(columns).forEach(function (key) {
+            out[key] = Array.from(trace[key] || []).slice(0, cut).concat(columns[key]).slice(lo);
+        });
+        return out;
+    }
+
+    function applyChart(update, figure) {
+        if (update.figure) { return update.figure; }
+        if (!figure || !figure.data) { return window.dash_clientside.no_update; }
+        const data = figure.data.slice();
+        update.traces.forEach(function (columns, i) {
+            data[i] = spliceTrace(data[i], columns, update.x, update.keep_from);
+        });
+        return Object.assign({}, figure, {data: data});
+    }
+
+    window.pairmonitorTick = {
+        // spec: {path, outputs: ["id.prop", ...]}; figures: the page's charts' current figures,
+        // in the order their ".figure" outputs come in spec.outputs.
+        apply: function (spec, tick, figures) {
+            const noUpdate = window.dash_clientside.no_update;
+            if (!tick || tick.path !== spec.path) { return spec.outputs.map(function () { return noUpdate; }); }
+            let chart = 0;
+            return spec.outputs.map(function (key) {
+                const isFigure = key.endsWith('.figure');
+                const figure = isFigure ? figures[chart++] : null;
+                if (!(key in tick.values)) { return noUpdate; }
+                return isFigure ? applyChart(tick.values[key], figure) : tick.values[key];
+            });
+        }
+    };
+})();

@@ -1,0 +1,105 @@
+"""Alert evaluation: the rules of the watched pair over each final bar, once, in time order.
+
+The last evaluated bar is kept in the database per pair, parameters and rules, so after a restart
+the bars backfilled into the hole are evaluated too (nothing missed); a rule change starts from
+the newest bar without firing on the past. Bars are evaluated once they are final (past the
+lateness window), so a late tick can never un-fire an alert. The process whose insert lands in
+the log delivers the alert (webhook); the others find it already there.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from services import metrics
+from services.alerts import TEST_RULE, Alert, AlertLog, RuleState, evaluate_rule, initial_state
+from services.db import Database
+from services.engine import PairEngine
+from services.notify import WebhookNotifier
+from services.settings import UserSettings
+from services.sources import iso_utc
+
+log = logging.getLogger(__name__)
+
+
+def rule_series(rule, df: pd.DataFrame, pair) -> np.ndarray:
+    """The values a rule watches: z, the spread, or a leg's price."""
+    if rule.is_z:
+        return df["zscore"].to_numpy()
+    if rule.kind.startswith("spread"):
+        return df["spread"].to_numpy()
+    return df[pair[0] if rule.leg == "A" else pair[1]].to_numpy()
+
+
+class AlertEvaluator:
+    def __init__(self, db: Database, log_: AlertLog, notifier: WebhookNotifier):
+        self.db = db
+        self.log = log_
+        self.notifier = notifier
+        self._key = None
+        self._cursor: int | None = None
+        self._states: dict[str, RuleState] = {}
+
+    def evaluate(self, settings: UserSettings, engine: PairEngine) -> None:
+        """Run the rules over every final bar of `engine` not evaluated yet (the engine is up to date)."""
+        if engine.end is None:
+            return
+        params = engine.p
+        key = (params, settings.threshold, settings.rules)
+        if key != self._key:
+            self._start(key, settings, engine)
+        df = engine.committed_after(self._cursor)
+        if not len(df):
+            return
+        seconds = df.index.as_unit("s").asi8
+        found = []
+        for rule in settings.rules:
+            values = rule_series(rule, df, params.pair)
+            bound = rule.bound(settings.threshold)
+            fired, self._states[rule.key] = evaluate_rule(rule, bound, values, seconds, self._states[rule.key])
+            found += [Alert(int(seconds[i]), rule.label(params.pair, settings.threshold), rule.key, rule.kind,
+                            settings.pair_label, float(values[i]), bound, float(df["zscore"].iloc[i]),
+                            float(df["spread"].iloc[i])) for i in fired]
+        self._cursor = int(seconds[-1])
+        self.db.set_meta(self._cursor_key(), str(self._cursor))
+        if found:
+            self.deliver(self.log.add(sorted(found, key=lambda a: a.second)), settings)
+
+    def _cursor_key(self) -> str:
+        return "alerts:cursor:" + hashlib.sha1(repr(self._key).encode()).hexdigest()
+
+    def _start(self, key, settings: UserSettings, engine: PairEngine) -> None:
+        self._key = key
+        saved = self.db.meta(self._cursor_key())
+        start = int(saved) if saved is not None and int(saved) <= engine.end else engine.end
+        at = engine.committed_after(start - 1).head(1)
+        if not len(at) or int(at.index[0].timestamp()) != start:
+            start, at = engine.end, engine.committed_after(engine.end - 1)
+        self._states = {rule.key: initial_state(rule, rule.bound(settings.threshold),
+                                                float(rule_series(rule, at, engine.p.pair)[0]),
+                                                self.log.last_fired(rule.key, settings.pair_label))
+                        for rule in settings.rules}
+        self._cursor = start
+
+    def deliver(self, alerts: list[Alert], settings: UserSettings) -> None:
+        """Alerts this process logged first: to the log (pages toast them) and the webhook."""
+        for alert in alerts:
+            metrics.ALERTS.labels(kind=alert.kind).inc()
+            log.info("alert %s: %s at %s, value %.6g", settings.pair_label, alert.rule, iso_utc(alert.second),
+                     alert.value)
+            if settings.webhook_url:
+                self.notifier.send(settings.webhook_url, alert)
+
+    def send_test(self, settings: UserSettings, now: float, latest: pd.Series | None) -> Alert:
+        """A test alert through every channel: the log (so every open page toasts it) and the
+        webhook when one is set."""
+        z, spread = (float(latest["zscore"]), float(latest["spread"])) if latest is not None else (None, None)
+        alert = Alert(int(now), "Test alert", f"{TEST_RULE}:{time.time_ns()}", TEST_RULE, settings.pair_label,
+                      z if z is not None else float("nan"), settings.threshold, z, spread)
+        [alert] = self.log.add([alert])
+        self.deliver([alert], settings)
+        return alert

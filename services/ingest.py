@@ -1,0 +1,137 @@
+"""Ingestion: live ticks into the memory store and the database, and the history they need.
+
+Before a symbol's live tick is stored, what the analysis needs and memory lacks is filled: the
+history before its first tick (deeper when a longer window or timeframe asks for it) and any hole
+since its last tick, from the database first (the collector, another worker, or this process
+before a restart recorded it), then from the exchange. The stored history is loaded into memory
+once per symbol, and pruned to the configured span every few minutes.
+"""
+from __future__ import annotations
+
+import logging
+
+from services import metrics
+from services.binance import BinanceError
+from services.db import Database
+from services.history import History
+from services.sources import Tick
+from services.store import PriceStore
+
+log = logging.getLogger(__name__)
+
+MIN_BACKFILL_S = 900
+PRUNE_EVERY_S = 300
+
+
+class Ingestion:
+    def __init__(self, store: PriceStore, db: Database, link, history_s: int, ffill_s: int):
+        self.store = store
+        self.db = db
+        self.link = link
+        self.history_s = history_s
+        self.base_ffill_s = ffill_s
+        self._history: History | None = None
+        self._hydrated: set[str] = set()
+        self._history_from: dict[str, int] = {}  # earliest second backfilled, per symbol
+        self._last_prune = 0.0
+
+    def ffill_s(self) -> int:
+        """Empty seconds a price is carried over: the configured few, or a recording's bar length."""
+        return max(self.base_ffill_s, self.link.source().interval_s)
+
+    def history(self) -> History | None:
+        """The persisted history of this source (None for a replay: its time restarts)."""
+        key = getattr(self.link.source(), "store_key", None)
+        if key is None:
+            return None
+        if self._history is None or self._history.source != key:
+            self._history = History(self.db, key, self.history_s)
+        return self._history
+
+    def retain(self, pair) -> None:
+        """Let go of symbols no longer watched."""
+        self.store.retain(pair)
+        for sym in [k for k in self._history_from if k not in pair]:
+            del self._history_from[sym]
+        self._hydrated &= set(pair)
+
+    def backfill_span(self, window: int, tf_s: int) -> int:
+        if getattr(self.link.source(), "backfill_all", False):
+            return self.history_s
+        bars = 3 * window * max(tf_s, self.link.source().interval_s)
+        return min(self.history_s, max(MIN_BACKFILL_S, bars + self.ffill_s()))
+
+    def ingest(self, ticks: list[Tick], pair, span_s: int, now: float, persist_raw: bool,
+               may_fetch, on_error) -> None:
+        """Store live ticks of `pair`, backfilling first what is missing (`may_fetch()` says
+        whether the exchange may be asked now; `on_error` gets what it refused)."""
+        fetched = []
+        live = [t for t in ticks if t.symbol in pair]
+        ffill = self.ffill_s()
+        for tick in live:
+            self._hydrate(tick.symbol, now)
+            second = int(tick.epoch)
+            prev = self.store.latest_second(tick.symbol)
+            holes = []
+            floor = self._history_from.get(tick.symbol)
+            if prev is None or floor is None:
+                holes.append((second - span_s, second - 1))
+            else:
+                if floor > second - span_s:
+                    holes.append((second - span_s, floor - 1))
+                if second - prev > ffill + 1:
+                    holes.append((max(prev + 1, second - self.history_s), second - 1))
+            for start, end in holes:
+                if not may_fetch():
+                    break
+                try:
+                    fetched.extend(self._fill(tick.symbol, start, end, ffill))
+                except BinanceError as exc:
+                    on_error(exc)
+                    continue
+                self._history_from[tick.symbol] = min(start, self._history_from.get(tick.symbol, start))
+            if second < int(now):
+                metrics.TICKS_LATE.inc()
+            self.store.add_ticks([tick])
+        metrics.TICKS_INGESTED.inc(len(live))
+        history = self.history()
+        if history is not None:
+            history.save(fetched + (live if persist_raw else []), live if persist_raw else [])
+
+    def _hydrate(self, symbol: str, now: float) -> None:
+        """Load a symbol's recorded history into memory, once (at start, or when it is picked).
+        A failed read is not marked done: it is tried again on the next tick."""
+        history = self.history()
+        if symbol in self._hydrated or history is None:
+            return
+        now = int(now)
+        rows = history.buckets(symbol, now - self.history_s + 1, now)
+        recent = history.recent_ticks(symbol, self.store.raw_ticks)
+        self.store.add_ticks(rows, raw=False)
+        self.store.add_ticks(recent)
+        if rows:
+            self._history_from[symbol] = int(rows[0].epoch)
+        self._hydrated.add(symbol)
+
+    def _fill(self, symbol: str, start: int, end: int, ffill: int) -> list[Tick]:
+        """Put [start, end] of `symbol` in memory: what the database has, and the rest from the
+        exchange. Returns what came from the exchange."""
+        history = self.history()
+        stored = history.buckets(symbol, start, end) if history is not None else []
+        self.store.add_ticks(stored, raw=False)
+        gaps = [(start, end)]
+        if stored:
+            first, last = int(stored[0].epoch), int(stored[-1].epoch)
+            gaps = [(a, b) for a, b in ((start, first - 1), (last + 1, end)) if b - a + 1 > ffill]
+        fetched = []
+        for a, b in gaps:
+            got = self.link.source().history(symbol, a, b)
+            self.store.add_ticks(got, raw=False)
+            fetched.extend(got)
+        return fetched
+
+    def prune_if_due(self, now: float) -> None:
+        history = self.history()
+        if history is not None and now - self._last_prune >= PRUNE_EVERY_S:
+            self._last_prune = now
+            history.prune(now)
