@@ -3,6 +3,7 @@
 Every parameter is validated; bad ones get a 400 with one-line JSON `{"error": "..."}`, and no
 traceback ever reaches a client.
 """
+
 from __future__ import annotations
 
 import csv
@@ -79,7 +80,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
 
     @api.get("/analytics.csv")
     def analytics_csv():
-        market, settings, params = _analytics_params()
+        market, _settings, params = _analytics_params()
         end_s = g.snap.now_s
         df = market.frame(g.snap, end_s - _seconds(market) + 1, end_s, params)
         out = df[[*params.pair, "beta", "alpha", "spread", "zscore"]].reset_index()
@@ -91,12 +92,19 @@ def create_api(renderer: PngRenderer) -> Blueprint:
     def backtest_csv():
         market, settings, params = _analytics_params()
         args = request.args
-        bt = parse_backtest(args.get("entry", settings.threshold), args.get("exit", 0.0), args.get("stop", 4.0),
-                            args.get("cost_bps", 5.0))
+        bt = parse_backtest(
+            args.get("entry", settings.threshold),
+            args.get("exit", 0.0),
+            args.get("stop", 4.0),
+            args.get("cost_bps", 5.0),
+        )
         rows = trade_rows(market.backtest(g.snap, bt, params)["trades"])
         a, b = params.pair
-        return _csv_rows([c["field"] for c in TRADE_COLUMNS], ([r[c["field"]] for c in TRADE_COLUMNS] for r in rows),
-                         f"backtest_{a}-{b}_{params.tf}.csv")
+        return _csv_rows(
+            [c["field"] for c in TRADE_COLUMNS],
+            ([r[c["field"]] for c in TRADE_COLUMNS] for r in rows),
+            f"backtest_{a}-{b}_{params.tf}.csv",
+        )
 
     @api.get("/alerts.csv")
     def alerts_csv():
@@ -135,8 +143,9 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         ohlc = market.ohlc(g.snap, start_s, end_s, params) if kind == "price" else None
         fig = figures.chart_figure(kind, df, params, threshold, alerts, ohlc)
         try:
-            png = renderer.render(fig, width=_int_param("width", 1200, 200, 4000),
-                                  height=_int_param("height", 500, 150, 4000))
+            png = renderer.render(
+                fig, width=_int_param("width", 1200, 200, 4000), height=_int_param("height", 500, 150, 4000)
+            )
         except RendererUnavailable as exc:
             return jsonify(error=str(exc)), 503
         return Response(png, mimetype="image/png")
@@ -164,15 +173,22 @@ def _analytics_params():
     market = current_market()
     settings = g.snap.settings
     args = request.args
-    pair = (_symbol(market, args.get("a", settings.symbol_a), "a"), _symbol(market, args.get("b", settings.symbol_b), "b"))
+    pair = (
+        _symbol(market, args.get("a", settings.symbol_a), "a"),
+        _symbol(market, args.get("b", settings.symbol_b), "b"),
+    )
     if pair != settings.pair:
-        raise BadRequest(f"only the watched pair {settings.pair_label} is recorded; "
-                         f"change the pair on /settings to get {pair[0]}/{pair[1]}")
+        raise BadRequest(
+            f"only the watched pair {settings.pair_label} is recorded; "
+            f"change the pair on /settings to get {pair[0]}/{pair[1]}"
+        )
     params = market.params(
-        settings, window=parse_window(args.get("window", settings.window)),
+        settings,
+        window=parse_window(args.get("window", settings.window)),
         hedge=parse_choice(args.get("hedge", settings.hedge), METHODS, "hedge"),
         tf=parse_choice(args.get("tf", settings.timeframe), tuple(TIMEFRAMES), "tf"),
-        log=parse_bool(args.get("log", settings.log_prices), "log"))
+        log=parse_bool(args.get("log", settings.log_prices), "log"),
+    )
     return market, settings, params
 
 

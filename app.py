@@ -3,6 +3,7 @@
 Run `python app.py --help` for the options. For gunicorn: `gunicorn app:server` (configured from
 the environment variables; nothing is fetched and no thread starts at import).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,19 @@ from services.status import MarketStatus
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("dashboard")
 
-ENV = {"source": "SOURCE", "binance_url": "BINANCE_BASE_URL", "fallback_urls": "BINANCE_FALLBACK_URLS",
-       "host": "HOST", "port": "PORT", "data_dir": "DATA_DIR", "debug": "DEBUG", "history_s": "HISTORY_S",
-       "sim_seed": "SIM_SEED", "replay": "REPLAY", "replay_speed": "REPLAY_SPEED"}
+ENV = {
+    "source": "SOURCE",
+    "binance_url": "BINANCE_BASE_URL",
+    "fallback_urls": "BINANCE_FALLBACK_URLS",
+    "host": "HOST",
+    "port": "PORT",
+    "data_dir": "DATA_DIR",
+    "debug": "DEBUG",
+    "history_s": "HISTORY_S",
+    "sim_seed": "SIM_SEED",
+    "replay": "REPLAY",
+    "replay_speed": "REPLAY_SPEED",
+}
 CACHE_THRESHOLD = 2_000
 
 
@@ -55,8 +66,13 @@ def config_from_env(environ=os.environ) -> AppConfig:
             elif kind == "int":
                 values[name] = int(raw)
             else:
-                values[name] = (tuple(raw.split()) if name == "replay" else
-                                tuple(raw.replace(",", " ").split()) if name == "fallback_urls" else raw)
+                values[name] = (
+                    tuple(raw.split())
+                    if name == "replay"
+                    else tuple(raw.replace(",", " ").split())
+                    if name == "fallback_urls"
+                    else raw
+                )
         except ValueError:
             raise SystemExit(f"{var} must be a whole number, got {raw!r}") from None
     return AppConfig(**values)
@@ -66,34 +82,67 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
     """The configuration, and whether to run the headless collector instead of the web app."""
     env = config_from_env(environ)
     p = argparse.ArgumentParser(description="Live crypto pair dashboard (spread, rolling z-score, alerts).")
-    p.add_argument("--source", choices=("auto", "binance", "sim", "replay"), default=env.source,
-                   help="where prices come from; auto probes Binance for 3 s and falls back to the "
-                        "labelled simulation; replay plays --replay files (env SOURCE, default %(default)s)")
-    p.add_argument("--replay", nargs="+", default=list(env.replay), metavar="PATH",
-                   help="kline recordings to replay: Binance bulk CSV (header or not, ms or µs times) or "
-                        "klines JSON, one per symbol, named like BTCUSDT-1m-2025-10-22.csv or given as "
-                        "SYMBOL=PATH (env REPLAY, space-separated)")
-    p.add_argument("--replay-speed", default=env.replay_speed,
-                   help="recorded seconds per second: 1 (real time), 10, ... or max (env REPLAY_SPEED, "
-                        "default %(default)s)")
-    p.add_argument("--binance-url", default=env.binance_url,
-                   help="Binance REST base URL (env BINANCE_BASE_URL, default %(default)s)")
-    p.add_argument("--fallback-urls", nargs="*", default=list(env.fallback_urls), metavar="URL",
-                   help="REST hosts to move to, in order, when one answers HTTP 451 (restricted location) "
-                        "(env BINANCE_FALLBACK_URLS, comma- or space-separated; default %(default)s)")
+    p.add_argument(
+        "--source",
+        choices=("auto", "binance", "sim", "replay"),
+        default=env.source,
+        help="where prices come from; auto probes Binance for 3 s and falls back to the "
+        "labelled simulation; replay plays --replay files (env SOURCE, default %(default)s)",
+    )
+    p.add_argument(
+        "--replay",
+        nargs="+",
+        default=list(env.replay),
+        metavar="PATH",
+        help="kline recordings to replay: Binance bulk CSV (header or not, ms or µs times) or "
+        "klines JSON, one per symbol, named like BTCUSDT-1m-2025-10-22.csv or given as "
+        "SYMBOL=PATH (env REPLAY, space-separated)",
+    )
+    p.add_argument(
+        "--replay-speed",
+        default=env.replay_speed,
+        help="recorded seconds per second: 1 (real time), 10, ... or max (env REPLAY_SPEED, default %(default)s)",
+    )
+    p.add_argument(
+        "--binance-url",
+        default=env.binance_url,
+        help="Binance REST base URL (env BINANCE_BASE_URL, default %(default)s)",
+    )
+    p.add_argument(
+        "--fallback-urls",
+        nargs="*",
+        default=list(env.fallback_urls),
+        metavar="URL",
+        help="REST hosts to move to, in order, when one answers HTTP 451 (restricted location) "
+        "(env BINANCE_FALLBACK_URLS, comma- or space-separated; default %(default)s)",
+    )
     p.add_argument("--host", default=env.host, help="address to listen on (env HOST, default %(default)s)")
     p.add_argument("--port", type=int, default=env.port, help="port (env PORT, default %(default)s)")
-    p.add_argument("--data-dir", default=env.data_dir,
-                   help="where the database (history, settings, alert log) and the shared cache live "
-                        "(env DATA_DIR, default %(default)s)")
-    p.add_argument("--history", dest="history_s", type=int, default=env.history_s,
-                   help="seconds of 1 s history kept, in memory and in the database (env HISTORY_S, "
-                        "default %(default)s)")
-    p.add_argument("--debug", action="store_true", default=env.debug,
-                   help="Dash debug mode: reloader and dev tools (env DEBUG; off by default)")
-    p.add_argument("--collector", action="store_true",
-                   help="run only ingestion and alerting (no web server, no browser needed), writing to the "
-                        "same --data-dir as the web app, so alerts fire while nobody watches")
+    p.add_argument(
+        "--data-dir",
+        default=env.data_dir,
+        help="where the database (history, settings, alert log) and the shared cache live "
+        "(env DATA_DIR, default %(default)s)",
+    )
+    p.add_argument(
+        "--history",
+        dest="history_s",
+        type=int,
+        default=env.history_s,
+        help="seconds of 1 s history kept, in memory and in the database (env HISTORY_S, default %(default)s)",
+    )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=env.debug,
+        help="Dash debug mode: reloader and dev tools (env DEBUG; off by default)",
+    )
+    p.add_argument(
+        "--collector",
+        action="store_true",
+        help="run only ingestion and alerting (no web server, no browser needed), writing to the "
+        "same --data-dir as the web app, so alerts fire while nobody watches",
+    )
     a = p.parse_args(argv)
     if a.source == "replay" and len(a.replay) < 2:
         p.error("--source replay needs --replay with a recording of each symbol of the pair")
@@ -102,9 +151,19 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
             parse_url(url, "--binance-url / --fallback-urls", required=True)
         except SettingsError as exc:
             p.error(str(exc))
-    return AppConfig(source=a.source, binance_url=a.binance_url, fallback_urls=tuple(a.fallback_urls), host=a.host,
-                     port=a.port, data_dir=a.data_dir, debug=a.debug, history_s=a.history_s, sim_seed=env.sim_seed,
-                     replay=tuple(a.replay), replay_speed=a.replay_speed), a.collector
+    return AppConfig(
+        source=a.source,
+        binance_url=a.binance_url,
+        fallback_urls=tuple(a.fallback_urls),
+        host=a.host,
+        port=a.port,
+        data_dir=a.data_dir,
+        debug=a.debug,
+        history_s=a.history_s,
+        sim_seed=env.sim_seed,
+        replay=tuple(a.replay),
+        replay_speed=a.replay_speed,
+    ), a.collector
 
 
 def cache_dir(config: AppConfig) -> str:
@@ -116,26 +175,41 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
     """Build the Dash app and its service layer. Cheap: no network, no threads."""
     config = config or config_from_env()
     app = dash.Dash(
-        __name__, use_pages=True, pages_folder=str(HERE / "pages"), assets_folder=str(HERE / "assets"),
-        title="Pair Monitor", update_title=None,  # Bootswatch Darkly is served from assets/ (offline)
+        __name__,
+        use_pages=True,
+        pages_folder=str(HERE / "pages"),
+        assets_folder=str(HERE / "assets"),
+        title="Pair Monitor",
+        update_title=None,  # Bootswatch Darkly is served from assets/ (offline)
         suppress_callback_exceptions=True,
     )
     server = app.server
-    cache = Cache(server, config={"CACHE_TYPE": "services.cache.AtomicFileSystemCache",
-                                  "CACHE_DIR": cache_dir(config), "CACHE_THRESHOLD": CACHE_THRESHOLD})
+    cache = Cache(
+        server,
+        config={
+            "CACHE_TYPE": "services.cache.AtomicFileSystemCache",
+            "CACHE_DIR": cache_dir(config),
+            "CACHE_THRESHOLD": CACHE_THRESHOLD,
+        },
+    )
     server.extensions["market"] = market or MarketService(config, cache)
     server.register_blueprint(create_api(PngRenderer()))
     server.add_url_rule("/metrics", "metrics", metrics_response)
 
-    app.layout = html.Div([
-        dcc.Interval(id=ids.INTERVAL, interval=1_000),
-        dcc.Store(id=ids.ALERT_SEEN), dcc.Store(id=ids.NEW_ALERTS), dcc.Store(id=ids.NOTIFY_DONE),
-        dcc.Store(id=ids.TICK), dcc.Store(id=ids.CURSOR),
-        navbar(dash.page_registry.values()),
-        dbc.Container(status_banner(), fluid=True),
-        html.Div(id=ids.TOASTS, className="toast-area"),
-        dash.page_container,
-    ])
+    app.layout = html.Div(
+        [
+            dcc.Interval(id=ids.INTERVAL, interval=1_000),
+            dcc.Store(id=ids.ALERT_SEEN),
+            dcc.Store(id=ids.NEW_ALERTS),
+            dcc.Store(id=ids.NOTIFY_DONE),
+            dcc.Store(id=ids.TICK),
+            dcc.Store(id=ids.CURSOR),
+            navbar(dash.page_registry.values()),
+            dbc.Container(status_banner(), fluid=True),
+            html.Div(id=ids.TOASTS, className="toast-area"),
+            dash.page_container,
+        ]
+    )
     _register_shell_callbacks(app)
     return app
 
@@ -154,18 +228,27 @@ def _banner(status: MarketStatus, auto: bool) -> list:
     banner = []
     err = status.last_error
     if status.rate_limit_resumes_in_s is not None:
-        banner.append(dbc.Alert(f"Rate-limited by the exchange (HTTP {err.status if err else 429}): "
-                                f"no requests until {status.rate_limited_until_utc}, resuming in "
-                                f"{status.rate_limit_resumes_in_s:.0f} s.", color="warning", className="py-2 small"))
+        banner.append(
+            dbc.Alert(
+                f"Rate-limited by the exchange (HTTP {err.status if err else 429}): "
+                f"no requests until {status.rate_limited_until_utc}, resuming in "
+                f"{status.rate_limit_resumes_in_s:.0f} s.",
+                color="warning",
+                className="py-2 small",
+            )
+        )
     elif err:
-        banner.append(dbc.Alert(f"Upstream error at {err.time_utc}: {err.message}", color="danger",
-                                className="py-2 small"))
+        banner.append(
+            dbc.Alert(f"Upstream error at {err.time_utc}: {err.message}", color="danger", className="py-2 small")
+        )
     if status.simulated and auto:
-        banner.append(dbc.Alert(f"Showing simulated data: {status.source_note}.", color="warning",
-                                className="py-2 small"))
+        banner.append(
+            dbc.Alert(f"Showing simulated data: {status.source_note}.", color="warning", className="py-2 small")
+        )
     if status.rest_host_note:
-        banner.append(dbc.Alert(status.rest_host_note + " (change it on Settings).", color="info",
-                                className="py-2 small"))
+        banner.append(
+            dbc.Alert(status.rest_host_note + " (change it on Settings).", color="info", className="py-2 small")
+        )
     if status.settings_error:
         banner.append(dbc.Alert(status.settings_error, color="warning", className="py-2 small"))
     return banner
@@ -175,10 +258,21 @@ def _shell(snap, auto: bool) -> tuple:
     """Navbar badges, the status banner and the interval, from the tick's snapshot."""
     status = snap.status
     age_text, age_color = _age_badge(status)
-    source_text, source_color = ("Simulated data", "warning") if status.simulated else (
-        status.source_label, "primary" if status.source == "replay" else "info")
-    return (snap.settings.pair_label, source_text, source_color, age_text, age_color, leg_badges(status.legs),
-            _banner(status, auto), int(snap.settings.poll_interval_s * 1000))
+    source_text, source_color = (
+        ("Simulated data", "warning")
+        if status.simulated
+        else (status.source_label, "primary" if status.source == "replay" else "info")
+    )
+    return (
+        snap.settings.pair_label,
+        source_text,
+        source_color,
+        age_text,
+        age_color,
+        leg_badges(status.legs),
+        _banner(status, auto),
+        int(snap.settings.poll_interval_s * 1000),
+    )
 
 
 def _toasts(alerts, seen) -> tuple:
@@ -195,14 +289,24 @@ def _toasts(alerts, seen) -> tuple:
 
 def _register_shell_callbacks(app: dash.Dash) -> None:
     @app.callback(
-        Output(ids.NAV_PAIR, "children"), Output(ids.SOURCE_BADGE, "children"), Output(ids.SOURCE_BADGE, "color"),
-        Output(ids.AGE_BADGE, "children"), Output(ids.AGE_BADGE, "color"), Output(ids.LEG_BADGES, "children"),
-        Output(ids.STATUS_BANNER, "children"), Output(ids.INTERVAL, "interval"),
-        Output(ids.TOASTS, "children"), Output(ids.ALERT_SEEN, "data"), Output(ids.NEW_ALERTS, "data"),
-        Output(ids.TICK, "data"), Output(ids.CURSOR, "data"),
-        Input(ids.INTERVAL, "n_intervals"), Input(ids.PAGE_LOCATION, "pathname"),
+        Output(ids.NAV_PAIR, "children"),
+        Output(ids.SOURCE_BADGE, "children"),
+        Output(ids.SOURCE_BADGE, "color"),
+        Output(ids.AGE_BADGE, "children"),
+        Output(ids.AGE_BADGE, "color"),
+        Output(ids.LEG_BADGES, "children"),
+        Output(ids.STATUS_BANNER, "children"),
+        Output(ids.INTERVAL, "interval"),
+        Output(ids.TOASTS, "children"),
+        Output(ids.ALERT_SEEN, "data"),
+        Output(ids.NEW_ALERTS, "data"),
+        Output(ids.TICK, "data"),
+        Output(ids.CURSOR, "data"),
+        Input(ids.INTERVAL, "n_intervals"),
+        Input(ids.PAGE_LOCATION, "pathname"),
         Input(ids.view(ALL), "value"),
-        State(ids.ALERT_SEEN, "data"), State(ids.CURSOR, "data"),
+        State(ids.ALERT_SEEN, "data"),
+        State(ids.CURSOR, "data"),
     )
     def tick(_n, pathname, _view_values, seen, cursor):
         """The tab's one request per tick: one refresh, then everything the tick changed (shell,
@@ -215,19 +319,27 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         view = {item["id"]["name"]: item.get("value") for item in ctx.inputs_list[2]}
         cursor = cursor if isinstance(cursor, dict) and cursor.get("path") == path else {}
         values, page_cursor = page.build(market, snap, view, cursor) if page else ({}, {})
-        out = (*_shell(snap, market.config.source == "auto"), *_toasts(market.alerts, seen),
-               {"path": path, "values": values}, {**page_cursor, "path": path})
+        out = (
+            *_shell(snap, market.config.source == "auto"),
+            *_toasts(market.alerts, seen),
+            {"path": path, "values": values},
+            {**page_cursor, "path": path},
+        )
         metrics.CALLBACK_SECONDS.labels(page=path if page else "other").observe(time.perf_counter() - started)
         return out
 
     app.clientside_callback(
         ClientsideFunction(namespace="notifier", function_name="ask"),
-        Output(ids.NOTIFY_DONE, "data"), Input(ids.NOTIFY, "value"), prevent_initial_call=True,
+        Output(ids.NOTIFY_DONE, "data"),
+        Input(ids.NOTIFY, "value"),
+        prevent_initial_call=True,
     )
     app.clientside_callback(
         ClientsideFunction(namespace="notifier", function_name="show"),
-        Output(ids.NOTIFY_DONE, "data", allow_duplicate=True), Input(ids.NEW_ALERTS, "data"),
-        State(ids.NOTIFY, "value"), prevent_initial_call=True,
+        Output(ids.NOTIFY_DONE, "data", allow_duplicate=True),
+        Input(ids.NEW_ALERTS, "data"),
+        State(ids.NOTIFY, "value"),
+        prevent_initial_call=True,
     )
 
     app.clientside_callback(
@@ -261,9 +373,13 @@ def run_collector(config: AppConfig, stop: threading.Event | None = None) -> Non
         if time.monotonic() >= next_report:  # a status line a minute, for whoever reads the log
             next_report = time.monotonic() + 60
             status = snap.status
-            log.info("collector: %s, legs %s, %d upstream polls, last error: %s", status.state,
-                     {leg.symbol: leg.state for leg in status.legs}, status.upstream_polls,
-                     status.last_error.message if status.last_error else None)
+            log.info(
+                "collector: %s, legs %s, %d upstream polls, last error: %s",
+                status.state,
+                {leg.symbol: leg.state for leg in status.legs},
+                status.upstream_polls,
+                status.last_error.message if status.last_error else None,
+            )
         interval = snap.settings.poll_interval_s
         stop.wait(interval - market.clock() % interval + 0.005)  # just after the next poll slot opens
     market.notifier.wait_idle(timeout=5)

@@ -10,6 +10,7 @@ For each history length it fills the store, then times, per tick (median of N ru
   incremental analytics);
 - stats card: current z, spread, mean, std.
 """
+
 from __future__ import annotations
 
 import sys
@@ -34,7 +35,6 @@ class Clock:
 
     def __call__(self):
         return self.now
-
 
 
 def bench(history_s: int, runs: int = 30) -> dict:
@@ -70,7 +70,8 @@ def bench(history_s: int, runs: int = 30) -> dict:
         "z chart increment (extendData)": median_ms(z_increment, runs) - median_ms(tick_refresh, runs),
         "z chart full render, 15 min": median_ms(lambda: full_render("15m"), runs),
         "z chart full render, whole history": median_ms(
-            lambda: full_render("24h" if history_s > 21_600 else "1h"), max(3, runs // 5)),
+            lambda: full_render("24h" if history_s > 21_600 else "1h"), max(3, runs // 5)
+        ),
         "stats card (current z, mean, std)": median_ms(market.latest, runs),
     }
     results["full render JSON, whole history, KiB"] = full_render("24h" if history_s > 21_600 else "1h") / 1024

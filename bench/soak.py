@@ -5,10 +5,12 @@
 Starts the loopback fake Binance of the tests (recorded-data prices) with a webhook receiver,
 runs `python app.py` against it in its own process (so its memory is its own), and has K client
 threads do what an open tab of /analytics does every second: its one tick callback (refresh,
-status, toasts, cards and chart updates, with the tab's cursor), and an analytics read. Alert rules are set tight (|z| ≥ 1 over 30 s, plus a
-spread rule) so alerts keep firing. Prints RSS at the start and the end, upstream requests and
-calls per second, alerts fired and webhooks received, and client latency.
+status, toasts, cards and chart updates, with the tab's cursor), and an analytics read. Alert
+rules are set tight (|z| ≥ 1 over 30 s, plus a spread rule) so alerts keep firing. Prints RSS
+at the start and the end, upstream requests and calls per second, alerts fired and webhooks
+received, and client latency.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,17 +89,42 @@ def main() -> None:
     fake = FakeBinance(server)
     hooks = []
     server.expect_request("/hook", method="POST").respond_with_handler(
-        lambda r: (hooks.append(time.time()), Response("ok"))[1])
+        lambda r: (hooks.append(time.time()), Response("ok"))[1]
+    )
     data = Path(tempfile.mkdtemp(prefix="soak-"))
-    SettingsStore(Database(data)).save(validate({
-        "symbol_a": "BTCUSDT", "symbol_b": "ETHUSDT", "threshold": 1.0, "window": 30, "poll_interval_s": 1,
-        "webhook_url": server.url_for("/hook"),
-        "rules": [{"kind": "abs_z", "cooldown_s": 5}, {"kind": "z_above", "hysteresis": 0.5}]}))
+    SettingsStore(Database(data)).save(
+        validate(
+            {
+                "symbol_a": "BTCUSDT",
+                "symbol_b": "ETHUSDT",
+                "threshold": 1.0,
+                "window": 30,
+                "poll_interval_s": 1,
+                "webhook_url": server.url_for("/hook"),
+                "rules": [{"kind": "abs_z", "cooldown_s": 5}, {"kind": "z_above", "hysteresis": 0.5}],
+            }
+        )
+    )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = open(data / "app.log", "w")
-    app = subprocess.Popen([sys.executable, "app.py", "--source", "binance", "--binance-url", fake.url,
-                            "--port", str(port), "--data-dir", str(data)], cwd=ROOT, stdout=log, stderr=log)
+    log = open(data / "app.log", "w")  # noqa: SIM115 — the app writes to it until `finally` closes both
+    app = subprocess.Popen(
+        [
+            sys.executable,
+            "app.py",
+            "--source",
+            "binance",
+            "--binance-url",
+            fake.url,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+    )
     try:
         deadline = time.time() + 60
         while True:
@@ -134,14 +161,19 @@ def main() -> None:
     finally:
         app.terminate()
         app.wait(timeout=10)
+        log.close()
         server.stop()
     print(f"soak: {elapsed / 60:.1f} min, {args.clients} clients, 1 s polling, fake Binance on loopback")
     print(f"  app RSS: start {rss_start:.1f} MiB, end {rss_end:.1f} MiB, max {max(rss_samples):.1f} MiB")
-    print(f"  upstream ticker/price: {calls} calls = {calls / elapsed:.3f}/s; klines (backfill) "
-          f"{fake.count('/api/v3/klines')} in all")
+    print(
+        f"  upstream ticker/price: {calls} calls = {calls / elapsed:.3f}/s; klines (backfill) "
+        f"{fake.count('/api/v3/klines')} in all"
+    )
     print(f"  alerts fired: {alerts}; webhooks received: {sum(1 for t in hooks if t >= t_start)}")
-    print(f"  client round (2 callbacks + analytics.csv): median {statistics.median(latencies) * 1000:.1f} ms, "
-          f"max {max(latencies) * 1000:.0f} ms; errors: {len(errors)} {sorted(set(errors))[:5]}")
+    print(
+        f"  client round (tick callback + analytics.csv): median {statistics.median(latencies) * 1000:.1f} ms, "
+        f"max {max(latencies) * 1000:.0f} ms; errors: {len(errors)} {sorted(set(errors))[:5]}"
+    )
     print(f"  database: {(data / 'dashboard.sqlite3').stat().st_size / 2**20:.1f} MiB")
 
 

@@ -1,4 +1,5 @@
 """Shared by the benchmarks: the median wall time of a call, in milliseconds."""
+
 from __future__ import annotations
 
 import statistics

@@ -6,6 +6,7 @@ Runs the app against the loopback fake Binance of the tests (recorded-data price
 headless Chromium tabs on the three pages, and counts the requests the fake exchange receives.
 Needs Debian's chromium and chromium-driver (as the browser tests do).
 """
+
 from __future__ import annotations
 
 import sys
@@ -49,10 +50,18 @@ def main(seconds: float = 20.0):
     url = f"http://127.0.0.1:{server.server_port}"
 
     options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 "--disable-renderer-backgrounding", "--disable-background-timer-throttling",
-                 "--disable-backgrounding-occluded-windows"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-renderer-backgrounding",
+        "--disable-background-timer-throttling",
+        "--disable-backgrounding-occluded-windows",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options)
     try:

@@ -1,4 +1,5 @@
 """Pure layout builders shared by the pages: navbar, stat cards, chart cards, range picker."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,13 @@ from dash import dcc, html
 
 from components import ids
 
-HEDGE_LABELS = {"none": "None (β = 1)", "ols": "OLS (static, expanding)", "rolling-ols": "Rolling OLS",
-                "kalman": "Kalman filter", "robust": "Robust (Theil–Sen)"}
+HEDGE_LABELS = {
+    "none": "None (β = 1)",
+    "ols": "OLS (static, expanding)",
+    "rolling-ols": "Rolling OLS",
+    "kalman": "Kalman filter",
+    "robust": "Robust (Theil–Sen)",
+}
 RANGES = {"5m": 300, "15m": 900, "1h": 3_600, "6h": 21_600, "24h": 86_400}
 DEFAULT_RANGE = "15m"
 
@@ -17,20 +23,39 @@ DEFAULT_RANGE = "15m"
 def navbar(pages) -> dbc.Navbar:
     links = [dbc.NavLink(p["name"], href=p["relative_path"], active="exact") for p in pages]
     return dbc.Navbar(
-        dbc.Container([
-            dbc.NavbarBrand([html.Span("◆ ", className="brand-mark"), "Pair Monitor"], href="/"),
-            dbc.Nav(links, navbar=True, className="me-auto"),
-            html.Div([
-                html.Span(id=ids.NAV_PAIR, className="nav-pair me-3"),
-                dbc.Badge("…", id=ids.SOURCE_BADGE, color="secondary", className="me-2 source-badge"),
-                html.Span(id=ids.LEG_BADGES, className="me-2 leg-badges"),
-                dbc.Badge("waiting for data", id=ids.AGE_BADGE, color="secondary", className="age-badge me-3",
-                          title="the pair's oldest leg: age of its last tick (UTC time of that tick)"),
-                dbc.Switch(id=ids.NOTIFY, label="Notify me", value=False, persistence=True,
-                           persistence_type="local", className="mb-0 small text-light notify-switch"),
-            ], className="d-flex align-items-center flex-wrap row-gap-1"),
-        ], fluid=True),
-        color="dark", dark=True, className="mb-3 border-bottom border-secondary",
+        dbc.Container(
+            [
+                dbc.NavbarBrand([html.Span("◆ ", className="brand-mark"), "Pair Monitor"], href="/"),
+                dbc.Nav(links, navbar=True, className="me-auto"),
+                html.Div(
+                    [
+                        html.Span(id=ids.NAV_PAIR, className="nav-pair me-3"),
+                        dbc.Badge("…", id=ids.SOURCE_BADGE, color="secondary", className="me-2 source-badge"),
+                        html.Span(id=ids.LEG_BADGES, className="me-2 leg-badges"),
+                        dbc.Badge(
+                            "waiting for data",
+                            id=ids.AGE_BADGE,
+                            color="secondary",
+                            className="age-badge me-3",
+                            title="the pair's oldest leg: age of its last tick (UTC time of that tick)",
+                        ),
+                        dbc.Switch(
+                            id=ids.NOTIFY,
+                            label="Notify me",
+                            value=False,
+                            persistence=True,
+                            persistence_type="local",
+                            className="mb-0 small text-light notify-switch",
+                        ),
+                    ],
+                    className="d-flex align-items-center flex-wrap row-gap-1",
+                ),
+            ],
+            fluid=True,
+        ),
+        color="dark",
+        dark=True,
+        className="mb-3 border-bottom border-secondary",
     )
 
 
@@ -55,8 +80,14 @@ def leg_badges(legs) -> list:
             text = f"{sym} disconnected"
         else:
             text = f"{sym} waiting"
-        badges.append(dbc.Badge(text, color=LEG_COLORS[state], className=f"me-1 leg-badge leg-{state}",
-                                title=leg.reason or f"last tick {leg.last_tick_utc or 'none yet'}"))
+        badges.append(
+            dbc.Badge(
+                text,
+                color=LEG_COLORS[state],
+                className=f"me-1 leg-badge leg-{state}",
+                title=leg.reason or f"last tick {leg.last_tick_utc or 'none yet'}",
+            )
+        )
     return badges
 
 
@@ -68,8 +99,14 @@ def alert_text(alert) -> str:
 
 def alert_toast(alert) -> dbc.Toast:
     """A new alert, shown on whatever page is open."""
-    return dbc.Toast(alert_text(alert), header=f"Alert · {alert.pair}", icon="warning", dismissable=True, duration=15_000,
-                     className="alert-toast mb-2")
+    return dbc.Toast(
+        alert_text(alert),
+        header=f"Alert · {alert.pair}",
+        icon="warning",
+        dismissable=True,
+        duration=15_000,
+        className="alert-toast mb-2",
+    )
 
 
 def stat_card(label: str, value_id: str, sub_id: str | None = None, label_id: str | None = None) -> dbc.Card:
@@ -82,22 +119,47 @@ def stat_card(label: str, value_id: str, sub_id: str | None = None, label_id: st
 
 def chart_card(graph_id: str) -> dbc.Card:
     """A chart with its Export PNG button."""
-    return dbc.Card(dbc.CardBody([
-        html.Div(dbc.Button("Export PNG", id=ids.export_button(graph_id), size="sm", color="info",
-                            outline=True, className="export-png"), className="d-flex justify-content-end"),
-        dcc.Graph(id=graph_id, config={"displaylogo": False,
-                                       "toImageButtonOptions": {"format": "png", "scale": 2}}),
-        dcc.Store(id=ids.export_done(graph_id)),
-    ]), className="mb-3 chart-card")
+    return dbc.Card(
+        dbc.CardBody(
+            [
+                html.Div(
+                    dbc.Button(
+                        "Export PNG",
+                        id=ids.export_button(graph_id),
+                        size="sm",
+                        color="info",
+                        outline=True,
+                        className="export-png",
+                    ),
+                    className="d-flex justify-content-end",
+                ),
+                dcc.Graph(
+                    id=graph_id, config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+                ),
+                dcc.Store(id=ids.export_done(graph_id)),
+            ]
+        ),
+        className="mb-3 chart-card",
+    )
 
 
 def range_picker(component_id: str) -> html.Div:
-    return html.Div([
-        html.Span("Range", className="me-2 text-muted small"),
-        dbc.RadioItems(id=component_id, options=[{"label": k, "value": k} for k in RANGES], value=DEFAULT_RANGE,
-                       inline=True, className="btn-group range-picker", inputClassName="btn-check",
-                       labelClassName="btn btn-sm btn-outline-info", labelCheckedClassName="active"),
-    ], className="d-flex align-items-center")
+    return html.Div(
+        [
+            html.Span("Range", className="me-2 text-muted small"),
+            dbc.RadioItems(
+                id=component_id,
+                options=[{"label": k, "value": k} for k in RANGES],
+                value=DEFAULT_RANGE,
+                inline=True,
+                className="btn-group range-picker",
+                inputClassName="btn-check",
+                labelClassName="btn btn-sm btn-outline-info",
+                labelCheckedClassName="active",
+            ),
+        ],
+        className="d-flex align-items-center",
+    )
 
 
 def error_text(message: str) -> dbc.Alert:

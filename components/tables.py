@@ -1,21 +1,30 @@
 """Pure builders for the AG Grid tables (ticks, alert log)."""
+
 from __future__ import annotations
 
 import dash_ag_grid as dag
 
 from services.sources import iso_utc
 
-DARK_THEME = ("themeAlpine.withParams({backgroundColor: '#1f242b', foregroundColor: '#dee2e6', "
-              "headerBackgroundColor: '#262c34', borderColor: '#2c333c', accentColor: '#0dcaf0', "
-              "fontSize: 13, rowHeight: 30, headerHeight: 34})")
+DARK_THEME = (
+    "themeAlpine.withParams({backgroundColor: '#1f242b', foregroundColor: '#dee2e6', "
+    "headerBackgroundColor: '#262c34', borderColor: '#2c333c', accentColor: '#0dcaf0', "
+    "fontSize: 13, rowHeight: 30, headerHeight: 34})"
+)
 
 
 def grid(component_id: str, columns: list[dict], empty_text: str, height: int = 360) -> dag.AgGrid:
     return dag.AgGrid(
-        id=component_id, rowData=[], columnDefs=columns,
+        id=component_id,
+        rowData=[],
+        columnDefs=columns,
         defaultColDef={"resizable": True, "sortable": False, "flex": 1, "minWidth": 90},
-        dashGridOptions={"animateRows": False, "suppressCellFocus": True,
-                         "localeText": {"noRowsToShow": empty_text}, "theme": {"function": DARK_THEME}},
+        dashGridOptions={
+            "animateRows": False,
+            "suppressCellFocus": True,
+            "localeText": {"noRowsToShow": empty_text},
+            "theme": {"function": DARK_THEME},
+        },
         style={"height": f"{height}px", "width": "100%"},
     )
 
@@ -23,11 +32,19 @@ def grid(component_id: str, columns: list[dict], empty_text: str, height: int = 
 TICK_COLUMNS = [
     {"field": "time_utc", "headerName": "Time (UTC)", "minWidth": 210},
     {"field": "symbol", "headerName": "Symbol"},
-    {"field": "price", "headerName": "Price", "type": "rightAligned",
-     "valueFormatter": {"function": "d3.format(',.8~f')(params.value)"}},
-    {"field": "change", "headerName": "Δ prev", "type": "rightAligned",
-     "cellClassRules": {"text-success": "params.value > 0", "text-danger": "params.value < 0"},
-     "valueFormatter": {"function": "params.value == null ? '' : d3.format('+,.8~f')(params.value)"}},
+    {
+        "field": "price",
+        "headerName": "Price",
+        "type": "rightAligned",
+        "valueFormatter": {"function": "d3.format(',.8~f')(params.value)"},
+    },
+    {
+        "field": "change",
+        "headerName": "Δ prev",
+        "type": "rightAligned",
+        "cellClassRules": {"text-success": "params.value > 0", "text-danger": "params.value < 0"},
+        "valueFormatter": {"function": "params.value == null ? '' : d3.format('+,.8~f')(params.value)"},
+    },
 ]
 
 ALERT_COLUMNS = [
@@ -45,8 +62,14 @@ def tick_rows(ticks) -> list[dict]:
     rows, older = [], {}
     for t in reversed(ticks):  # oldest first, to know each tick's predecessor
         prev = older.get(t.symbol)
-        rows.append({"time_utc": iso_utc(t.time), "symbol": t.symbol,
-                     "price": t.price, "change": None if prev is None else round(t.price - prev, 10)})
+        rows.append(
+            {
+                "time_utc": iso_utc(t.time),
+                "symbol": t.symbol,
+                "price": t.price,
+                "change": None if prev is None else round(t.price - prev, 10),
+            }
+        )
         older[t.symbol] = t.price
     rows.reverse()
     return rows
@@ -59,14 +82,28 @@ TRADE_COLUMNS = [
     {"field": "entry_z", "headerName": "z at signal", "type": "rightAligned"},
     {"field": "beta", "headerName": "β", "type": "rightAligned"},
     {"field": "exit_reason", "headerName": "Exit"},
-    {"field": "return_pct", "headerName": "Return %", "type": "rightAligned",
-     "cellClassRules": {"text-success": "params.value > 0", "text-danger": "params.value < 0"}},
+    {
+        "field": "return_pct",
+        "headerName": "Return %",
+        "type": "rightAligned",
+        "cellClassRules": {"text-success": "params.value > 0", "text-danger": "params.value < 0"},
+    },
     {"field": "bars", "headerName": "Bars", "type": "rightAligned"},
 ]
 
 
 def trade_rows(trades) -> list[dict]:
     """Backtest trades, newest first, as table rows (and CSV rows)."""
-    return [{"entry_time": t["entry_time"], "exit_time": t["exit_time"] or "open", "side": t["side"],
-             "entry_z": round(t["entry_z"], 3), "beta": round(t["beta"], 6), "exit_reason": t["exit_reason"],
-             "return_pct": round(t["ret"] * 100, 4), "bars": t["bars"]} for t in reversed(trades)]
+    return [
+        {
+            "entry_time": t["entry_time"],
+            "exit_time": t["exit_time"] or "open",
+            "side": t["side"],
+            "entry_z": round(t["entry_z"], 3),
+            "beta": round(t["beta"], 6),
+            "exit_reason": t["exit_reason"],
+            "return_pct": round(t["ret"] * 100, 4),
+            "bars": t["bars"],
+        }
+        for t in reversed(trades)
+    ]

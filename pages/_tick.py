@@ -12,6 +12,7 @@ tick landed is corrected, and a closed bar on screen always equals `/api/analyti
 and whole figures depend only on what is shown and the second, not on the tab, so they are
 computed once for every tab (`MarketService.shared`).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,9 @@ def register_view(path: str, outputs, build) -> None:
     graphs = [i for i, p in outputs if p == "figure"]
     clientside_callback(
         f"function (tick, ...figures) {{ return window.pairmonitorTick.apply({spec}, tick, figures); }}",
-        [Output(i, p) for i, p in outputs], Input(ids.TICK, "data"), [State(g, "figure") for g in graphs],
+        [Output(i, p) for i, p in outputs],
+        Input(ids.TICK, "data"),
+        [State(g, "figure") for g in graphs],
         prevent_initial_call=True,
     )
 
@@ -62,8 +65,9 @@ def range_seconds(range_name, tf_s: int) -> int:
     return max(RANGES.get(range_name or "", RANGES[DEFAULT_RANGE]), MIN_BARS * tf_s)
 
 
-def chart(kind: str, market: MarketService, snap: Snapshot, range_name, cursor: dict | None,
-          alert_id: int = 0) -> tuple[dict, dict]:
+def chart(
+    kind: str, market: MarketService, snap: Snapshot, range_name, cursor: dict | None, alert_id: int = 0
+) -> tuple[dict, dict]:
     """(update, cursor) for one live chart: a whole figure when the tab has none or holds
     something else (other parameters, range, threshold, a rewritten past, a new alert marker),
     else the tail from the first bar that was provisional when it last looked."""
@@ -73,11 +77,22 @@ def chart(kind: str, market: MarketService, snap: Snapshot, range_name, cursor: 
     end_s = snap.now_s
     start_s = end_s - range_s + 1
     final = market.final_until(snap)
-    shows = [kind, *params.pair, params.tf, params.hedge, params.window, params.log, settings.threshold, range_s,
-             market.revision(snap), alert_id]
+    shows = [
+        kind,
+        *params.pair,
+        params.tf,
+        params.hedge,
+        params.window,
+        params.log,
+        settings.threshold,
+        range_s,
+        market.revision(snap),
+        alert_id,
+    ]
     new_cursor = {"key": shows, "final": final}
     tail_from = final + tf - TAIL_BARS * tf
     if cursor and cursor.get("key") == shows and tail_from - tf <= cursor.get("final", -1) <= final:
+
         def tail():
             first = max(tail_from, bar_open(start_s, tf))
             ohlc = market.ohlc(snap, first, end_s) if kind == "price" else None

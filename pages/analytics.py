@@ -1,5 +1,6 @@
 """Spread & z-score: hedge method, timeframe and window; spread, z (with bands and alert markers),
 β over time, and the statistics panel (ADF, half-life, return correlation)."""
+
 from __future__ import annotations
 
 import math
@@ -16,52 +17,109 @@ from services.bars import TIMEFRAMES
 from services.market import current_market
 from services.settings import SettingsError, parse_window
 
-dash.register_page(__name__, path="/analytics", name="Spread & z-score", title="Spread & z-score · Pair Monitor",
-                   order=1)
+dash.register_page(
+    __name__, path="/analytics", name="Spread & z-score", title="Spread & z-score · Pair Monitor", order=1
+)
 
 DEFAULT_CORR_WINDOW = 60
 
 
 def layout(**_kwargs):
     s = current_market().current_settings()
-    controls = dbc.Row([
-        dbc.Col(dbc.InputGroup([dbc.InputGroupText("Hedge"),
-                                dbc.Select(id=ID.HEDGE, options=hedge_options(), value=s.hedge)], size="sm"),
-                width="auto"),
-        dbc.Col(dbc.RadioItems(id=ID.TIMEFRAME, options=[{"label": t, "value": t} for t in TIMEFRAMES],
-                               value=s.timeframe, inline=True, className="btn-group", inputClassName="btn-check",
-                               labelClassName="btn btn-sm btn-outline-info", labelCheckedClassName="active"),
-                width="auto"),
-        dbc.Col(dbc.Switch(id=ID.LOG, label="log prices", value=s.log_prices), width="auto"),
-        dbc.Col(dbc.InputGroup([
-            dbc.InputGroupText("Window (bars)"),
-            dbc.Input(id=ID.WINDOW, type="number", value=s.window, step=1, debounce=True, style={"maxWidth": "100px"}),
-            dbc.Button("Apply", id=ID.WINDOW_APPLY, color="primary"),
-        ], size="sm"), width="auto"),
-        dbc.Col(html.Div(id=ID.PARAMS_MSG), width="auto"),
-        dbc.Col(range_picker(ids.RANGE), className="d-flex justify-content-end"),
-    ], className="g-3 mb-3 align-items-center")
-    cards = [stat_card("z-score", ID.STAT_Z, ID.STAT_Z_SUB), stat_card("Spread", ID.STAT_SPREAD),
-             stat_card("Rolling mean", ID.STAT_MEAN), stat_card("Rolling std", ID.STAT_STD),
-             stat_card("Hedge ratio β", ID.STAT_BETA, ID.STAT_BETA_SUB),
-             stat_card("Alerts (this pair)", ID.STAT_ALERTS)]
-    panel = dbc.Card(dbc.CardBody([
-        html.Div([html.H6("Mean reversion", className="card-title mb-0"),
-                  dbc.InputGroup([dbc.InputGroupText("Return corr. window"),
-                                  dbc.Input(id=ID.CORR_WINDOW, type="number", value=DEFAULT_CORR_WINDOW, step=1,
-                                            debounce=True, style={"maxWidth": "90px"})], size="sm",
-                                 style={"width": "auto"})],
-                 className="d-flex justify-content-between align-items-center mb-2"),
-        html.Div("Computing the statistics…", id=ID.STATS_PANEL, className="stat-sub"),
-    ]), className="mb-3 stat-card")
-    return dbc.Container([
-        controls,
-        dbc.Row([dbc.Col(c) for c in cards], className="g-3 mb-3"),
-        panel,
-        chart_card(ID.SPREAD_GRAPH),
-        chart_card(ID.Z_GRAPH),
-        chart_card(ID.BETA_GRAPH),
-    ], fluid=True)
+    controls = dbc.Row(
+        [
+            dbc.Col(
+                dbc.InputGroup(
+                    [dbc.InputGroupText("Hedge"), dbc.Select(id=ID.HEDGE, options=hedge_options(), value=s.hedge)],
+                    size="sm",
+                ),
+                width="auto",
+            ),
+            dbc.Col(
+                dbc.RadioItems(
+                    id=ID.TIMEFRAME,
+                    options=[{"label": t, "value": t} for t in TIMEFRAMES],
+                    value=s.timeframe,
+                    inline=True,
+                    className="btn-group",
+                    inputClassName="btn-check",
+                    labelClassName="btn btn-sm btn-outline-info",
+                    labelCheckedClassName="active",
+                ),
+                width="auto",
+            ),
+            dbc.Col(dbc.Switch(id=ID.LOG, label="log prices", value=s.log_prices), width="auto"),
+            dbc.Col(
+                dbc.InputGroup(
+                    [
+                        dbc.InputGroupText("Window (bars)"),
+                        dbc.Input(
+                            id=ID.WINDOW,
+                            type="number",
+                            value=s.window,
+                            step=1,
+                            debounce=True,
+                            style={"maxWidth": "100px"},
+                        ),
+                        dbc.Button("Apply", id=ID.WINDOW_APPLY, color="primary"),
+                    ],
+                    size="sm",
+                ),
+                width="auto",
+            ),
+            dbc.Col(html.Div(id=ID.PARAMS_MSG), width="auto"),
+            dbc.Col(range_picker(ids.RANGE), className="d-flex justify-content-end"),
+        ],
+        className="g-3 mb-3 align-items-center",
+    )
+    cards = [
+        stat_card("z-score", ID.STAT_Z, ID.STAT_Z_SUB),
+        stat_card("Spread", ID.STAT_SPREAD),
+        stat_card("Rolling mean", ID.STAT_MEAN),
+        stat_card("Rolling std", ID.STAT_STD),
+        stat_card("Hedge ratio β", ID.STAT_BETA, ID.STAT_BETA_SUB),
+        stat_card("Alerts (this pair)", ID.STAT_ALERTS),
+    ]
+    panel = dbc.Card(
+        dbc.CardBody(
+            [
+                html.Div(
+                    [
+                        html.H6("Mean reversion", className="card-title mb-0"),
+                        dbc.InputGroup(
+                            [
+                                dbc.InputGroupText("Return corr. window"),
+                                dbc.Input(
+                                    id=ID.CORR_WINDOW,
+                                    type="number",
+                                    value=DEFAULT_CORR_WINDOW,
+                                    step=1,
+                                    debounce=True,
+                                    style={"maxWidth": "90px"},
+                                ),
+                            ],
+                            size="sm",
+                            style={"width": "auto"},
+                        ),
+                    ],
+                    className="d-flex justify-content-between align-items-center mb-2",
+                ),
+                html.Div("Computing the statistics…", id=ID.STATS_PANEL, className="stat-sub"),
+            ]
+        ),
+        className="mb-3 stat-card",
+    )
+    return dbc.Container(
+        [
+            controls,
+            dbc.Row([dbc.Col(c) for c in cards], className="g-3 mb-3"),
+            panel,
+            chart_card(ID.SPREAD_GRAPH),
+            chart_card(ID.Z_GRAPH),
+            chart_card(ID.BETA_GRAPH),
+        ],
+        fluid=True,
+    )
 
 
 def _fmt(x, spec: str = ",.6g") -> str:
@@ -76,8 +134,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:,.1f} min" if seconds < 7_200 else f"{seconds / 3_600:,.1f} h"
 
 
-CARDS = [(c, "children") for c in (ID.STAT_Z, ID.STAT_Z_SUB, ID.STAT_SPREAD, ID.STAT_MEAN, ID.STAT_STD, ID.STAT_BETA,
-                                    ID.STAT_BETA_SUB, ID.STAT_ALERTS)]
+CARDS = [
+    (c, "children")
+    for c in (
+        ID.STAT_Z,
+        ID.STAT_Z_SUB,
+        ID.STAT_SPREAD,
+        ID.STAT_MEAN,
+        ID.STAT_STD,
+        ID.STAT_BETA,
+        ID.STAT_BETA_SUB,
+        ID.STAT_ALERTS,
+    )
+]
 CHARTS = (("spread", ID.SPREAD_GRAPH), ("zscore", ID.Z_GRAPH), ("beta", ID.BETA_GRAPH))
 
 
@@ -85,22 +154,37 @@ def _cards(market, snap) -> tuple:
     settings = snap.settings
     row = market.latest(snap)
     nan = float("nan")
-    z, spread, mean, std, beta, alpha = (nan,) * 6 if row is None else (
-        row["zscore"], row["spread"], row["mean"], row["std"], row["beta"], row["alpha"])
+    z, spread, mean, std, beta, alpha = (
+        (nan,) * 6
+        if row is None
+        else (row["zscore"], row["spread"], row["mean"], row["std"], row["beta"], row["alpha"])
+    )
     if snap.status.state == "stale":
         where = f"no fresh data for {snap.status.age_s:,.0f} s"
     elif math.isnan(z):
         where = f"undefined until {settings.window} bars are filled"
     else:
         where = "outside the band" if abs(z) >= settings.threshold else "inside the band"
-    return (_fmt(z, "+.3f"), f"threshold ±{settings.threshold:g} · {where}", _fmt(spread), _fmt(mean), _fmt(std),
-            _fmt(beta, ".6g"), f"α = {_fmt(alpha)} · {HEDGE_LABELS[settings.hedge]}",
-            str(market.alerts.count(settings.pair_label)))
+    return (
+        _fmt(z, "+.3f"),
+        f"threshold ±{settings.threshold:g} · {where}",
+        _fmt(spread),
+        _fmt(mean),
+        _fmt(std),
+        _fmt(beta, ".6g"),
+        f"α = {_fmt(alpha)} · {HEDGE_LABELS[settings.hedge]}",
+        str(market.alerts.count(settings.pair_label)),
+    )
 
 
 def _stat(label, value, sub=None):
-    return dbc.Col([html.Div(label, className="stat-label"), html.Div(value, className="stat-value fs-5"),
-                    html.Div(sub, className="stat-sub") if sub else None])
+    return dbc.Col(
+        [
+            html.Div(label, className="stat-label"),
+            html.Div(value, className="stat-value fs-5"),
+            html.Div(sub, className="stat-sub") if sub else None,
+        ]
+    )
 
 
 def _statistics_panel(st: dict, window: int) -> list:
@@ -110,17 +194,33 @@ def _statistics_panel(st: dict, window: int) -> list:
     else:
         crit = ", ".join(f"{k} {v:.2f}" for k, v in adf["critical"].items())
         verdict = dbc.Badge(adf["verdict"], color="success" if adf["mean_reverting_5pct"] else "secondary")
-        adf_cols = [_stat("ADF statistic", f"{adf['statistic']:.3f}", f"critical: {crit}"),
-                    _stat("ADF p-value", f"{adf['pvalue']:.4f}", verdict)]
+        adf_cols = [
+            _stat("ADF statistic", f"{adf['statistic']:.3f}", f"critical: {crit}"),
+            _stat("ADF p-value", f"{adf['pvalue']:.4f}", verdict),
+        ]
     hl = st["half_life_bars"]
     hl_text = "–" if math.isnan(hl) else _duration(hl * st["tf_s"])
-    return [dbc.Row([*adf_cols,
-                     _stat("Half-life", hl_text, "AR(1) on the spread" if math.isnan(hl) or math.isinf(hl)
-                           else f"{hl:,.1f} bars, AR(1) on the spread"),
-                     _stat("Return correlation", _fmt(st["return_corr"], ".3f"), f"last {window} bars, log returns")],
-                    className="g-3"),
-            html.Div(f"Over the last {st['bars']:,} bars with a spread; computed {st['computed_utc']}, "
-                     f"refreshed every 30 s or when the inputs change.", className="stat-sub mt-2")]
+    return [
+        dbc.Row(
+            [
+                *adf_cols,
+                _stat(
+                    "Half-life",
+                    hl_text,
+                    "AR(1) on the spread"
+                    if math.isnan(hl) or math.isinf(hl)
+                    else f"{hl:,.1f} bars, AR(1) on the spread",
+                ),
+                _stat("Return correlation", _fmt(st["return_corr"], ".3f"), f"last {window} bars, log returns"),
+            ],
+            className="g-3",
+        ),
+        html.Div(
+            f"Over the last {st['bars']:,} bars with a spread; computed {st['computed_utc']}, "
+            f"refreshed every 30 s or when the inputs change.",
+            className="stat-sub mt-2",
+        ),
+    ]
 
 
 def build(market, snap, view, cursor):
@@ -142,14 +242,18 @@ def build(market, snap, view, cursor):
     alert_id = market.alerts.last_id()
     for kind, graph in CHARTS:
         values[key(graph, "figure")], new_cursor[kind] = chart(
-            kind, market, snap, view.get("range"), cursor.get(kind), alert_id if kind == "zscore" else 0)
+            kind, market, snap, view.get("range"), cursor.get(kind), alert_id if kind == "zscore" else 0
+        )
     return values, new_cursor
 
 
 @callback(
     Output(ID.PARAMS_MSG, "children"),
-    Input(ID.HEDGE, "value"), Input(ID.TIMEFRAME, "value"), Input(ID.LOG, "value"),
-    Input(ID.WINDOW_APPLY, "n_clicks"), Input(ID.WINDOW, "n_submit"),
+    Input(ID.HEDGE, "value"),
+    Input(ID.TIMEFRAME, "value"),
+    Input(ID.LOG, "value"),
+    Input(ID.WINDOW_APPLY, "n_clicks"),
+    Input(ID.WINDOW, "n_submit"),
     State(ID.WINDOW, "value"),
     prevent_initial_call=True,
 )
@@ -165,8 +269,10 @@ def apply_params(hedge, timeframe, log, _clicks, _submit, window):
         saved = market.save_settings(change)
     except SettingsError as exc:
         return error_text(str(exc))
-    return ok_text(f"Now {HEDGE_LABELS[saved.hedge]}, {saved.timeframe} bars, window {saved.window}"
-                   f"{', log prices' if saved.log_prices else ''}: every page and tab.")
+    return ok_text(
+        f"Now {HEDGE_LABELS[saved.hedge]}, {saved.timeframe} bars, window {saved.window}"
+        f"{', log prices' if saved.log_prices else ''}: every page and tab."
+    )
 
 
 register_view("/analytics", [*CARDS, (ID.STATS_PANEL, "children"), *((g, "figure") for _, g in CHARTS)], build)

@@ -1,4 +1,5 @@
 """Live ticks: a card per symbol, both prices on one chart, the raw tick table."""
+
 from __future__ import annotations
 
 import dash
@@ -22,14 +23,29 @@ def _symbol_card(i: int) -> dbc.Col:
 
 
 def layout(**_kwargs):
-    return dbc.Container([
-        dbc.Row([_symbol_card(0), _symbol_card(1),
-                 dbc.Col(range_picker(ids.RANGE), className="d-flex align-items-end justify-content-lg-end")],
-                className="g-3 mb-3"),
-        chart_card(ID.PRICE_GRAPH),
-        dbc.Card(dbc.CardBody([html.H6("Ticks, newest first", className="card-title"),
-                               grid(ID.TICKS, TICK_COLUMNS, "Waiting for the first tick", height=380)]), className="mb-3"),
-    ], fluid=True)
+    return dbc.Container(
+        [
+            dbc.Row(
+                [
+                    _symbol_card(0),
+                    _symbol_card(1),
+                    dbc.Col(range_picker(ids.RANGE), className="d-flex align-items-end justify-content-lg-end"),
+                ],
+                className="g-3 mb-3",
+            ),
+            chart_card(ID.PRICE_GRAPH),
+            dbc.Card(
+                dbc.CardBody(
+                    [
+                        html.H6("Ticks, newest first", className="card-title"),
+                        grid(ID.TICKS, TICK_COLUMNS, "Waiting for the first tick", height=380),
+                    ]
+                ),
+                className="mb-3",
+            ),
+        ],
+        fluid=True,
+    )
 
 
 def _card(symbol: str, leg: dict | None):
@@ -37,27 +53,38 @@ def _card(symbol: str, leg: dict | None):
     if leg is None:
         return symbol, "–", "no tick yet"
     last, first = leg["last"], leg["first_price"]
-    change = "" if first is None else (
-        f"Δ {last.price - first:+,.8g} ({(last.price / first - 1) * 100:+.3f} %) over {leg['window_s']} s · ")
+    change = (
+        ""
+        if first is None
+        else (f"Δ {last.price - first:+,.8g} ({(last.price / first - 1) * 100:+.3f} %) over {leg['window_s']} s · ")
+    )
     price = f"{last.price:,.8g}"
     if leg["stale"]:
-        price = html.Span([html.Span(price, className="text-muted"),
-                           dbc.Badge(f"STALE {leg['age_s']:,.0f} s", color="danger", className="ms-2 fs-6 align-middle")])
+        price = html.Span(
+            [
+                html.Span(price, className="text-muted"),
+                dbc.Badge(f"STALE {leg['age_s']:,.0f} s", color="danger", className="ms-2 fs-6 align-middle"),
+            ]
+        )
     return symbol, price, change + f"last tick {iso_utc(last.time)}"
 
 
-CARDS = [(component, "children") for i in range(2) for component in (ID.CARD_TITLE[i], ID.CARD_PRICE[i], ID.CARD_SUB[i])]
+CARDS = [
+    (component, "children") for i in range(2) for component in (ID.CARD_TITLE[i], ID.CARD_PRICE[i], ID.CARD_SUB[i])
+]
 
 
 def build(market, snap, view, cursor):
     """Cards every tick; the tick table when a new tick came in; the price chart's update."""
-    values = dict(zip((key(*c) for c in CARDS),
-                      (v for s in snap.settings.pair for v in _card(s, market.leg_summary(snap, s)))))
+    values = dict(
+        zip((key(*c) for c in CARDS), (v for s in snap.settings.pair for v in _card(s, market.leg_summary(snap, s))))
+    )
     ticks = market.recent_ticks(snap, TICK_ROWS)
     newest = iso_utc(ticks[0].time) if ticks else None
     if newest != cursor.get("ticks"):
-        values[key(ID.TICKS, "rowData")] = market.shared(("tick-rows", *snap.settings.pair, newest),
-                                                         lambda: tick_rows(ticks))
+        values[key(ID.TICKS, "rowData")] = market.shared(
+            ("tick-rows", *snap.settings.pair, newest), lambda: tick_rows(ticks)
+        )
     values[key(ID.PRICE_GRAPH, "figure")], price = chart("price", market, snap, view.get("range"), cursor.get("price"))
     return values, {"ticks": newest, "price": price}
 

@@ -6,6 +6,7 @@ the newest bar without firing on the past. Bars are evaluated once they are fina
 lateness window), so a late tick can never un-fire an alert. The process whose insert lands in
 the log delivers the alert (webhook); the others find it already there.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,9 +62,20 @@ class AlertEvaluator:
             values = rule_series(rule, df, params.pair)
             bound = rule.bound(settings.threshold)
             fired, self._states[rule.key] = evaluate_rule(rule, bound, values, seconds, self._states[rule.key])
-            found += [Alert(int(seconds[i]), rule.label(params.pair, settings.threshold), rule.key, rule.kind,
-                            settings.pair_label, float(values[i]), bound, float(df["zscore"].iloc[i]),
-                            float(df["spread"].iloc[i])) for i in fired]
+            found += [
+                Alert(
+                    int(seconds[i]),
+                    rule.label(params.pair, settings.threshold),
+                    rule.key,
+                    rule.kind,
+                    settings.pair_label,
+                    float(values[i]),
+                    bound,
+                    float(df["zscore"].iloc[i]),
+                    float(df["spread"].iloc[i]),
+                )
+                for i in fired
+            ]
         self._cursor = int(seconds[-1])
         self.db.set_meta(self._cursor_key(), str(self._cursor))
         if found:
@@ -79,18 +91,24 @@ class AlertEvaluator:
         at = engine.committed_after(start - 1).head(1)
         if not len(at) or int(at.index[0].timestamp()) != start:
             start, at = engine.end, engine.committed_after(engine.end - 1)
-        self._states = {rule.key: initial_state(rule, rule.bound(settings.threshold),
-                                                float(rule_series(rule, at, engine.p.pair)[0]),
-                                                self.log.last_fired(rule.key, settings.pair_label))
-                        for rule in settings.rules}
+        self._states = {
+            rule.key: initial_state(
+                rule,
+                rule.bound(settings.threshold),
+                float(rule_series(rule, at, engine.p.pair)[0]),
+                self.log.last_fired(rule.key, settings.pair_label),
+            )
+            for rule in settings.rules
+        }
         self._cursor = start
 
     def deliver(self, alerts: list[Alert], settings: UserSettings) -> None:
         """Alerts this process logged first: to the log (pages toast them) and the webhook."""
         for alert in alerts:
             metrics.ALERTS.labels(kind=alert.kind).inc()
-            log.info("alert %s: %s at %s, value %.6g", settings.pair_label, alert.rule, iso_utc(alert.second),
-                     alert.value)
+            log.info(
+                "alert %s: %s at %s, value %.6g", settings.pair_label, alert.rule, iso_utc(alert.second), alert.value
+            )
             if settings.webhook_url:
                 self.notifier.send(settings.webhook_url, alert)
 
@@ -98,8 +116,17 @@ class AlertEvaluator:
         """A test alert through every channel: the log (so every open page toasts it) and the
         webhook when one is set."""
         z, spread = (float(latest["zscore"]), float(latest["spread"])) if latest is not None else (None, None)
-        alert = Alert(int(now), "Test alert", f"{TEST_RULE}:{time.time_ns()}", TEST_RULE, settings.pair_label,
-                      z if z is not None else float("nan"), settings.threshold, z, spread)
+        alert = Alert(
+            int(now),
+            "Test alert",
+            f"{TEST_RULE}:{time.time_ns()}",
+            TEST_RULE,
+            settings.pair_label,
+            z if z is not None else float("nan"),
+            settings.threshold,
+            z,
+            spread,
+        )
         [alert] = self.log.add([alert])
         self.deliver([alert], settings)
         return alert

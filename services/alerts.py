@@ -13,6 +13,7 @@ prices. Every process sees the same bars and reaches the same decisions, and the
 key (rule, pair, bar) keeps exactly one row per alert: the process whose insert lands is the
 one that delivers it (webhook), so several workers and the collector never double-send.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,8 +73,10 @@ class Rule:
             text = f"{leg} {RULE_KINDS[self.kind]} {self.level:g}"
         else:
             text = f"{RULE_KINDS[self.kind]} {self.level:g}"
-        extras = [f"hysteresis {self.hysteresis:g}" if self.hysteresis else "",
-                  f"cooldown {self.cooldown_s} s" if self.cooldown_s else ""]
+        extras = [
+            f"hysteresis {self.hysteresis:g}" if self.hysteresis else "",
+            f"cooldown {self.cooldown_s} s" if self.cooldown_s else "",
+        ]
         return ", ".join([text, *filter(None, extras)])
 
 
@@ -144,15 +147,30 @@ class Alert:
         return self.kind in Z_KINDS
 
     def as_row(self) -> dict:
-        return {"id": self.id, "time_utc": self.time.strftime("%Y-%m-%dT%H:%M:%SZ"), "pair": self.pair,
-                "rule": self.rule, "value": _round(self.value, 6), "zscore": _round(self.zscore, 3),
-                "spread": _round(self.spread, 6)}
+        return {
+            "id": self.id,
+            "time_utc": self.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "pair": self.pair,
+            "rule": self.rule,
+            "value": _round(self.value, 6),
+            "zscore": _round(self.zscore, 3),
+            "spread": _round(self.spread, 6),
+        }
 
     def payload(self) -> dict:
         """What a webhook receives."""
-        return {"id": self.id, "rule": self.rule, "kind": self.kind, "pair": self.pair, "value": _num(self.value),
-                "level": _num(self.level), "zscore": _num(self.zscore), "spread": _num(self.spread),
-                "time_utc": self.time.strftime("%Y-%m-%dT%H:%M:%SZ"), "test": self.kind == TEST_RULE}
+        return {
+            "id": self.id,
+            "rule": self.rule,
+            "kind": self.kind,
+            "pair": self.pair,
+            "value": _num(self.value),
+            "level": _num(self.level),
+            "zscore": _num(self.zscore),
+            "spread": _num(self.spread),
+            "time_utc": self.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "test": self.kind == TEST_RULE,
+        }
 
 
 def _num(x):
@@ -183,8 +201,18 @@ class AlertLog:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO alerts (rule_key, rule, pair, second, value, level, zscore, spread, "
                     "created_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (a.rule_key, a.rule, a.pair, a.second, _num(a.value), _num(a.level), _num(a.zscore),
-                     _num(a.spread), time.time_ns()))
+                    (
+                        a.rule_key,
+                        a.rule,
+                        a.pair,
+                        a.second,
+                        _num(a.value),
+                        _num(a.level),
+                        _num(a.zscore),
+                        _num(a.spread),
+                        time.time_ns(),
+                    ),
+                )
                 if cur.rowcount:
                     added.append(replace(a, id=cur.lastrowid))
             if added:
@@ -199,8 +227,18 @@ class AlertLog:
     def _alert(id_, second, rule, rule_key, pair, value, level, zscore, spread) -> Alert:
         kind = rule_key.split(":", 1)[0]
         nan = float("nan")
-        return Alert(second, rule, rule_key, kind, pair, nan if value is None else value,
-                     nan if level is None else level, zscore, spread, id_)
+        return Alert(
+            second,
+            rule,
+            rule_key,
+            kind,
+            pair,
+            nan if value is None else value,
+            nan if level is None else level,
+            zscore,
+            spread,
+            id_,
+        )
 
     def log(self, pair: str | None = None, limit: int | None = None, since_s: int | None = None) -> list[Alert]:
         """Alerts, newest first: for one pair or all, at bars from `since_s` on or all."""

@@ -5,6 +5,7 @@ the same for every tab goes through `shared` (single flight): the statistics of 
 chart's tail for one second, a whole figure for a range are computed once per process, and
 concurrent misses wait for that one computation.
 """
+
 from __future__ import annotations
 
 import threading
@@ -100,8 +101,11 @@ class Analyses:
         def compute():
             df = self.engine(params).committed_after(None).tail(stats.ADF_MAX_OBS)
             a, b = params.pair
-            return {**stats.summary(df["spread"].to_numpy(), df[a].to_numpy(), df[b].to_numpy(), corr_window),
-                    "computed_utc": iso_utc(now), "tf_s": params.tf_s}
+            return {
+                **stats.summary(df["spread"].to_numpy(), df[a].to_numpy(), df[b].to_numpy(), corr_window),
+                "computed_utc": iso_utc(now),
+                "tf_s": params.tf_s,
+            }
 
         return self.shared.get(key, compute)
 
@@ -111,10 +115,20 @@ class Analyses:
         engine.update(now_s, late_s)
         df = engine.committed_after(None)
         valid = df["zscore"].notna().to_numpy()
-        df = df.iloc[int(valid.argmax()):] if valid.any() else df.iloc[:0]  # from the first defined z
+        df = df.iloc[int(valid.argmax()) :] if valid.any() else df.iloc[:0]  # from the first defined z
         a, b = params.pair
         times = [iso_utc(t.timestamp()) for t in df.index]
-        result = backtest(times, df[a].to_numpy(), df[b].to_numpy(), df["beta"].to_numpy(), df["zscore"].to_numpy(),
-                          bt.entry, bt.exit_level, bt.stop, bt.cost_bps, 365 * 86_400 / params.tf_s)
+        result = backtest(
+            times,
+            df[a].to_numpy(),
+            df[b].to_numpy(),
+            df["beta"].to_numpy(),
+            df["zscore"].to_numpy(),
+            bt.entry,
+            bt.exit_level,
+            bt.stop,
+            bt.cost_bps,
+            365 * 86_400 / params.tf_s,
+        )
         result["times"] = df.index
         return result

@@ -5,6 +5,7 @@ over a slice that starts `warmup(window, ffill_limit)` buckets early gives exact
 computation over the whole history gives. The service relies on that to update per tick in
 O(window) instead of O(history).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,8 +53,9 @@ def warmup(window: int, ffill_limit: int) -> int:
     return int(window) - 1 + int(ffill_limit)
 
 
-def pair_frame(start_s: int, a: np.ndarray, b: np.ndarray, window: int, ffill_limit: int,
-               names: tuple[str, str], beta: float = 1.0) -> pd.DataFrame:
+def pair_frame(
+    start_s: int, a: np.ndarray, b: np.ndarray, window: int, ffill_limit: int, names: tuple[str, str], beta: float = 1.0
+) -> pd.DataFrame:
     """Aligned prices, spread and rolling z for consecutive seconds starting at `start_s`.
 
     `a` and `b` are raw bucket prices (NaN = no tick that second). Index: tz-aware UTC
@@ -64,6 +66,4 @@ def pair_frame(start_s: int, a: np.ndarray, b: np.ndarray, window: int, ffill_li
     mean, std, z = rolling_zscore(sp, window)
     index = pd.to_datetime(np.arange(start_s, start_s + len(sp), dtype=np.int64), unit="s", utc=True)
     index.name = "timestamp_utc"
-    return pd.DataFrame({names[0]: pa, names[1]: pb, "spread": sp, "mean": mean, "std": std, "zscore": z},
-                        index=index)
-
+    return pd.DataFrame({names[0]: pa, names[1]: pb, "spread": sp, "mean": mean, "std": std, "zscore": z}, index=index)

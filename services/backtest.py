@@ -8,6 +8,7 @@ Rules, evaluated at each bar's close:
 - costs: `cost_bps` basis points of each leg's notional, per fill.
 Returns are per unit of gross notional at entry (|A| + |β·B|); the equity curve starts at 1.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,18 @@ def _crossed_down(prev, now, level):
     return not math.isnan(prev) and prev > level >= now
 
 
-def backtest(times, a, b, beta, z, entry: float, exit_level: float = 0.0, stop: float | None = None,
-             cost_bps: float = 0.0, bars_per_year: float = 365 * 24 * 3600) -> dict:
+def backtest(
+    times,
+    a,
+    b,
+    beta,
+    z,
+    entry: float,
+    exit_level: float = 0.0,
+    stop: float | None = None,
+    cost_bps: float = 0.0,
+    bars_per_year: float = 365 * 24 * 3600,
+) -> dict:
     a, b, beta, z = (np.asarray(v, float) for v in (a, b, beta, z))
     n = len(z)
     equity = np.ones(n)
@@ -48,16 +59,26 @@ def backtest(times, a, b, beta, z, entry: float, exit_level: float = 0.0, stop: 
             if pos:  # close
                 cost = cost_bps / 1e4 * (abs(qa * a[t]) + abs(qb * b[t])) / notional
                 cum -= cost
-                open_trade.update(exit_time=times[t], exit_reason=reason,
-                                  ret=float(cum - open_trade["start_cum"]), bars=t - open_trade["entry_bar"])
+                open_trade.update(
+                    exit_time=times[t],
+                    exit_reason=reason,
+                    ret=float(cum - open_trade["start_cum"]),
+                    bars=t - open_trade["entry_bar"],
+                )
                 trades.append(open_trade)
                 pos, qa, qb, open_trade = 0, 0.0, 0.0, None
             if side:  # open
                 pos, qa, qb = side, float(side), -side * hedge
                 notional = abs(a[t]) + abs(hedge * b[t])
                 value = qa * a[t] + qb * b[t]
-                open_trade = {"entry_time": times[t], "side": "long spread" if side > 0 else "short spread",
-                              "entry_z": float(signal_z), "beta": float(hedge), "entry_bar": t, "start_cum": cum}
+                open_trade = {
+                    "entry_time": times[t],
+                    "side": "long spread" if side > 0 else "short spread",
+                    "entry_z": float(signal_z),
+                    "beta": float(hedge),
+                    "entry_bar": t,
+                    "start_cum": cum,
+                }
                 cum -= cost_bps / 1e4  # both legs' notionals add up to the gross notional
             pending = None
         equity[t] = 1.0 + cum
@@ -81,8 +102,12 @@ def backtest(times, a, b, beta, z, entry: float, exit_level: float = 0.0, stop: 
         if not math.isnan(zt):
             prev_z = zt
     if open_trade:
-        open_trade.update(exit_time=None, exit_reason="open", ret=float(cum - open_trade["start_cum"]),
-                          bars=n - 1 - open_trade["entry_bar"])
+        open_trade.update(
+            exit_time=None,
+            exit_reason="open",
+            ret=float(cum - open_trade["start_cum"]),
+            bars=n - 1 - open_trade["entry_bar"],
+        )
         trades.append(open_trade)
     for tr in trades:
         del tr["start_cum"], tr["entry_bar"]

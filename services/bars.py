@@ -4,6 +4,7 @@ A bar holds the bars' seconds [open, open + tf); it is labelled by its open time
 klines, and bar boundaries are UTC multiples of the timeframe. Close = the last price of the bar
 (what the spread uses); OHLC for candles. A bar with no price at all is NaN: a gap, never filled.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ One `requests.Session`, explicit connect/read timeouts, and Binance's error bodi
 (`{"code": -1121, "msg": "Invalid symbol."}`) and HTTP statuses turned into typed errors, so
 that callers can tell "the exchange said no" from "the exchange could not be reached".
 """
+
 from __future__ import annotations
 
 import json
@@ -43,9 +44,17 @@ class JitteredRetry(Retry):
 # exponential backoff (0 s, then 0.1–0.2 s) so that one poll stays within its second. Read
 # timeouts are not retried (that would overrun the poll interval); 429/418 never are: their
 # Retry-After window is honoured by the service, with no request at all.
-RETRY = JitteredRetry(total=2, connect=2, read=0, status=2, status_forcelist=(500, 502, 503, 504),
-                      allowed_methods=frozenset({"GET"}), backoff_factor=0.1, raise_on_status=False,
-                      respect_retry_after_header=False)
+RETRY = JitteredRetry(
+    total=2,
+    connect=2,
+    read=0,
+    status=2,
+    status_forcelist=(500, 502, 503, 504),
+    allowed_methods=frozenset({"GET"}),
+    backoff_factor=0.1,
+    raise_on_status=False,
+    respect_retry_after_header=False,
+)
 
 
 class BinanceError(Exception):
@@ -237,8 +246,14 @@ class BinanceClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise BinanceBadResponse("ticker/price answer is not a list of {symbol, price}") from exc
 
-    def klines(self, symbol: str, interval: str = "1s", start_ms: int | None = None,
-               end_ms: int | None = None, limit: int = KLINES_MAX_LIMIT) -> list[Kline]:
+    def klines(
+        self,
+        symbol: str,
+        interval: str = "1s",
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = KLINES_MAX_LIMIT,
+    ) -> list[Kline]:
         params = {"symbol": symbol, "interval": interval, "limit": min(int(limit), KLINES_MAX_LIMIT)}
         if start_ms is not None:
             params["startTime"] = int(start_ms)
@@ -246,8 +261,10 @@ class BinanceClient:
             params["endTime"] = int(end_ms)
         body, _ = self._get("/api/v3/klines", params)
         try:
-            return [Kline(ms_to_utc(int(r[0])), float(r[1]), float(r[2]), float(r[3]),
-                          float(r[4]), float(r[5])) for r in body]
+            return [
+                Kline(ms_to_utc(int(r[0])), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]))
+                for r in body
+            ]
         except (IndexError, TypeError, ValueError) as exc:
             raise BinanceBadResponse("klines answer is not a list of 12-field rows") from exc
 

@@ -5,6 +5,7 @@ same moment can both "add" one key, and both would poll upstream. `AtomicFileSys
 `add` create-if-absent with `os.link`, which the OS does atomically: exactly one caller wins.
 Use it as `CACHE_TYPE="services.cache.AtomicFileSystemCache"`; RedisCache (SET NX) is atomic too.
 """
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ batch), so no writer waits long, and `busy_timeout` makes a waiting one retry in
 
 Connections are per thread and per process (a forked worker opens its own).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -90,8 +91,9 @@ class Database:
 
     def set_meta(self, key: str, value: str) -> None:
         with self.write() as conn:
-            conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                         (key, value))
+            conn.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value)
+            )
 
     def journal_mode(self) -> str:
         return self.query("PRAGMA journal_mode")[0][0]

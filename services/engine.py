@@ -12,6 +12,7 @@ Every value at bar t uses data up to t only. Only a write older than the waterma
 backfilled hole) makes the engine start over from its anchor; `resets` counts those restarts
 and `on_restart` reports them (the `pairmonitor_analysis_recomputes_total` metric).
 """
+
 from __future__ import annotations
 
 import threading
@@ -72,8 +73,8 @@ class PairEngine:
         tf = self.p.tf_s
         if tf == 1:
             lo = first - self.ffill_s
-            a = analytics.forward_fill(self.store.prices(a_sym, lo, last), self.ffill_s)[self.ffill_s:]
-            b = analytics.forward_fill(self.store.prices(b_sym, lo, last), self.ffill_s)[self.ffill_s:]
+            a = analytics.forward_fill(self.store.prices(a_sym, lo, last), self.ffill_s)[self.ffill_s :]
+            b = analytics.forward_fill(self.store.prices(b_sym, lo, last), self.ffill_s)[self.ffill_s :]
             return np.arange(first, last + 1, dtype=np.int64), a, b
         times, a = to_bars(first, self.store.prices(a_sym, first, last + tf - 1), tf)
         _, b = to_bars(first, self.store.prices(b_sym, first, last + tf - 1), tf)
@@ -89,8 +90,8 @@ class PairEngine:
         """Analytics of bars first..last, continuing the committed bars; returns (times, cols, state)."""
         times, a, b = self._inputs(first, last)
         ctx = min(len(self.times), self.p.window)
-        ya = self._transform(np.concatenate([self.cols["a"][len(self.cols["a"]) - ctx:], a]))
-        xb = self._transform(np.concatenate([self.cols["b"][len(self.cols["b"]) - ctx:], b]))
+        ya = self._transform(np.concatenate([self.cols["a"][len(self.cols["a"]) - ctx :], a]))
+        xb = self._transform(np.concatenate([self.cols["b"][len(self.cols["b"]) - ctx :], b]))
         state = self.state
         if self.p.hedge in hedge.RECURSIVE:
             beta, alpha, state = hedge.hedge(self.p.hedge, xb[ctx:], ya[ctx:], self.p.window, state)
@@ -98,15 +99,23 @@ class PairEngine:
             beta, alpha, _ = hedge.hedge(self.p.hedge, xb, ya, self.p.window, start=ctx)
             beta, alpha = beta[ctx:], alpha[ctx:]
         spread = ya[ctx:] - (beta * xb[ctx:] + alpha)
-        past = self.cols["spread"][len(self.cols["spread"]) - ctx:]
+        past = self.cols["spread"][len(self.cols["spread"]) - ctx :]
         mean, std, z = analytics.rolling_zscore(np.concatenate([past, spread]), self.p.window)
-        cols = {"a": a, "b": b, "beta": beta, "alpha": alpha, "spread": spread,
-                "mean": mean[ctx:], "std": std[ctx:], "zscore": z[ctx:]}
+        cols = {
+            "a": a,
+            "b": b,
+            "beta": beta,
+            "alpha": alpha,
+            "spread": spread,
+            "mean": mean[ctx:],
+            "std": std[ctx:],
+            "zscore": z[ctx:],
+        }
         return times, cols, state
 
     def _commit(self, times, cols, state) -> None:
-        self.times = np.concatenate([self.times, times])[-self.capacity:]
-        self.cols = {c: np.concatenate([self.cols[c], cols[c]])[-self.capacity:] for c in COLUMNS}
+        self.times = np.concatenate([self.times, times])[-self.capacity :]
+        self.cols = {c: np.concatenate([self.cols[c], cols[c]])[-self.capacity :] for c in COLUMNS}
         self.state = state
         self.end = int(times[-1])
 

@@ -4,6 +4,7 @@ kaleido starts a Chrome per call unless its sync server runs; that server is one
 the whole Python process and is not thread-safe, so it is started once, on first use (never at
 import), and every render holds one lock.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,9 +17,11 @@ from choreographer.browsers.chromium import Chromium
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = ("Server-side PNG export needs Chrome or Chromium on this machine: "
-                "`apt-get install -y chromium` (Debian/Ubuntu), or set BROWSER_PATH to a Chrome binary. "
-                "The Export PNG buttons in the browser work without it.")
+INSTALL_HINT = (
+    "Server-side PNG export needs Chrome or Chromium on this machine: "
+    "`apt-get install -y chromium` (Debian/Ubuntu), or set BROWSER_PATH to a Chrome binary. "
+    "The Export PNG buttons in the browser work without it."
+)
 
 
 class RendererUnavailable(RuntimeError):
@@ -47,5 +50,4 @@ class PngRenderer:
                     log.warning("kaleido could not start a browser: %s", exc)
                     raise RendererUnavailable(INSTALL_HINT) from exc
                 self._started = True
-            return kaleido.calc_fig_sync(fig, opts={"format": "png", "width": width, "height": height,
-                                                    "scale": scale})
+            return kaleido.calc_fig_sync(fig, opts={"format": "png", "width": width, "height": height, "scale": scale})

@@ -6,6 +6,7 @@
 - The in-flight flag: never two polls waiting for answers at once, whatever the slots say.
 - The Retry-After window of a 429/418: no request at all, from anyone, until it ends.
 """
+
 from __future__ import annotations
 
 import math

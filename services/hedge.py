@@ -16,6 +16,7 @@ bars); the windowed ones (`rolling-ols`, `robust`) need only the last `window` b
 - `robust`: Theil–Sen over the last `window` bars (at most `ROBUST_MAX_BARS`): β = median of the
   pairwise slopes, α = median(A − β·B).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ def _joint(x, y):
 @dataclass(frozen=True)
 class OlsState:
     """Running sums of (x − x0), (y − y0) and their products (shifted for precision)."""
+
     x0: float
     y0: float
     n: float = 0.0
@@ -77,8 +79,7 @@ def expanding_ols(x, y, state: OlsState | None = None):
     sxx, sxy = state.sxx + np.cumsum(dx * dx), state.sxy + np.cumsum(dx * dy)
     beta, alpha = _ols_from_sums(n, sx, sy, sxx, sxy, state.x0, state.y0, 3)
     if len(x):
-        state = OlsState(state.x0, state.y0, float(n[-1]), float(sx[-1]), float(sy[-1]), float(sxx[-1]),
-                         float(sxy[-1]))
+        state = OlsState(state.x0, state.y0, float(n[-1]), float(sx[-1]), float(sy[-1]), float(sxx[-1]), float(sxy[-1]))
     return beta, alpha, state
 
 
@@ -93,8 +94,16 @@ def rolling_ols(x, y, window: int):
     frame["sxx"] = frame["sx"] ** 2
     frame["sxy"] = frame["sx"] * frame["sy"]
     sums = frame.fillna(0.0).rolling(window, min_periods=1).sum()
-    return _ols_from_sums(sums["n"].to_numpy(), sums["sx"].to_numpy(), sums["sy"].to_numpy(),
-                          sums["sxx"].to_numpy(), sums["sxy"].to_numpy(), x0, y0, min_obs(window))
+    return _ols_from_sums(
+        sums["n"].to_numpy(),
+        sums["sx"].to_numpy(),
+        sums["sy"].to_numpy(),
+        sums["sxx"].to_numpy(),
+        sums["sxy"].to_numpy(),
+        x0,
+        y0,
+        min_obs(window),
+    )
 
 
 @dataclass(frozen=True)
@@ -106,8 +115,7 @@ class KalmanState:
     seen: int = 0
 
 
-def kalman(x, y, state: KalmanState | None = None, delta: float = KALMAN_DELTA,
-           obs_var: float = KALMAN_OBS_VAR):
+def kalman(x, y, state: KalmanState | None = None, delta: float = KALMAN_DELTA, obs_var: float = KALMAN_OBS_VAR):
     """Prior β_t, α_t (data up to t−1) of the random-walk filter; returns (β, α, state)."""
     x, y, ok = _joint(x, y)
     n = len(x)
@@ -166,7 +174,7 @@ def theil_sen(x, y, window: int, start: int = 0):
     rows = np.nonzero(counts >= min_obs(w))[0]
     rows = rows[rows >= start]
     for lo in range(0, len(rows), block):
-        r = rows[lo:lo + block]
+        r = rows[lo : lo + block]
         bx, by = xs[r], ys[r]
         dx = bx[:, j] - bx[:, i]
         with np.errstate(divide="ignore", invalid="ignore"):

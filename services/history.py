@@ -5,6 +5,7 @@ processes share: the worker that polls writes its ticks here, and any process th
 finds a hole in its memory, reads what the others recorded before asking the exchange again.
 Rows are keyed by source ("binance", "sim-7", ...) so a simulation never mixes with real prices.
 """
+
 from __future__ import annotations
 
 from services.db import Database
@@ -18,7 +19,7 @@ WHERE excluded.tick_ns > buckets.tick_ns
 
 
 def _ns(tick: Tick) -> int:
-    return int(round(tick.epoch * 1e9))
+    return round(tick.epoch * 1e9)
 
 
 def _tick(symbol: str, tick_ns: int, price: float) -> Tick:
@@ -36,21 +37,29 @@ class History:
         if not buckets and not raw:
             return
         with self.db.write() as conn:
-            conn.executemany(UPSERT_BUCKET, [(self.source, t.symbol, _ns(t) // 1_000_000_000, _ns(t), t.price)
-                                             for t in buckets])
-            conn.executemany("INSERT OR IGNORE INTO ticks VALUES (?, ?, ?, ?)",
-                             [(self.source, t.symbol, _ns(t), t.price) for t in raw])
+            conn.executemany(
+                UPSERT_BUCKET, [(self.source, t.symbol, _ns(t) // 1_000_000_000, _ns(t), t.price) for t in buckets]
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO ticks VALUES (?, ?, ?, ?)",
+                [(self.source, t.symbol, _ns(t), t.price) for t in raw],
+            )
 
     def buckets(self, symbol: str, start_s: int, end_s: int) -> list[Tick]:
         """The stored last tick of each second in [start_s, end_s], oldest first."""
-        rows = self.db.query("SELECT tick_ns, price FROM buckets WHERE source = ? AND symbol = ? "
-                             "AND second BETWEEN ? AND ? ORDER BY second", (self.source, symbol, start_s, end_s))
+        rows = self.db.query(
+            "SELECT tick_ns, price FROM buckets WHERE source = ? AND symbol = ? "
+            "AND second BETWEEN ? AND ? ORDER BY second",
+            (self.source, symbol, start_s, end_s),
+        )
         return [_tick(symbol, ns, p) for ns, p in rows]
 
     def recent_ticks(self, symbol: str, limit: int) -> list[Tick]:
         """The newest `limit` raw ticks, oldest first."""
-        rows = self.db.query("SELECT tick_ns, price FROM ticks WHERE source = ? AND symbol = ? "
-                             "ORDER BY tick_ns DESC LIMIT ?", (self.source, symbol, limit))
+        rows = self.db.query(
+            "SELECT tick_ns, price FROM ticks WHERE source = ? AND symbol = ? ORDER BY tick_ns DESC LIMIT ?",
+            (self.source, symbol, limit),
+        )
         return [_tick(symbol, ns, p) for ns, p in reversed(rows)]
 
     def prune(self, now_s: float) -> int:

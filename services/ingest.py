@@ -6,6 +6,7 @@ since its last tick, from the database first (the collector, another worker, or 
 before a restart recorded it), then from the exchange. The stored history is loaded into memory
 once per symbol, and pruned to the configured span every few minutes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,7 @@ class Ingestion:
         bars = 3 * window * max(tf_s, self.link.source().interval_s)
         return min(self.history_s, max(MIN_BACKFILL_S, bars + self.ffill_s()))
 
-    def ingest(self, ticks: list[Tick], pair, span_s: int, now: float, persist_raw: bool,
-               may_fetch, on_error) -> None:
+    def ingest(self, ticks: list[Tick], pair, span_s: int, now: float, persist_raw: bool, may_fetch, on_error) -> None:
         """Store live ticks of `pair`, backfilling first what is missing (`may_fetch()` says
         whether the exchange may be asked now; `on_error` gets what it refused)."""
         fetched = []

@@ -5,6 +5,7 @@ construction), follows the REST host the settings name, moves to the next fallba
 an HTTP 451 (restricted location) and saves that choice, and keeps the symbols the exchange
 says have stopped trading out of the polls while the other leg stays live.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,9 +42,15 @@ class SourceLink:
                 if self._source is None:
                     settings = self.settings_store.current()
                     self._source, self.source_note = open_source(
-                        self.config.source, self.wanted_host(settings), clock=self._clock or time.time,
-                        seed=self.config.sim_seed, span_s=self.config.history_s, replay=self.config.replay,
-                        replay_speed=self.config.replay_speed, fallback_urls=self.config.fallback_urls)
+                        self.config.source,
+                        self.wanted_host(settings),
+                        clock=self._clock or time.time,
+                        seed=self.config.sim_seed,
+                        span_s=self.config.history_s,
+                        replay=self.config.replay,
+                        replay_speed=self.config.replay_speed,
+                        fallback_urls=self.config.fallback_urls,
+                    )
                     client = self.client()
                     if client is not None and client.base_url != self.wanted_host(settings):
                         self.url_note = self.source_note  # the probe met a 451 and moved on: keep that host
@@ -83,7 +90,7 @@ class SourceLink:
             return
         restricted = client.base_url
         order = [u.rstrip("/") for u in (self.config.binance_url, *self.config.fallback_urls)]
-        later = order[order.index(restricted) + 1:] if restricted in order else order[1:]
+        later = order[order.index(restricted) + 1 :] if restricted in order else order[1:]
         if later:
             url = later[0]
             self.url_note = f"{restricted} answered HTTP 451 (restricted location); switched to {url}"
@@ -118,4 +125,3 @@ class SourceLink:
 
     def pollable(self, pair) -> list[str]:
         return [s for s in pair if s not in self.halted]
-

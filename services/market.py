@@ -15,6 +15,7 @@ Behind the façade, each piece has one job:
 - `AlertEvaluator` (services/alerting.py): the rules, once per final bar;
 - `MarketStatus` (services/status.py): what the navbar and /api/health say.
 """
+
 from __future__ import annotations
 
 import logging
@@ -107,8 +108,13 @@ class MarketService:
 
     def params(self, settings: UserSettings, **overrides) -> Params:
         """The analysis parameters of `settings`, with overrides."""
-        base = {"pair": settings.pair, "tf": settings.timeframe, "hedge": settings.hedge,
-                "window": settings.window, "log": settings.log_prices}
+        base = {
+            "pair": settings.pair,
+            "tf": settings.timeframe,
+            "hedge": settings.hedge,
+            "window": settings.window,
+            "log": settings.log_prices,
+        }
         return Params(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
     def symbols(self) -> list[str]:
@@ -147,8 +153,14 @@ class MarketService:
         """The current view, without refreshing."""
         settings = settings or self.current_settings()
         now = self.clock()
-        return Snapshot(settings, now, self._status(settings, now), self.params(settings),
-                        lateness_s(settings.poll_interval_s), self.store.write_seq)
+        return Snapshot(
+            settings,
+            now,
+            self._status(settings, now),
+            self.params(settings),
+            lateness_s(settings.poll_interval_s),
+            self.store.write_seq,
+        )
 
     def refresh(self, settings: UserSettings | None = None) -> bool:
         """Poll upstream if this poll interval has not been polled yet; True if this call did.
@@ -162,8 +174,12 @@ class MarketService:
         except Exception as exc:
             log.exception("refresh failed")
             metrics.REFRESH_ERRORS.inc()
-            self.last_error = UpstreamError(f"Internal error while refreshing ({exc.__class__.__name__}: {exc}); "
-                                            "see the server log", None, None, iso_utc(time.time()))
+            self.last_error = UpstreamError(
+                f"Internal error while refreshing ({exc.__class__.__name__}: {exc}); see the server log",
+                None,
+                None,
+                iso_utc(time.time()),
+            )
             return False
         finally:
             self._refresh_lock.release()
@@ -211,9 +227,15 @@ class MarketService:
 
     def _ingest(self, ticks: list[Tick], settings: UserSettings, now: float, persist_raw: bool) -> None:
         span = self.ingestion.backfill_span(settings.window, self.params(settings).tf_s)
-        self.ingestion.ingest(ticks, settings.pair, span, now, persist_raw,
-                              may_fetch=lambda: not self.gate.rate_limited_until(self.clock()),
-                              on_error=self._record_error)
+        self.ingestion.ingest(
+            ticks,
+            settings.pair,
+            span,
+            now,
+            persist_raw,
+            may_fetch=lambda: not self.gate.rate_limited_until(self.clock()),
+            on_error=self._record_error,
+        )
 
     def _check_trading(self, settings: UserSettings, now: float) -> None:
         try:
@@ -247,13 +269,25 @@ class MarketService:
         source = self.source()
         limited = self.gate.rate_limited_until(now)
         return MarketStatus(
-            state=state, source=source.kind, source_label=source.label, simulated=source.simulated,
-            source_note=self.link.source_note, symbols=settings.pair, legs=legs,
-            last_tick_utc=None if oldest is None else iso_utc(oldest.epoch), age_s=age, stale_after_s=stale_after,
-            last_error=self.last_error, rate_limited_until_utc=None if limited is None else iso_utc(limited),
+            state=state,
+            source=source.kind,
+            source_label=source.label,
+            simulated=source.simulated,
+            source_note=self.link.source_note,
+            symbols=settings.pair,
+            legs=legs,
+            last_tick_utc=None if oldest is None else iso_utc(oldest.epoch),
+            age_s=age,
+            stale_after_s=stale_after,
+            last_error=self.last_error,
+            rate_limited_until_utc=None if limited is None else iso_utc(limited),
             rate_limit_resumes_in_s=None if limited is None else round(limited - now, 1),
-            upstream_polls=self.upstream_polls, worker_pid=os.getpid(), settings_error=self.settings_store.load_error,
-            rest_host_note=self.link.url_note, webhook=self.notifier.status())
+            upstream_polls=self.upstream_polls,
+            worker_pid=os.getpid(),
+            settings_error=self.settings_store.load_error,
+            rest_host_note=self.link.url_note,
+            webhook=self.notifier.status(),
+        )
 
     def _leg(self, sym: str, tick: Tick | None, now: float, stale_after: float) -> LegStatus:
         """Live, stale (with its age), or disconnected (with the reason)."""
@@ -306,8 +340,13 @@ class MarketService:
         prices = self.store.prices(symbol, snap.now_s - window_s + 1, snap.now_s)
         valid = prices[~np.isnan(prices)]
         age = snap.now - last.epoch
-        return {"last": last, "age_s": age, "stale": age > snap.status.stale_after_s, "window_s": window_s,
-                "first_price": float(valid[0]) if len(valid) else None}
+        return {
+            "last": last,
+            "age_s": age,
+            "stale": age > snap.status.stale_after_s,
+            "window_s": window_s,
+            "first_price": float(valid[0]) if len(valid) else None,
+        }
 
     def recent_ticks(self, snap: Snapshot, limit: int = 50, symbols=None) -> list[Tick]:
         return self.store.recent_ticks(symbols or snap.settings.pair, limit)

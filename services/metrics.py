@@ -4,6 +4,7 @@ With `PROMETHEUS_MULTIPROC_DIR` set before the app starts (the gunicorn config i
 it), every worker writes its samples to that directory and `/metrics` adds them up across
 workers; without it (the dev server, the collector) the process's own registry is served.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,16 +23,20 @@ disable_created_metrics()  # the *_created series say nothing a scraper needs
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-UPSTREAM_REQUESTS = Counter("pairmonitor_upstream_requests", "Requests to the exchange's REST API",
-                            ["endpoint", "status"])
-ANALYSIS_RECOMPUTES = Counter("pairmonitor_analysis_recomputes",
-                              "Full restarts of an analysis from its anchor (a write older than the watermark)")
+UPSTREAM_REQUESTS = Counter(
+    "pairmonitor_upstream_requests", "Requests to the exchange's REST API", ["endpoint", "status"]
+)
+ANALYSIS_RECOMPUTES = Counter(
+    "pairmonitor_analysis_recomputes", "Full restarts of an analysis from its anchor (a write older than the watermark)"
+)
 TICKS_LATE = Counter("pairmonitor_ticks_late", "Live ticks that landed after their second had closed")
 TICKS_INGESTED = Counter("pairmonitor_ticks_ingested", "Live ticks stored")
-CALLBACK_SECONDS = Histogram("pairmonitor_callback_seconds", "Time to answer a tab's tick callback",
-                             ["page"], buckets=LATENCY_BUCKETS)
-POLL_SECONDS = Histogram("pairmonitor_poll_seconds", "Time of one upstream poll, answer or error",
-                         buckets=LATENCY_BUCKETS)
+CALLBACK_SECONDS = Histogram(
+    "pairmonitor_callback_seconds", "Time to answer a tab's tick callback", ["page"], buckets=LATENCY_BUCKETS
+)
+POLL_SECONDS = Histogram(
+    "pairmonitor_poll_seconds", "Time of one upstream poll, answer or error", buckets=LATENCY_BUCKETS
+)
 ALERTS = Counter("pairmonitor_alerts", "Alerts logged by this deployment", ["kind"])
 WEBHOOK_DELIVERIES = Counter("pairmonitor_webhook_deliveries", "Webhook deliveries by outcome", ["outcome"])
 REFRESH_ERRORS = Counter("pairmonitor_refresh_errors", "Refreshes that failed inside the app (database, ingest)")

@@ -6,6 +6,7 @@ jittered exponential backoff). A slow or failing receiver never blocks polling: 
 is full the alert is dropped and that is reported. The outcome of the last delivery is kept in
 the database, so every process (web workers, the collector) shows the same status.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,17 @@ from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
 STATUS_KEY = "webhook:last"
-RETRY = JitteredRetry(total=2, connect=2, read=0, status=2, status_forcelist=(429, 500, 502, 503, 504),
-                      allowed_methods=frozenset({"POST"}), backoff_factor=0.5, raise_on_status=False,
-                      respect_retry_after_header=False)
+RETRY = JitteredRetry(
+    total=2,
+    connect=2,
+    read=0,
+    status=2,
+    status_forcelist=(429, 500, 502, 503, 504),
+    allowed_methods=frozenset({"POST"}),
+    backoff_factor=0.5,
+    raise_on_status=False,
+    respect_retry_after_header=False,
+)
 
 
 class WebhookNotifier:
@@ -77,8 +86,13 @@ class WebhookNotifier:
         metrics.WEBHOOK_DELIVERIES.labels(outcome="ok" if ok else "failed").inc()
         if not ok:
             log.warning("webhook delivery failed for alert %s (%s): %s", alert.id, alert.rule, detail)
-        status = {"ok": ok, "detail": detail, "time_utc": iso_utc(time.time()), "alert_id": alert.id,
-                  "rule": alert.rule}
+        status = {
+            "ok": ok,
+            "detail": detail,
+            "time_utc": iso_utc(time.time()),
+            "alert_id": alert.id,
+            "rule": alert.rule,
+        }
         self.db.set_meta(STATUS_KEY, json.dumps(status))
         return ok
 

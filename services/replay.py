@@ -10,6 +10,7 @@ Each kline's close is the last price of its bar; it is replayed as a tick at the
 replay clock starts a little into the recording (so that rolling statistics are defined on first
 paint) and runs `speed` times faster than the wall clock; `max` jumps to the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,10 @@ def _symbol(spec: str) -> tuple[str, Path]:
     path = Path(spec)
     m = SYMBOL_IN_NAME.search(path.name)
     if not m:
-        raise ReplayError(f"{spec}: cannot tell the symbol from the file name; name it like "
-                          f"BTCUSDT-1m-2025-10-22.csv or pass SYMBOL=PATH")
+        raise ReplayError(
+            f"{spec}: cannot tell the symbol from the file name; name it like "
+            f"BTCUSDT-1m-2025-10-22.csv or pass SYMBOL=PATH"
+        )
     return m.group(1), path
 
 
@@ -103,7 +106,7 @@ def load_recording(spec: str) -> Recording:
     step = np.diff(opens)
     if (step <= 0).any():
         raise ReplayError(f"{path}: open times must increase")
-    interval = int(round(float(np.median(step))))
+    interval = round(float(np.median(step)))
     if interval < 1 or not np.isfinite(data[:, 1]).all():
         raise ReplayError(f"{path}: bad open times or close prices")
     return Recording(symbol, str(path), (opens + interval - 1).astype(np.int64), data[:, 1], interval)
@@ -144,8 +147,9 @@ class ReplaySource:
     def _recording(self, symbol: str) -> Recording:
         rec = self.recordings.get(symbol)
         if rec is None:
-            raise BinanceError(f"No recording of {symbol} in this replay ({', '.join(self.symbols())})",
-                               status=400, code=-1121)
+            raise BinanceError(
+                f"No recording of {symbol} in this replay ({', '.join(self.symbols())})", status=400, code=-1121
+            )
         return rec
 
     def poll(self, symbols) -> list[Tick]:

@@ -4,6 +4,7 @@ user chose (`UserSettings`, edited on /settings, persisted in the embedded datab
 Validation lives here, once, for the UI and the HTTP API alike: bad input raises
 `SettingsError` with a message meant for a person, and nothing saved is touched.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,8 +91,9 @@ def parse_threshold(value) -> float:
 def parse_window(value) -> int:
     x = parse_float(value, "Window")
     if x != int(x) or not WINDOW_RANGE[0] <= x <= WINDOW_RANGE[1]:
-        raise SettingsError(f"Window must be a whole number of buckets from {WINDOW_RANGE[0]} to "
-                            f"{WINDOW_RANGE[1]}, got {value!r}")
+        raise SettingsError(
+            f"Window must be a whole number of buckets from {WINDOW_RANGE[0]} to {WINDOW_RANGE[1]}, got {value!r}"
+        )
     return int(x)
 
 
@@ -162,8 +164,9 @@ def parse_rule(raw) -> Rule:
         raise SettingsError(f"Hysteresis must be 0 or more, got {raw.get('hysteresis')!r}")
     cooldown = parse_float(raw.get("cooldown_s") or 0, "Cooldown")
     if cooldown != int(cooldown) or not 0 <= cooldown <= COOLDOWN_MAX_S:
-        raise SettingsError(f"Cooldown must be a whole number of seconds from 0 to {COOLDOWN_MAX_S}, "
-                            f"got {raw.get('cooldown_s')!r}")
+        raise SettingsError(
+            f"Cooldown must be a whole number of seconds from 0 to {COOLDOWN_MAX_S}, got {raw.get('cooldown_s')!r}"
+        )
     return Rule(kind, level, leg, hysteresis, int(cooldown))
 
 
@@ -184,18 +187,25 @@ def validate(raw: dict, known_symbols=None) -> UserSettings:
     b = parse_symbol(raw.get("symbol_b"), known_symbols, "Symbol B")
     if a == b:
         raise SettingsError(f"The two symbols must differ (both are {a})")
-    settings = UserSettings(a, b, parse_threshold(raw.get("threshold")), parse_window(raw.get("window")),
-                            parse_poll_interval(raw.get("poll_interval_s")),
-                            parse_choice(raw.get("hedge", "none"), METHODS, "Hedge method"),
-                            parse_choice(raw.get("timeframe", "1s"), tuple(TIMEFRAMES), "Timeframe"),
-                            parse_bool(raw.get("log_prices", False), "Log prices"),
-                            parse_rules(raw.get("rules", DEFAULT_RULES)),
-                            parse_url(raw.get("webhook_url"), "Webhook URL"),
-                            parse_url(raw.get("binance_url"), "Binance base URL"))
+    settings = UserSettings(
+        a,
+        b,
+        parse_threshold(raw.get("threshold")),
+        parse_window(raw.get("window")),
+        parse_poll_interval(raw.get("poll_interval_s")),
+        parse_choice(raw.get("hedge", "none"), METHODS, "Hedge method"),
+        parse_choice(raw.get("timeframe", "1s"), tuple(TIMEFRAMES), "Timeframe"),
+        parse_bool(raw.get("log_prices", False), "Log prices"),
+        parse_rules(raw.get("rules", DEFAULT_RULES)),
+        parse_url(raw.get("webhook_url"), "Webhook URL"),
+        parse_url(raw.get("binance_url"), "Binance base URL"),
+    )
     for rule in settings.rules:
         if rule.kind == "abs_z" and rule.hysteresis >= settings.threshold:
-            raise SettingsError(f"The |z| rule's hysteresis ({rule.hysteresis:g}) must be below the threshold "
-                                f"({settings.threshold:g}), or it would never re-arm")
+            raise SettingsError(
+                f"The |z| rule's hysteresis ({rule.hysteresis:g}) must be below the threshold "
+                f"({settings.threshold:g}), or it would never re-arm"
+            )
     return settings
 
 
@@ -249,7 +259,10 @@ class SettingsStore:
         with self._lock, self.db.write() as conn:
             row = conn.execute("SELECT version FROM settings WHERE id = 1").fetchone()
             version = (row[0] if row else 0) + 1
-            conn.execute("INSERT INTO settings (id, body, version) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE "
-                         "SET body = excluded.body, version = excluded.version", (body, version))
+            conn.execute(
+                "INSERT INTO settings (id, body, version) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE "
+                "SET body = excluded.body, version = excluded.version",
+                (body, version),
+            )
             self._settings, self._version = settings, version
         return settings

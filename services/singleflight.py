@@ -5,6 +5,7 @@ the statistics of a revision) is asked for by key. The first caller computes it;
 arrive while it runs wait for that result instead of computing it again (single flight); later
 callers get it from the memo until it is pushed out (LRU, bounded by count) or expires.
 """
+
 from __future__ import annotations
 
 import threading

@@ -8,6 +8,7 @@ one it has:
 - `history(symbol, start_s, end_s)`: last price of each UTC second in [start_s, end_s], to
   backfill the store at start, on a pair change and after a hole.
 """
+
 from __future__ import annotations
 
 import logging
@@ -80,8 +81,9 @@ class BinanceSource:
         ticks: list[Tick] = []
         cursor = int(start_s)
         while cursor <= end_s:
-            rows = self.client.klines(symbol, "1s", start_ms=cursor * 1000, end_ms=int(end_s) * 1000 + 999,
-                                      limit=KLINES_MAX_LIMIT)
+            rows = self.client.klines(
+                symbol, "1s", start_ms=cursor * 1000, end_ms=int(end_s) * 1000 + 999, limit=KLINES_MAX_LIMIT
+            )
             if not rows:
                 break
             ticks.extend(Tick(symbol, k.close, k.open_time) for k in rows)
@@ -132,8 +134,7 @@ class SimSource:
     SHOCK_PROB = 1 / 450  # per second per symbol
     SHOCK_SIZE = (3.0, 6.0)  # in stationary standard deviations of the OU part
 
-    def __init__(self, seed: int = 7, origin_s: int | None = None, span_s: int = 86_400,
-                 clock=time.time):
+    def __init__(self, seed: int = 7, origin_s: int | None = None, span_s: int = 86_400, clock=time.time):
         self.clock = clock
         self.span_s = int(span_s)
         if origin_s is None:
@@ -172,14 +173,18 @@ class SimSource:
         k = len(self.names)
         eps = self._normals.standard_normal((n, k + 1))
         u = self._uniforms.random((n, k, 2))
-        shocks = np.where(u[..., 0] < self.SHOCK_PROB,
-                          np.sign(u[..., 1] - 0.5) * (self.SHOCK_SIZE[0] + abs(u[..., 1] - 0.5) * 2
-                                                      * (self.SHOCK_SIZE[1] - self.SHOCK_SIZE[0])) * self._ou_sd,
-                          0.0)
+        shocks = np.where(
+            u[..., 0] < self.SHOCK_PROB,
+            np.sign(u[..., 1] - 0.5)
+            * (self.SHOCK_SIZE[0] + abs(u[..., 1] - 0.5) * 2 * (self.SHOCK_SIZE[1] - self.SHOCK_SIZE[0]))
+            * self._ou_sd,
+            0.0,
+        )
         factor = self._factor + np.cumsum(self.FACTOR_VOL * eps[:, 0])
         keep = 1.0 - self._theta  # OU recursion x_t = keep * x_(t-1) + input_t, as a linear filter
-        idio, _ = lfilter([1.0], [1.0, -keep], self.IDIO_VOL * eps[:, 1:] + shocks, axis=0,
-                          zi=(keep * self._idio)[None, :])
+        idio, _ = lfilter(
+            [1.0], [1.0, -keep], self.IDIO_VOL * eps[:, 1:] + shocks, axis=0, zi=(keep * self._idio)[None, :]
+        )
         self._factor, self._idio = float(factor[-1]), idio[-1]
         out = factor[:, None] * self._beta + idio
         prices = np.round(np.round(self._level * np.exp(out) / self._tick) * self._tick, self._decimals)
@@ -207,12 +212,21 @@ class SimSource:
         end_s = min(int(end_s), int(self.clock()))
         self._advance_to(end_s)
         start_s = max(int(start_s), self._first_s)
-        rows = self._prices[start_s - self._first_s:end_s - self._first_s + 1, col]
+        rows = self._prices[start_s - self._first_s : end_s - self._first_s + 1, col]
         return [Tick(symbol, float(p), utc_from_epoch(start_s + i)) for i, p in enumerate(rows)]
 
 
-def open_source(kind: str, binance_url: str, clock=time.time, seed: int = 7, span_s: int = 86_400,
-                probe_timeout: float = 3.0, replay=(), replay_speed="1", fallback_urls=()):
+def open_source(
+    kind: str,
+    binance_url: str,
+    clock=time.time,
+    seed: int = 7,
+    span_s: int = 86_400,
+    probe_timeout: float = 3.0,
+    replay=(),
+    replay_speed="1",
+    fallback_urls=(),
+):
     """The source named by `--source`, and why it was chosen.
 
     `auto` pings Binance (at most `probe_timeout` seconds) and falls back to the simulation,

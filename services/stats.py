@@ -1,4 +1,5 @@
 """Mean-reversion statistics of a spread: ADF test, AR(1) half-life, rolling return correlation."""
+
 from __future__ import annotations
 
 import math
@@ -23,10 +24,15 @@ def adf(spread) -> dict | None:
         return None
     res = adfuller(x, autolag="AIC", result_object=True)
     pvalue = float(res.pvalue)
-    return {"statistic": float(res.statistic), "pvalue": pvalue, "lags": int(res.lags), "nobs": int(res.nobs),
-            "critical": {k: float(v) for k, v in res.critical_values.items()},
-            "mean_reverting_5pct": bool(pvalue < 0.05),
-            "verdict": "mean-reverting at 5 %" if pvalue < 0.05 else "not mean-reverting at 5 %"}
+    return {
+        "statistic": float(res.statistic),
+        "pvalue": pvalue,
+        "lags": int(res.lags),
+        "nobs": int(res.nobs),
+        "critical": {k: float(v) for k, v in res.critical_values.items()},
+        "mean_reverting_5pct": bool(pvalue < 0.05),
+        "verdict": "mean-reverting at 5 %" if pvalue < 0.05 else "not mean-reverting at 5 %",
+    }
 
 
 def half_life(spread) -> float:
@@ -55,6 +61,10 @@ def summary(spread, a, b, corr_window: int) -> dict:
     latest rolling correlation of the legs' returns."""
     corr = rolling_return_corr(a, b, corr_window)
     valid = corr[~np.isnan(corr)]
-    return {"adf": adf(spread), "half_life_bars": float(half_life(spread)),
-            "return_corr": float(valid[-1]) if len(valid) else math.nan, "corr_window": int(corr_window),
-            "bars": int(np.sum(~np.isnan(np.asarray(spread, float))))}
+    return {
+        "adf": adf(spread),
+        "half_life_bars": float(half_life(spread)),
+        "return_corr": float(valid[-1]) if len(valid) else math.nan,
+        "corr_window": int(corr_window),
+        "bars": int(np.sum(~np.isnan(np.asarray(spread, float)))),
+    }

@@ -1,4 +1,5 @@
 """What the navbar, the pages and `/api/health` say about the data: typed, built in one place."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

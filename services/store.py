@@ -6,6 +6,7 @@ its second: a tick that is older than the one already in its bucket (out of orde
 duplicate changes nothing. Reading returns NaN for seconds that had no tick; forward-filling
 short gaps is the reader's choice (`services.analytics.forward_fill`).
 """
+
 from __future__ import annotations
 
 import threading
@@ -30,7 +31,7 @@ class BucketRing:
 
     def put(self, epoch_s: float, price: float) -> bool:
         """Record a tick; False when it was too old to keep, older than its bucket's tick, or that tick again."""
-        ns = int(round(epoch_s * 1e9))
+        ns = round(epoch_s * 1e9)
         s = ns // 1_000_000_000
         if self.latest_s is not None and s <= self.latest_s - self.capacity:
             return False

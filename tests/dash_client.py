@@ -1,26 +1,43 @@
 """What a browser tab sends to Dash, without a browser: its one tick callback request per tick,
 with the state a real tab carries from one tick to the next (alerts seen, the cursor)."""
+
 from components import ids
 
-TICK_OUTPUTS = [(ids.NAV_PAIR, "children"), (ids.SOURCE_BADGE, "children"), (ids.SOURCE_BADGE, "color"),
-                (ids.AGE_BADGE, "children"), (ids.AGE_BADGE, "color"), (ids.LEG_BADGES, "children"),
-                (ids.STATUS_BANNER, "children"), (ids.INTERVAL, "interval"),
-                (ids.TOASTS, "children"), (ids.ALERT_SEEN, "data"), (ids.NEW_ALERTS, "data"),
-                (ids.TICK, "data"), (ids.CURSOR, "data")]
+TICK_OUTPUTS = [
+    (ids.NAV_PAIR, "children"),
+    (ids.SOURCE_BADGE, "children"),
+    (ids.SOURCE_BADGE, "color"),
+    (ids.AGE_BADGE, "children"),
+    (ids.AGE_BADGE, "color"),
+    (ids.LEG_BADGES, "children"),
+    (ids.STATUS_BANNER, "children"),
+    (ids.INTERVAL, "interval"),
+    (ids.TOASTS, "children"),
+    (ids.ALERT_SEEN, "data"),
+    (ids.NEW_ALERTS, "data"),
+    (ids.TICK, "data"),
+    (ids.CURSOR, "data"),
+]
 PAGE_VIEWS = {"/": {"range": "15m"}, "/analytics": {"range": "15m", "corr": 60}}
 
 
 def tick_payload(n_intervals: int, path: str = "/", seen=None, cursor=None, view=None) -> dict:
     """The body of POST /_dash-update-component for the tick callback on `path`."""
     view = PAGE_VIEWS.get(path, {}) if view is None else view
-    return {"output": ".." + "...".join(f"{i}.{p}" for i, p in TICK_OUTPUTS) + "..",
-            "outputs": [{"id": i, "property": p} for i, p in TICK_OUTPUTS],
-            "inputs": [{"id": ids.INTERVAL, "property": "n_intervals", "value": n_intervals},
-                       {"id": ids.PAGE_LOCATION, "property": "pathname", "value": path},
-                       [{"id": ids.view(name), "property": "value", "value": v} for name, v in view.items()]],
-            "changedPropIds": [f"{ids.INTERVAL}.n_intervals"],
-            "state": [{"id": ids.ALERT_SEEN, "property": "data", "value": seen},
-                      {"id": ids.CURSOR, "property": "data", "value": cursor}]}
+    return {
+        "output": ".." + "...".join(f"{i}.{p}" for i, p in TICK_OUTPUTS) + "..",
+        "outputs": [{"id": i, "property": p} for i, p in TICK_OUTPUTS],
+        "inputs": [
+            {"id": ids.INTERVAL, "property": "n_intervals", "value": n_intervals},
+            {"id": ids.PAGE_LOCATION, "property": "pathname", "value": path},
+            [{"id": ids.view(name), "property": "value", "value": v} for name, v in view.items()],
+        ],
+        "changedPropIds": [f"{ids.INTERVAL}.n_intervals"],
+        "state": [
+            {"id": ids.ALERT_SEEN, "property": "data", "value": seen},
+            {"id": ids.CURSOR, "property": "data", "value": cursor},
+        ],
+    }
 
 
 class Tab:

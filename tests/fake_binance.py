@@ -7,6 +7,7 @@ spaces; unknown symbols get -1121), counts requests per path, and can be told to
 Prices come from the recorded BTCUSDT/ETHUSDT 1-minute closes in ../shared/data, given a small
 deterministic per-second wiggle, so every UTC second has one known price: `price(symbol, s)`.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ from werkzeug import Request, Response
 
 SHARED_DATA = Path(os.environ.get("SHARED_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 SYMBOLS_RE = re.compile(r'^\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\]$')
-RECORDED = {"BTCUSDT": "binance-futures-um-BTCUSDT-1m-2025-10-22.csv",
-            "ETHUSDT": "binance-futures-um-ETHUSDT-1m-2025-10-22.csv"}
+RECORDED = {
+    "BTCUSDT": "binance-futures-um-BTCUSDT-1m-2025-10-22.csv",
+    "ETHUSDT": "binance-futures-um-ETHUSDT-1m-2025-10-22.csv",
+}
 
 
 def recorded_closes(symbol: str) -> pd.Series:
@@ -93,27 +96,39 @@ class FakeBinance:
 
     @staticmethod
     def _json(body, status=200) -> Response:
-        return Response(json.dumps(body), status=status, content_type="application/json",
-                        headers={"X-MBX-USED-WEIGHT-1M": "7"})
+        return Response(
+            json.dumps(body), status=status, content_type="application/json", headers={"X-MBX-USED-WEIGHT-1M": "7"}
+        )
 
     def _error(self, code: int, msg: str, status: int = 400) -> Response:
         return self._json({"code": code, "msg": msg}, status)
 
     def _exchange_info(self, request: Request) -> Response:
-        symbols = [{"symbol": s, "status": st, "baseAsset": s[:-4], "quoteAsset": "USDT"}
-                   for s, st in self.trading.items()]
+        symbols = [
+            {"symbol": s, "status": st, "baseAsset": s[:-4], "quoteAsset": "USDT"} for s, st in self.trading.items()
+        ]
         if request.args.get("symbolStatus"):
             symbols = [s for s in symbols if s["status"] == request.args["symbolStatus"]]
-        return self._json({"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [],
-                           "exchangeFilters": [], "symbols": symbols})
+        return self._json(
+            {
+                "timezone": "UTC",
+                "serverTime": int(time.time() * 1000),
+                "rateLimits": [],
+                "exchangeFilters": [],
+                "symbols": symbols,
+            }
+        )
 
     def _ticker_price(self, request: Request) -> Response:
         raw = request.args.get("symbols")
         if raw is None:
             return self._error(-1102, "Mandatory parameter 'symbols' was not sent, was empty/null, or malformed.")
         if not SYMBOLS_RE.match(raw):
-            return self._error(-1100, "Illegal characters found in parameter 'symbols'; legal range is "
-                                      "'^\\[(\"[A-Z0-9-_.]{1,20}\"(,\"[A-Z0-9-_.]{1,20}\"){0,}){0,1}\\]$'.")
+            return self._error(
+                -1100,
+                "Illegal characters found in parameter 'symbols'; legal range is "
+                '\'^\\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\\]$\'.',
+            )
         symbols = json.loads(raw)
         if any(s not in self.trading for s in symbols):
             return self._error(-1121, "Invalid symbol.")

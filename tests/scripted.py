@@ -1,4 +1,5 @@
 """A source whose prices the test writes: one array per symbol, one price per second."""
+
 from services.sources import Tick, utc_from_epoch
 
 
@@ -20,4 +21,6 @@ class ScriptedSource:
 
     def history(self, symbol, start_s, end_s):
         lo = max(start_s, self.origin)
-        return [Tick(symbol, float(self.prices[symbol][s - self.origin]), utc_from_epoch(s)) for s in range(lo, end_s + 1)]
+        return [
+            Tick(symbol, float(self.prices[symbol][s - self.origin]), utc_from_epoch(s)) for s in range(lo, end_s + 1)
+        ]

@@ -1,4 +1,5 @@
 """Alert rules: evaluation (crossing, hysteresis, cooldown), the shared log, delivery."""
+
 import json
 import time
 
@@ -13,8 +14,10 @@ from services.db import Database
 from services.market import MarketService
 from services.settings import AppConfig, SettingsError
 
+ARMED = RuleState(armed=True)
 
-def fire(rule, values, bound=2.0, state=RuleState(armed=True), seconds=None):
+
+def fire(rule, values, bound=2.0, state=ARMED, seconds=None):
     seconds = np.arange(len(values)) if seconds is None else seconds
     return evaluate_rule(rule, bound, np.array(values, float), seconds, state)
 
@@ -30,14 +33,17 @@ def test_an_unknown_start_only_sets_the_state():
     assert fire(Rule("abs_z"), [3.0, 3.5, 1.0, 2.5], state=RuleState())[0] == [3]
 
 
-@pytest.mark.parametrize("kind, bound, values, expected", [
-    ("z_above", 2.0, [0, 2.5, 0, -2.5, 0, 2.0], [1, 5]),
-    ("z_below", -2.0, [0, 2.5, 0, -2.5, 0, -2.0], [3, 5]),
-    ("spread_above", 10.0, [9, 10, 11, 9.9, 12], [1, 4]),
-    ("spread_below", -1.0, [0, -1.5, -0.5, -2], [1, 3]),
-    ("price_above", 100.0, [99, 101, 99, 101], [1, 3]),
-    ("price_below", 100.0, [101, 99, 101, 99], [1, 3]),
-])
+@pytest.mark.parametrize(
+    "kind, bound, values, expected",
+    [
+        ("z_above", 2.0, [0, 2.5, 0, -2.5, 0, 2.0], [1, 5]),
+        ("z_below", -2.0, [0, 2.5, 0, -2.5, 0, -2.0], [3, 5]),
+        ("spread_above", 10.0, [9, 10, 11, 9.9, 12], [1, 4]),
+        ("spread_below", -1.0, [0, -1.5, -0.5, -2], [1, 3]),
+        ("price_above", 100.0, [99, 101, 99, 101], [1, 3]),
+        ("price_below", 100.0, [101, 99, 101, 99], [1, 3]),
+    ],
+)
 def test_each_kind_fires_on_its_side_only(kind, bound, values, expected):
     assert fire(Rule(kind, level=None if kind.startswith("z") else bound), values, bound)[0] == expected
 
@@ -77,12 +83,15 @@ def test_the_log_keeps_one_row_per_alert_across_processes(tmp_path):
 def test_rules_are_validated(tmp_path, clock):
     market = scripted_market(tmp_path, clock)
     market.save_settings({"symbol_a": "AAAUSDT", "symbol_b": "BBBUSDT"})
-    for bad, message in [({"kind": "nope"}, "Rule type"), ({"kind": "spread_above"}, "level is required"),
-                         ({"kind": "price_above", "level": "inf"}, "finite"),
-                         ({"kind": "price_above", "level": 1, "leg": "C"}, "A or B"),
-                         ({"kind": "abs_z", "hysteresis": -1}, "0 or more"),
-                         ({"kind": "abs_z", "hysteresis": 5}, "never re-arm"),
-                         ({"kind": "abs_z", "cooldown_s": 1.5}, "whole number")]:
+    for bad, message in [
+        ({"kind": "nope"}, "Rule type"),
+        ({"kind": "spread_above"}, "level is required"),
+        ({"kind": "price_above", "level": "inf"}, "finite"),
+        ({"kind": "price_above", "level": 1, "leg": "C"}, "A or B"),
+        ({"kind": "abs_z", "hysteresis": -1}, "0 or more"),
+        ({"kind": "abs_z", "hysteresis": 5}, "never re-arm"),
+        ({"kind": "abs_z", "cooldown_s": 1.5}, "whole number"),
+    ]:
         with pytest.raises(SettingsError, match=message):
             market.save_settings({"rules": [bad]})
     with pytest.raises(SettingsError, match="already"):
@@ -109,8 +118,9 @@ def script_prices(seed=4):
 def scripted_market(tmp_path, clock, cache=None, prices=None):
     cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_000)
     origin = int(clock()) - ORIGIN_OFFSET
-    return MarketService(cfg, cache or SimpleCache(), clock=clock,
-                         source=ScriptedSource(clock, origin, prices or script_prices()))
+    return MarketService(
+        cfg, cache or SimpleCache(), clock=clock, source=ScriptedSource(clock, origin, prices or script_prices())
+    )
 
 
 def run_until(clock, markets, end_offset):
@@ -124,12 +134,19 @@ def run_until(clock, markets, end_offset):
 def test_two_workers_and_a_webhook_deliver_each_crossing_exactly_once(tmp_path, clock, httpserver):
     received = []
     httpserver.expect_request("/hook", method="POST").respond_with_handler(
-        lambda r: (received.append(json.loads(r.data)), Response("ok"))[1])
+        lambda r: (received.append(json.loads(r.data)), Response("ok"))[1]
+    )
     cache = SimpleCache()
     workers = [scripted_market(tmp_path, clock, cache) for _ in range(2)]
-    workers[0].save_settings({"symbol_a": "AAAUSDT", "symbol_b": "BBBUSDT", "window": 30,
-                              "webhook_url": httpserver.url_for("/hook"),
-                              "rules": [{"kind": "abs_z"}, {"kind": "spread_below", "level": 470}]})
+    workers[0].save_settings(
+        {
+            "symbol_a": "AAAUSDT",
+            "symbol_b": "BBBUSDT",
+            "window": 30,
+            "webhook_url": httpserver.url_for("/hook"),
+            "rules": [{"kind": "abs_z"}, {"kind": "spread_below", "level": 470}],
+        }
+    )
     clock.origin = int(clock()) - ORIGIN_OFFSET
     run_until(clock, workers, N - 2)
     for w in workers:
@@ -153,8 +170,9 @@ def test_a_failing_webhook_never_blocks_ingestion(tmp_path, clock, httpserver):
 
     httpserver.expect_request("/hook").respond_with_handler(slow_failure)
     market = scripted_market(tmp_path, clock)
-    market.save_settings({"symbol_a": "AAAUSDT", "symbol_b": "BBBUSDT", "window": 30,
-                          "webhook_url": httpserver.url_for("/hook")})
+    market.save_settings(
+        {"symbol_a": "AAAUSDT", "symbol_b": "BBBUSDT", "window": 30, "webhook_url": httpserver.url_for("/hook")}
+    )
     clock.origin = int(clock()) - ORIGIN_OFFSET
     started = time.perf_counter()
     run_until(clock, [market], N - 2)
@@ -172,7 +190,8 @@ def test_a_failing_webhook_never_blocks_ingestion(tmp_path, clock, httpserver):
 def test_test_alert_goes_to_the_log_and_the_webhook(tmp_path, clock, httpserver):
     received = []
     httpserver.expect_request("/hook").respond_with_handler(
-        lambda r: (received.append(json.loads(r.data)), Response("ok"))[1])
+        lambda r: (received.append(json.loads(r.data)), Response("ok"))[1]
+    )
     market = scripted_market(tmp_path, clock)
     market.save_settings({"symbol_a": "AAAUSDT", "symbol_b": "BBBUSDT", "webhook_url": httpserver.url_for("/hook")})
     market.refresh()

@@ -1,4 +1,5 @@
 """Analytics against hand computation and independent references (statistics module, plain loops)."""
+
 import math
 import statistics
 
@@ -54,7 +55,7 @@ def test_rolling_zscore_matches_statistics_module_on_recorded_data():
     window = 30
     mean, std, z = analytics.rolling_zscore(sp, window)
     for t in range(window - 1, len(sp), 37):
-        win = list(sp[t - window + 1:t + 1])
+        win = list(sp[t - window + 1 : t + 1])
         assert mean[t] == pytest.approx(statistics.fmean(win), rel=1e-12)
         assert std[t] == pytest.approx(statistics.stdev(win), rel=1e-9)
         assert z[t] == pytest.approx((sp[t] - statistics.fmean(win)) / statistics.stdev(win), rel=1e-7, abs=1e-9)
@@ -72,7 +73,9 @@ def test_pair_frame_slice_equals_full_history():
     full = analytics.pair_frame(1_000, a, b, window, limit, ("A", "B"))
     lead = analytics.warmup(window, limit)
     for start in (50, 199, 231, 420):
-        part = analytics.pair_frame(1_000 + start - lead, a[start - lead:], b[start - lead:], window, limit, ("A", "B"))
+        part = analytics.pair_frame(
+            1_000 + start - lead, a[start - lead :], b[start - lead :], window, limit, ("A", "B")
+        )
         pd.testing.assert_frame_equal(part.iloc[lead:], full.iloc[start:])
 
 

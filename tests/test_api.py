@@ -1,4 +1,5 @@
 """The HTTP API through Flask's test client, on the simulation and on the loopback fake Binance."""
+
 import io
 import json
 import time
@@ -57,22 +58,25 @@ def test_ticks_csv(sim_client):
     assert set(df["symbol"]) == {"ETHUSDT"} and df["timestamp_utc"].str.endswith("Z").all()
 
 
-@pytest.mark.parametrize("url,needle", [
-    ("/api/analytics.csv?a=NOPEUSDT", "NOPEUSDT"),
-    ("/api/analytics.csv?window=1", "Window"),
-    ("/api/analytics.csv?window=abc", "number"),
-    ("/api/analytics.csv?window=", "required"),
-    ("/api/analytics.csv?seconds=-5", "seconds"),
-    ("/api/analytics.csv?a=SOLUSDT", "watched pair"),
-    ("/api/ticks.csv?symbol=%3Dcmd", "not a symbol"),
-    ("/api/ticks.csv?limit=zero", "limit"),
-    ("/api/chart/candles.png", "unknown chart"),
-    ("/api/analytics.csv?hedge=magic", "hedge"),
-    ("/api/analytics.csv?tf=2m", "tf"),
-    ("/api/analytics.csv?log=maybe", "log"),
-    ("/api/chart/zscore.png?threshold=-1", "greater than 0"),
-    ("/api/chart/zscore.png?threshold=inf", "finite"),
-])
+@pytest.mark.parametrize(
+    "url,needle",
+    [
+        ("/api/analytics.csv?a=NOPEUSDT", "NOPEUSDT"),
+        ("/api/analytics.csv?window=1", "Window"),
+        ("/api/analytics.csv?window=abc", "number"),
+        ("/api/analytics.csv?window=", "required"),
+        ("/api/analytics.csv?seconds=-5", "seconds"),
+        ("/api/analytics.csv?a=SOLUSDT", "watched pair"),
+        ("/api/ticks.csv?symbol=%3Dcmd", "not a symbol"),
+        ("/api/ticks.csv?limit=zero", "limit"),
+        ("/api/chart/candles.png", "unknown chart"),
+        ("/api/analytics.csv?hedge=magic", "hedge"),
+        ("/api/analytics.csv?tf=2m", "tf"),
+        ("/api/analytics.csv?log=maybe", "log"),
+        ("/api/chart/zscore.png?threshold=-1", "greater than 0"),
+        ("/api/chart/zscore.png?threshold=inf", "finite"),
+    ],
+)
 def test_bad_parameters_get_one_line_json_400(sim_client, url, needle):
     resp = sim_client.get(url)
     assert resp.status_code == 400
@@ -117,8 +121,9 @@ def test_against_fake_binance_csv_matches_the_server_second_by_second(fake_binan
     seconds = (pd.to_datetime(df["timestamp_utc"]) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     first_poll = min(min(v) for v in fake_binance.served.values())
     for sym in ("BTCUSDT", "ETHUSDT"):
-        raw = [fake_binance.served[sym].get(s, np.nan) if s >= first_poll else fake_binance.price(sym, s)
-               for s in seconds]
+        raw = [
+            fake_binance.served[sym].get(s, np.nan) if s >= first_poll else fake_binance.price(sym, s) for s in seconds
+        ]
         expected = pd.Series(raw).ffill(limit=3).to_numpy()
         np.testing.assert_array_equal(df[sym].to_numpy(), expected)
     assert len(fake_binance.served["BTCUSDT"]) >= 5
@@ -129,15 +134,31 @@ def test_against_fake_binance_csv_matches_the_server_second_by_second(fake_binan
 
 def test_backtest_csv(sim_client):
     df = read_csv(sim_client.get("/api/backtest.csv?entry=1&exit=0&stop=&cost_bps=0&seconds=600"))
-    assert list(df.columns) == ["entry_time", "exit_time", "side", "entry_z", "beta", "exit_reason", "return_pct",
-                                "bars"]
+    assert list(df.columns) == [
+        "entry_time",
+        "exit_time",
+        "side",
+        "entry_z",
+        "beta",
+        "exit_reason",
+        "return_pct",
+        "bars",
+    ]
     assert len(df) >= 1 and set(df["side"]) <= {"long spread", "short spread"}
     assert (df["entry_z"].abs() >= 1).all()
 
 
-@pytest.mark.parametrize("query,needle", [("entry=0", "greater than 0"), ("entry=2&exit=3", "inside"),
-                                          ("entry=2&stop=1", "beyond"), ("cost_bps=-1", "cost"),
-                                          ("hedge=magic", "hedge"), ("tf=2m", "tf")])
+@pytest.mark.parametrize(
+    "query,needle",
+    [
+        ("entry=0", "greater than 0"),
+        ("entry=2&exit=3", "inside"),
+        ("entry=2&stop=1", "beyond"),
+        ("cost_bps=-1", "cost"),
+        ("hedge=magic", "hedge"),
+        ("tf=2m", "tf"),
+    ],
+)
 def test_backtest_csv_bad_parameters(sim_client, query, needle):
     resp = sim_client.get(f"/api/backtest.csv?{query}")
     assert resp.status_code == 400 and needle in resp.get_json()["error"].lower()
@@ -164,8 +185,9 @@ def test_health_is_503_while_the_data_is_stale(fake_binance, tmp_path):
     app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path)))
     client = app.server.test_client()
     assert client.get("/api/health").status_code == 200
-    fake_binance.fail_next("/api/v3/ticker/price", 500, {"code": -1000, "msg": "An unknown error occurred"},
-                           times=1_000)
+    fake_binance.fail_next(
+        "/api/v3/ticker/price", 500, {"code": -1000, "msg": "An unknown error occurred"}, times=1_000
+    )
     deadline = time.time() + 15
     while (resp := client.get("/api/health")).status_code == 200:
         assert time.time() < deadline, "health never said stale"
@@ -179,10 +201,18 @@ def test_csv_text_cells_are_neutralised_against_formula_injection(tmp_path):
     from services.alerts import Alert
 
     assert [csv_text(v) for v in ("=1+1", "+A1", "-2+3", "@SUM(A1)", "\tx", "BTCUSDT", -1.5, 2)] == [
-        "'=1+1", "'+A1", "'-2+3", "'@SUM(A1)", "'\tx", "BTCUSDT", -1.5, 2]
+        "'=1+1",
+        "'+A1",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\tx",
+        "BTCUSDT",
+        -1.5,
+        2,
+    ]
     app = create_app(AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600))
     market = app.server.extensions["market"]
-    evil = "=HYPERLINK(\"http://x.test\",\"click\")"
+    evil = '=HYPERLINK("http://x.test","click")'
     market.alerts.add([Alert(1_761_091_200, evil, "test:1", "test", "-BTC/ETH", -2.5, 2.0, -2.5, -7.0)])
     rows = read_csv(app.server.test_client().get("/api/alerts.csv"))
     assert rows["rule"].iloc[0] == "'" + evil and rows["pair"].iloc[0] == "'-BTC/ETH"

@@ -1,4 +1,5 @@
 """The REST client against the loopback fake exchange: shapes, parameters and every error kind."""
+
 import socket
 from datetime import UTC
 
@@ -53,16 +54,18 @@ def test_invalid_symbol_is_a_typed_error(fake_binance):
 
 @pytest.mark.parametrize("status", [418, 429])
 def test_rate_limit_carries_retry_after(fake_binance, status):
-    fake_binance.fail_next("/api/v3/ticker/price", status, {"code": -1003, "msg": "Too many requests"},
-                           headers={"Retry-After": "17"})
+    fake_binance.fail_next(
+        "/api/v3/ticker/price", status, {"code": -1003, "msg": "Too many requests"}, headers={"Retry-After": "17"}
+    )
     with pytest.raises(BinanceRateLimited) as err:
         BinanceClient(fake_binance.url).ticker_prices(["BTCUSDT"])
     assert err.value.status == status and err.value.retry_after == 17.0
 
 
 def test_restricted_location_is_explained(fake_binance):
-    fake_binance.fail_next("/api/v3/ticker/price", 451, {"code": 0, "msg": "Service unavailable from a "
-                                                          "restricted location"})
+    fake_binance.fail_next(
+        "/api/v3/ticker/price", 451, {"code": 0, "msg": "Service unavailable from a restricted location"}
+    )
     with pytest.raises(BinanceAPIError) as err:
         BinanceClient(fake_binance.url).ticker_prices(["BTCUSDT"])
     assert err.value.status == 451 and "data-api.binance.vision" in err.value.message
@@ -89,13 +92,15 @@ def test_backoff_is_exponential_with_jitter():
     for _ in range(2):
         retry = retry.increment(method="GET", url="/x", error=ConnectionError("down"))
     waits = [retry.get_backoff_time() for _ in range(200)]
-    cap = 0.1 * 2 ** 1  # backoff_factor * 2 ** (retries - 1): the wait before the second retry
+    cap = 0.1 * 2**1  # backoff_factor * 2 ** (retries - 1): the wait before the second retry
     assert all(cap / 2 <= w <= cap for w in waits)
     assert len(set(waits)) > 100, "the waits are random, not in lockstep"
 
 
 def test_rate_limit_is_not_retried(fake_binance):
-    fake_binance.fail_next("/api/v3/ticker/price", 429, {"code": -1003, "msg": "Too many"}, headers={"Retry-After": "5"})
+    fake_binance.fail_next(
+        "/api/v3/ticker/price", 429, {"code": -1003, "msg": "Too many"}, headers={"Retry-After": "5"}
+    )
     with pytest.raises(BinanceRateLimited):
         BinanceClient(fake_binance.url).ticker_prices(["BTCUSDT"])
     assert fake_binance.count("/api/v3/ticker/price") == 1

@@ -1,4 +1,5 @@
 """The dashboard in headless Chromium (dash[testing]): every page and every user action."""
+
 import json
 import re
 import time
@@ -50,8 +51,11 @@ def figure(dash_duo, graph_id):
     return dash_duo.driver.execute_script(
         "const host = document.getElementById(arguments[0]);"
         "const gd = host && host.querySelector('.js-plotly-plot');"
-        "return gd && gd.data && gd.data.length ? {data: gd.data.map(t => ({name: t.name, n: t.x.length, last: t.x[t.x.length - 1]})),"
-        " shapes: (gd.layout.shapes || []).map(s => [s.y0, s.y1])} : null;", graph_id)
+        "return gd && gd.data && gd.data.length ? {"
+        " data: gd.data.map(t => ({name: t.name, n: t.x.length, last: t.x[t.x.length - 1]})),"
+        " shapes: (gd.layout.shapes || []).map(s => [s.y0, s.y1])} : null;",
+        graph_id,
+    )
 
 
 def grid_rows(dash_duo, grid_id):
@@ -71,11 +75,18 @@ def set_input(dash_duo, component_id, value):
 def test_live_page_updates_and_says_simulated(dash_duo, sim_app):
     dash_duo.start_server(sim_app)
     dash_duo.wait_for_text_to_equal("#source-badge", "Simulated data", timeout=15)
-    wait_for(lambda: re.fullmatch(r"live · \d+\.\d s \(\d\d:\d\d:\d\dZ\)", dash_duo.find_element("#age-badge").text),
-             message="the age of the last tick")
+    wait_for(
+        lambda: re.fullmatch(r"live · \d+\.\d s \(\d\d:\d\d:\d\dZ\)", dash_duo.find_element("#age-badge").text),
+        message="the age of the last tick",
+    )
     dash_duo.wait_for_text_to_equal(f"#{live.CARD_TITLE[0]}", "BTCUSDT")
-    first = wait_for(lambda: re.match(r"^[\d,]+\.?\d*$", dash_duo.find_element(f"#{live.CARD_PRICE[0]}").text)
-                     and dash_duo.find_element(f"#{live.CARD_SUB[0]}").text, message="a BTC price")
+    first = wait_for(
+        lambda: (
+            re.match(r"^[\d,]+\.?\d*$", dash_duo.find_element(f"#{live.CARD_PRICE[0]}").text)
+            and dash_duo.find_element(f"#{live.CARD_SUB[0]}").text
+        ),
+        message="a BTC price",
+    )
     assert "last tick 20" in first and first.endswith("Z")
     fig = wait_for(lambda: figure(dash_duo, live.PRICE_GRAPH), message="price chart")
     assert [t["name"] for t in fig["data"]] == ["BTCUSDT", "ETHUSDT"]
@@ -91,8 +102,9 @@ def test_live_page_updates_and_says_simulated(dash_duo, sim_app):
 def test_analytics_page_shows_z_spread_and_bands(dash_duo, sim_app):
     dash_duo.start_server(sim_app)
     navigate(dash_duo, "Spread & z-score")
-    wait_for(lambda: re.match(r"^[+-]\d+\.\d{3}$", dash_duo.find_element(f"#{analytics.STAT_Z}").text),
-             message="a z value")
+    wait_for(
+        lambda: re.match(r"^[+-]\d+\.\d{3}$", dash_duo.find_element(f"#{analytics.STAT_Z}").text), message="a z value"
+    )
     spread = wait_for(lambda: figure(dash_duo, analytics.SPREAD_GRAPH), message="spread chart")
     assert [t["name"] for t in spread["data"]] == ["spread", "mean (60)"]
     z = wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH), message="z chart")
@@ -125,8 +137,13 @@ def test_invalid_settings_show_a_message_and_change_nothing(dash_duo, sim_app, d
     set_input(dash_duo, settings.THRESHOLD, "2")
     dash_duo.find_element(f"#{settings.SYMBOL_B}").click()
     dash_duo.wait_for_element(".dash-dropdown-search").send_keys("BTC")
-    option = wait_for(lambda: next((o for o in dash_duo.driver.find_elements(By.CSS_SELECTOR, ".dash-dropdown-option")
-                                    if o.text == "BTCUSDT"), None), message="the BTCUSDT option")
+    option = wait_for(
+        lambda: next(
+            (o for o in dash_duo.driver.find_elements(By.CSS_SELECTOR, ".dash-dropdown-option") if o.text == "BTCUSDT"),
+            None,
+        ),
+        message="the BTCUSDT option",
+    )
     option.click()
     dash_duo.wait_for_contains_text(f"#{settings.SYMBOL_B}", "BTCUSDT")
     dash_duo.find_element(f"#{settings.SAVE}").click()
@@ -148,13 +165,17 @@ def test_alerts_fire_show_in_the_log_and_on_the_chart_and_clear(dash_duo, sim_ap
     dash_duo.find_element(f"#{settings.SAVE}").click()
     dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Saved")
     # (an alert at the old threshold may have fired before the save: look for one at the new one)
-    row = wait_for(lambda: next((r for r in grid_rows(dash_duo, settings.ALERT_LOG)
-                                 if "|z| ≥ 0.3" in r.text), None), timeout=60,
-                   message="an alert at the new threshold")
+    row = wait_for(
+        lambda: next((r for r in grid_rows(dash_duo, settings.ALERT_LOG) if "|z| ≥ 0.3" in r.text), None),
+        timeout=60,
+        message="an alert at the new threshold",
+    )
     assert "BTCUSDT/ETHUSDT" in row.text
     navigate(dash_duo, "Spread & z-score")
-    wait_for(lambda: (figure(dash_duo, analytics.Z_GRAPH) or {"data": [{}, {"n": 0}]})["data"][1]["n"] >= 1,
-             message="alert markers")
+    wait_for(
+        lambda: (figure(dash_duo, analytics.Z_GRAPH) or {"data": [{}, {"n": 0}]})["data"][1]["n"] >= 1,
+        message="alert markers",
+    )
     navigate(dash_duo, "Settings")
     wait_for(lambda: grid_rows(dash_duo, settings.ALERT_LOG), message="the log again")
     dash_duo.find_element(f"#{settings.CLEAR_ALERTS}").click()
@@ -166,7 +187,8 @@ def test_export_png_downloads_a_png_named_by_pair_and_utc_time(dash_duo, sim_app
     navigate(dash_duo, "Spread & z-score")
     wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH), message="z chart")
     button = dash_duo.driver.find_element(By.CSS_SELECTOR, f"#{analytics.Z_GRAPH}").find_element(
-        By.XPATH, "ancestor::div[contains(@class,'card-body')]//button[contains(.,'Export PNG')]")
+        By.XPATH, "ancestor::div[contains(@class,'card-body')]//button[contains(.,'Export PNG')]"
+    )
     dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", button)
     download = Path(dash_duo.download_path)
     files = wait_for(lambda: [p for p in download.glob("*.png")], timeout=20, message="a downloaded PNG")
@@ -197,8 +219,9 @@ def test_upstream_failure_shows_stale_never_live(dash_duo, fake_binance, data_di
     app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
     dash_duo.start_server(app)
     dash_duo.wait_for_contains_text("#age-badge", "live", timeout=20)
-    fake_binance.fail_next("/api/v3/ticker/price", 503, {"code": -1001, "msg": "Internal error; unable to process"},
-                           times=1_000)
+    fake_binance.fail_next(
+        "/api/v3/ticker/price", 503, {"code": -1001, "msg": "Internal error; unable to process"}, times=1_000
+    )
     dash_duo.wait_for_contains_text("#age-badge", "STALE", timeout=20)
     dash_duo.wait_for_contains_text("#status-banner", "Binance HTTP 503", timeout=5)
     dash_duo.wait_for_contains_text(f"#{live.CARD_PRICE[0]}", "STALE", timeout=5)
@@ -217,11 +240,14 @@ def test_hedge_and_timeframe_selectors_change_every_chart_and_persist(dash_duo, 
     dash_duo.wait_for_contains_text(f"#{analytics.PARAMS_MSG}", "Rolling OLS", timeout=10)
     dash_duo.wait_for_contains_text(f"#{analytics.STAT_BETA_SUB}", "Rolling OLS", timeout=10)
     wait_for(lambda: re.match(r"^-?\d", dash_duo.find_element(f"#{analytics.STAT_BETA}").text), message="a β value")
-    next(lb for lb in dash_duo.driver.find_elements(By.CSS_SELECTOR, f"#{analytics.TIMEFRAME} label")
-         if lb.text == "1m").click()
+    next(
+        lb for lb in dash_duo.driver.find_elements(By.CSS_SELECTOR, f"#{analytics.TIMEFRAME} label") if lb.text == "1m"
+    ).click()
     dash_duo.wait_for_contains_text(f"#{analytics.PARAMS_MSG}", "1m bars", timeout=10)
-    z = wait_for(lambda: (f := figure(dash_duo, analytics.Z_GRAPH)) and f["data"][0]["n"] <= 200 and f,
-                 message="a z chart of 1m bars")
+    z = wait_for(
+        lambda: (f := figure(dash_duo, analytics.Z_GRAPH)) and f["data"][0]["n"] <= 200 and f,
+        message="a z chart of 1m bars",
+    )
     assert z["data"][0]["last"].endswith(":00") or z["data"][0]["last"].endswith(":00.000000")
     saved = saved_settings(data_dir)
     assert (saved.hedge, saved.timeframe) == ("rolling-ols", "1m")
@@ -238,8 +264,11 @@ def test_backtest_page_runs_and_rejects_bad_parameters(dash_duo, sim_app):
     assert fig["data"][0]["name"] == "equity"
     set_input(dash_duo, bt.ENTRY, "1")
     dash_duo.find_element(f"#{bt.EXIT}").click()  # blur: debounced inputs apply
-    wait_for(lambda: "/api/backtest.csv?entry=1.0" in dash_duo.find_element(f"#{bt.CSV_LINK}").get_attribute("href"),
-             timeout=20, message="a rerun at entry 1")
+    wait_for(
+        lambda: "/api/backtest.csv?entry=1.0" in dash_duo.find_element(f"#{bt.CSV_LINK}").get_attribute("href"),
+        timeout=20,
+        message="a rerun at entry 1",
+    )
     rows = wait_for(lambda: grid_rows(dash_duo, bt.TRADES), timeout=20, message="trades")
     assert re.search(r"(long|short) spread", rows[0].text)
     set_input(dash_duo, bt.STOP, "0.5")
@@ -252,8 +281,9 @@ def test_rate_limit_is_explained_with_a_countdown(dash_duo, fake_binance, data_d
     app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
     dash_duo.start_server(app)
     dash_duo.wait_for_contains_text("#age-badge", "live", timeout=20)
-    fake_binance.fail_next("/api/v3/ticker/price", 429, {"code": -1003, "msg": "Too many requests"},
-                           headers={"Retry-After": "30"})
+    fake_binance.fail_next(
+        "/api/v3/ticker/price", 429, {"code": -1003, "msg": "Too many requests"}, headers={"Retry-After": "30"}
+    )
     dash_duo.wait_for_contains_text("#status-banner", "Rate-limited by the exchange (HTTP 429)", timeout=10)
     dash_duo.wait_for_contains_text("#status-banner", "resuming in", timeout=5)
     calls = fake_binance.count("/api/v3/ticker/price")
@@ -290,11 +320,11 @@ def test_alert_rules_are_added_validated_and_removed_on_settings(dash_duo, sim_a
     assert dash_duo.get_logs() == []
 
 
-def test_test_alert_toasts_on_every_open_page_notifies_and_reaches_the_webhook(dash_duo, sim_app, data_dir,
-                                                                                 httpserver):
+def test_test_alert_toasts_on_every_open_page_notifies_and_reaches_the_webhook(dash_duo, sim_app, data_dir, httpserver):
     received = []
     httpserver.expect_request("/hook", method="POST").respond_with_handler(
-        lambda r: (received.append(json.loads(r.data)), Response("ok"))[1])
+        lambda r: (received.append(json.loads(r.data)), Response("ok"))[1]
+    )
     dash_duo.start_server(sim_app)
     driver = dash_duo.driver
     driver.execute_script("window.open(arguments[0], '_blank');", dash_duo.server_url + "/analytics")
@@ -306,7 +336,8 @@ def test_test_alert_toasts_on_every_open_page_notifies_and_reaches_the_webhook(d
         "window.Notification = function (title, opts) { window.__notes.push(title + ' | ' + opts.body); };"
         "window.Notification.permission = 'default';"
         "window.Notification.requestPermission = function () { window.__asked += 1;"
-        "  window.Notification.permission = 'granted'; return Promise.resolve('granted'); };")
+        "  window.Notification.permission = 'granted'; return Promise.resolve('granted'); };"
+    )
     click(dash_duo, dash_duo.find_element(f"#{ids.NOTIFY}"))
     driver.switch_to.window(first)
     navigate(dash_duo, "Settings")
@@ -325,8 +356,12 @@ def test_test_alert_toasts_on_every_open_page_notifies_and_reaches_the_webhook(d
     assert received and received[0]["test"] is True and received[0]["pair"] == "BTCUSDT/ETHUSDT"
     driver.switch_to.window(second)
     dash_duo.wait_for_contains_text(f"#{ids.TOASTS}", "Test alert", timeout=10)
-    wait_for(lambda: [n for n in driver.execute_script("return window.__notes")
-                      if n.startswith("BTCUSDT/ETHUSDT: Test alert")], message="a desktop notification")
+    wait_for(
+        lambda: [
+            n for n in driver.execute_script("return window.__notes") if n.startswith("BTCUSDT/ETHUSDT: Test alert")
+        ],
+        message="a desktop notification",
+    )
     assert driver.execute_script("return window.__asked") == 1, "permission asked once, when switched on"
     driver.refresh()
     dash_duo.wait_for_contains_text(f"#{ids.AGE_BADGE}", "live", timeout=20)
@@ -337,16 +372,22 @@ def test_test_alert_toasts_on_every_open_page_notifies_and_reaches_the_webhook(d
 def test_restricted_location_is_explained_and_the_host_switched_in_one_click(dash_duo, fake_binance, data_dir):
     from services.binance import MARKET_DATA_URL
 
-    fake_binance.fail_next("/api/v3/ticker/price", 451, {"code": 0, "msg": "Service unavailable from a restricted "
-                                                         "location according to 'b. Eligibility'"}, times=10_000)
-    app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, fallback_urls=(),
-                               data_dir=str(data_dir)))
+    fake_binance.fail_next(
+        "/api/v3/ticker/price",
+        451,
+        {"code": 0, "msg": "Service unavailable from a restricted location according to 'b. Eligibility'"},
+        times=10_000,
+    )
+    app = create_app(
+        AppConfig(source="binance", binance_url=fake_binance.url, fallback_urls=(), data_dir=str(data_dir))
+    )
     dash_duo.start_server(app)
     dash_duo.wait_for_contains_text("#status-banner", "451", timeout=20)
     navigate(dash_duo, "Settings")
     dash_duo.wait_for_contains_text(f"#{settings.HOST_INFO}", "HTTP 451 — restricted location", timeout=10)
-    button = next(b for b in dash_duo.driver.find_elements(By.CSS_SELECTOR, "button")
-                  if "data-api.binance.vision" in b.text)
+    button = next(
+        b for b in dash_duo.driver.find_elements(By.CSS_SELECTOR, "button") if "data-api.binance.vision" in b.text
+    )
     click(dash_duo, button)
     dash_duo.wait_for_contains_text(f"#{settings.HOST_MSG}", f"Switched to {MARKET_DATA_URL}")
     dash_duo.wait_for_contains_text(f"#{settings.HOST_INFO}", MARKET_DATA_URL, timeout=10)

@@ -1,5 +1,6 @@
 """The incremental engine equals a full recomputation, never looks ahead, and keeps buckets in
 place; property tests with hypothesis."""
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,8 +28,12 @@ def synthetic(n, seed, gaps=True):
 
 def fill(store, a, b, start=T0, upto=None):
     upto = len(a) if upto is None else upto
-    ticks = [Tick(sym, float(p), utc_from_epoch(start + i + 0.5)) for sym, xs in zip(PAIR, (a, b))
-             for i, p in enumerate(xs[:upto]) if not np.isnan(p)]
+    ticks = [
+        Tick(sym, float(p), utc_from_epoch(start + i + 0.5))
+        for sym, xs in zip(PAIR, (a, b))
+        for i, p in enumerate(xs[:upto])
+        if not np.isnan(p)
+    ]
     store.add_ticks(ticks)
 
 
@@ -42,10 +47,14 @@ def test_incremental_equals_full_recompute(method, tf):
     live = PairEngine(params, live_store, ffill_s=3, span_s=3_000)
     for s in range(0, n, 7):  # ticks arrive, the engine updates as time passes
         fill_range = slice(s, min(s + 7, n))
-        live_store.add_ticks([Tick(sym, float(p), utc_from_epoch(T0 + i + 0.5))
-                              for sym, xs in zip(PAIR, (a, b))
-                              for i, p in zip(range(fill_range.start, fill_range.stop), xs[fill_range])
-                              if not np.isnan(p)])
+        live_store.add_ticks(
+            [
+                Tick(sym, float(p), utc_from_epoch(T0 + i + 0.5))
+                for sym, xs in zip(PAIR, (a, b))
+                for i, p in zip(range(fill_range.start, fill_range.stop), xs[fill_range])
+                if not np.isnan(p)
+            ]
+        )
         live.frame(T0, T0 + s + 7, T0 + s + 7)
     now = T0 + n
     full_store = PriceStore(span_s=4_000)
@@ -81,22 +90,28 @@ def test_ticks_late_within_the_watermark_update_bars_in_place_without_a_restart(
     x = engine.frame(T0, now, now, late)
     y = PairEngine(params, full_store, ffill_s=3, span_s=1_000).frame(T0, now, now, late)
     np.testing.assert_allclose(x.to_numpy(), y.to_numpy(), rtol=1e-9, atol=1e-9, equal_nan=True)
-    assert sum(not np.isclose(seen[s], y["zscore"].iloc[s], equal_nan=True) for s in seen) > 100, \
+    assert sum(not np.isclose(seen[s], y["zscore"].iloc[s], equal_nan=True) for s in seen) > 100, (
         "the provisional values drawn before the late ticks were different: they were corrected"
+    )
     store.add_ticks([Tick(PAIR[0], 1.0, utc_from_epoch(now - 10.5))])  # older than the watermark
     engine.frame(T0, now, now, late)
     assert engine.resets == 1
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(method=st.sampled_from(hedge.METHODS), tf=st.sampled_from(["1s", "1m"]),
-       cut=st.integers(min_value=100, max_value=1_100), shock=st.floats(0.5, 50.0), log=st.booleans())
+@given(
+    method=st.sampled_from(hedge.METHODS),
+    tf=st.sampled_from(["1s", "1m"]),
+    cut=st.integers(min_value=100, max_value=1_100),
+    shock=st.floats(0.5, 50.0),
+    log=st.booleans(),
+)
 def test_changing_data_after_t_leaves_every_output_up_to_t_unchanged(method, tf, cut, shock, log):
     n = 1_200
     a, b = synthetic(n, 2)
     a2, b2 = a.copy(), b.copy()
     a2[cut:] *= 1 + shock / 100
-    b2[cut + 3:] = np.nan
+    b2[cut + 3 :] = np.nan
     params = Params(PAIR, tf=tf, hedge=method, window=15, log=log)
     frames = []
     for xa, xb in ((a, b), (a2, b2)):
@@ -110,8 +125,9 @@ def test_changing_data_after_t_leaves_every_output_up_to_t_unchanged(method, tf,
 
 
 @settings(max_examples=50, deadline=None)
-@given(scale=st.floats(-1e4, 1e4).filter(lambda v: abs(v) > 1e-3), shift=st.floats(-1e6, 1e6),
-       seed=st.integers(0, 10_000))
+@given(
+    scale=st.floats(-1e4, 1e4).filter(lambda v: abs(v) > 1e-3), shift=st.floats(-1e6, 1e6), seed=st.integers(0, 10_000)
+)
 def test_z_is_invariant_under_an_affine_transform_of_the_spread(scale, shift, seed):
     s = np.random.default_rng(seed).normal(size=300).cumsum()
     _, _, z = analytics.rolling_zscore(s, 30)
@@ -120,9 +136,13 @@ def test_z_is_invariant_under_an_affine_transform_of_the_spread(scale, shift, se
 
 
 @settings(max_examples=100, deadline=None)
-@given(start=st.integers(T0 - 10_000, T0 + 10_000), n=st.integers(1, 400),
-       tf=st.sampled_from(list(bars.TIMEFRAMES.values())), seed=st.integers(0, 1_000),
-       missing=st.floats(0.0, 0.95))
+@given(
+    start=st.integers(T0 - 10_000, T0 + 10_000),
+    n=st.integers(1, 400),
+    tf=st.sampled_from(list(bars.TIMEFRAMES.values())),
+    seed=st.integers(0, 1_000),
+    missing=st.floats(0.0, 0.95),
+)
 def test_gaps_never_shift_buckets(start, n, tf, seed, missing):
     rng = np.random.default_rng(seed)
     prices = rng.normal(100, 1, n)

@@ -5,6 +5,7 @@ fault, and checks, during and after it: the app still serves every page and its 
 `/api/health` tells the truth, data resumes within two polls of the fault ending, and every
 stored bucket holds the exchange's price for that very second.
 """
+
 import json
 import threading
 import time
@@ -34,8 +35,9 @@ class Rig:
         self.fake = fake
         self.offset = offset or [0.0]  # the local clock's error, seconds
         cfg = AppConfig(source="binance", binance_url=fake.url, data_dir=str(tmp_path), history_s=3_600, **config)
-        client = BinanceClient(fake.url, connect_timeout=0.5, read_timeout=0.5,
-                               clock=lambda: time.time() + self.offset[0])
+        client = BinanceClient(
+            fake.url, connect_timeout=0.5, read_timeout=0.5, clock=lambda: time.time() + self.offset[0]
+        )
         self.market = MarketService(cfg, SimpleCache(), source=BinanceSource(client))
         self.app = create_app(cfg, self.market)
         self.http = self.app.server.test_client()
@@ -80,6 +82,7 @@ class Rig:
             assert self.http.get(path).status_code == 200, path
         with self.app.server.test_request_context():
             import dash
+
             for page in dash.page_registry.values():
                 page["layout"]()  # renders from the service's current state, no exception
         responses = []
@@ -121,8 +124,9 @@ def rig(fake_binance, tmp_path):
         r.close()
 
 
-@pytest.mark.parametrize("status, msg", [(429, "Too much request weight used"),
-                                         (418, "Way too much request weight used; IP banned")])
+@pytest.mark.parametrize(
+    "status, msg", [(429, "Too much request weight used"), (418, "Way too much request weight used; IP banned")]
+)
 def test_rate_limits_mean_zero_requests_inside_the_retry_after_window(rig, fake_binance, status, msg):
     r = rig()
     fake_binance.fail_next(TICKER, status, {"code": -1003, "msg": msg}, headers={"Retry-After": "8"})
@@ -160,8 +164,7 @@ def test_451_moves_to_the_next_fallback_host_and_says_so(rig, fake_binance):
 
 def test_451_on_the_last_host_is_explained_on_health_and_settings(rig, fake_binance):
     r = rig(fallback_urls=())
-    fake_binance.fail_next(TICKER, 451, {"code": 0, "msg": "Service unavailable from a restricted location"},
-                           times=100)
+    fake_binance.fail_next(TICKER, 451, {"code": 0, "msg": "Service unavailable from a restricted location"}, times=100)
     r.wait(lambda: not r.live(), timeout=8, what="the legs to go down")
     r.wait(lambda: r.health()[0] == 503, what="health to fail")
     health = r.health()[1]
@@ -169,6 +172,7 @@ def test_451_on_the_last_host_is_explained_on_health_and_settings(rig, fake_bina
     assert all(leg["state"] == "disconnected" for leg in health["legs"].values())
     with r.app.server.test_request_context():
         from pages.settings import _host_info
+
         assert "restricted location" in str(_host_info(r.market, r.market.snapshot().status))
     r.assert_serves_every_page()
     fake_binance._failures[TICKER].clear()
@@ -196,7 +200,14 @@ def test_a_burst_of_500s_is_retried_then_reported_then_recovered_with_the_gap_vi
 def test_timeouts_leave_a_gap_not_a_shifted_bucket(rig, fake_binance):
     r = rig()
     fake_binance.delay_next(TICKER, 1.2, times=3)
-    r.wait(lambda: "timed out" in r.market.snapshot().status.last_error.message if r.market.snapshot().status.last_error else "", what="the timeout")
+    r.wait(
+        lambda: (
+            "timed out" in r.market.snapshot().status.last_error.message
+            if r.market.snapshot().status.last_error
+            else ""
+        ),
+        what="the timeout",
+    )
     r.assert_serves_every_page()
     r.wait(lambda: not fake_binance._delays[TICKER], what="the delays to end")
     r.assert_resumes_within_two_polls()
@@ -206,7 +217,12 @@ def test_timeouts_leave_a_gap_not_a_shifted_bucket(rig, fake_binance):
 def test_truncated_json_is_a_bad_response_not_a_crash(rig, fake_binance):
     r = rig()
     fake_binance.fail_next(TICKER, 200, '[{"symbol":"BTCUSDT","price":"108', times=2)
-    r.wait(lambda: "not JSON" in r.market.snapshot().status.last_error.message if r.market.snapshot().status.last_error else "", what="the bad body")
+    r.wait(
+        lambda: (
+            "not JSON" in r.market.snapshot().status.last_error.message if r.market.snapshot().status.last_error else ""
+        ),
+        what="the bad body",
+    )
     r.assert_serves_every_page()
     r.assert_resumes_within_two_polls()
     r.assert_buckets_are_the_exchanges()

@@ -1,4 +1,5 @@
 """Figure builders and the live-chart update logic (no browser)."""
+
 import bisect
 import copy
 import json
@@ -25,8 +26,19 @@ def frame(n=5, start="2025-10-22T00:00:00Z"):
     idx = pd.date_range(start, periods=n, freq="s")
     vals = np.arange(n, dtype=float)
     vals[2] = np.nan
-    return pd.DataFrame({"BTCUSDT": vals + 100, "ETHUSDT": vals + 10, "beta": vals, "alpha": vals, "spread": vals,
-                         "mean": vals, "std": vals, "zscore": vals / 2}, index=idx.rename("timestamp_utc"))
+    return pd.DataFrame(
+        {
+            "BTCUSDT": vals + 100,
+            "ETHUSDT": vals + 10,
+            "beta": vals,
+            "alpha": vals,
+            "spread": vals,
+            "mean": vals,
+            "std": vals,
+            "zscore": vals / 2,
+        },
+        index=idx.rename("timestamp_utc"),
+    )
 
 
 def test_every_chart_keeps_zoom_and_says_utc():
@@ -45,8 +57,9 @@ def test_gaps_are_breaks_not_interpolations():
 
 def test_titles_say_hedge_log_and_timeframe():
     fig = figures.spread_figure(frame(), Params(PAIR, tf="5m", hedge="kalman", window=30, log=True))
-    assert fig.layout.title.text == ("Spread ln BTCUSDT − (β·ln ETHUSDT + α) with its 30-bar mean · "
-                                     "kalman hedge · log prices · 5m bars")
+    assert fig.layout.title.text == (
+        "Spread ln BTCUSDT − (β·ln ETHUSDT + α) with its 30-bar mean · kalman hedge · log prices · 5m bars"
+    )
     assert figures.beta_figure(frame(), PARAMS).data[1].yaxis == "y2"
 
 
@@ -58,8 +71,9 @@ def test_long_series_use_webgl():
 def test_zscore_bands_and_alert_markers():
     second = int(pd.Timestamp("2025-10-22T00:00:03Z").timestamp())
     z_alert = Alert(second, "|z| ≥ 2", "abs_z:θ::0:0", "abs_z", "BTCUSDT/ETHUSDT", 2.4, 2.0, 2.4, 1.0)
-    price_alert = Alert(second, "BTCUSDT price above 1", "price_above:1:A:0:0", "price_above", "BTCUSDT/ETHUSDT",
-                        101.0, 1.0, 0.5, 1.0)
+    price_alert = Alert(
+        second, "BTCUSDT price above 1", "price_above:1:A:0:0", "price_above", "BTCUSDT/ETHUSDT", 101.0, 1.0, 0.5, 1.0
+    )
     fig = figures.zscore_figure(frame(), PARAMS, 2.0, [z_alert, price_alert])
     levels = sorted((s.y0, s.y1) for s in fig.layout.shapes if s.type == "line")
     assert levels == [(-2.0, -2.0), (0, 0), (2.0, 2.0)]
@@ -110,8 +124,9 @@ def test_tails_rebuild_exactly_the_whole_chart_and_correct_late_ticks(tmp_path, 
         assert "figure" not in update and len(update["x"]) <= chart_mod.TAIL_BARS + 3
         fig = apply(fig, update)
         drawn = int(clock()) - 1  # then a tick for a second already drawn lands, late
-        market.store.add_ticks([Tick("BTCUSDT", source.history("BTCUSDT", drawn, drawn)[0].price + 50.0,
-                                     utc_from_epoch(drawn + 0.99))])
+        market.store.add_ticks(
+            [Tick("BTCUSDT", source.history("BTCUSDT", drawn, drawn)[0].price + 50.0, utc_from_epoch(drawn + 0.99))]
+        )
     clock.advance(1)
     update, cursor = chart("spread", market, market.tick(), "5m", cursor)
     fig = apply(fig, update)
@@ -119,8 +134,9 @@ def test_tails_rebuild_exactly_the_whole_chart_and_correct_late_ticks(tmp_path, 
     full = whole(market, "spread")
     assert fig["data"][0]["x"] == full["data"][0]["x"] and len(fig["data"][0]["x"]) == 300
     for i in range(2):
-        np.testing.assert_allclose(np.array(fig["data"][i]["y"], dtype=float),
-                                   np.array(full["data"][i]["y"], dtype=float), rtol=1e-12)
+        np.testing.assert_allclose(
+            np.array(fig["data"][i]["y"], dtype=float), np.array(full["data"][i]["y"], dtype=float), rtol=1e-12
+        )
     market.save_settings({"window": 30})
     update, cursor = chart("spread", market, market.tick(), "5m", cursor)
     assert update["figure"]["data"][1]["name"] == "mean (30)"

@@ -1,4 +1,5 @@
 """Hedge ratios against independent references on the recorded BTC/ETH day (../shared/data)."""
+
 import numpy as np
 import pytest
 import statsmodels.api as sm
@@ -46,7 +47,7 @@ def test_rolling_ols_equals_a_fit_per_window(pair):
     window = 45
     beta, alpha = hedge.rolling_ols(x, y, window)
     for t in list(range(0, 60)) + list(range(95, 150)) + list(range(1_000, 1_440, 17)):
-        xs, ys = x[max(0, t - window + 1):t + 1], y[max(0, t - window + 1):t + 1]
+        xs, ys = x[max(0, t - window + 1) : t + 1], y[max(0, t - window + 1) : t + 1]
         ok = ~np.isnan(xs)
         if ok.sum() < hedge.min_obs(window):
             assert np.isnan(beta[t])
@@ -60,7 +61,7 @@ def test_robust_equals_scipy_theilslopes_per_window(pair):
     window = 40
     beta, alpha = hedge.theil_sen(x[:200], y[:200], window)
     for t in range(hedge.min_obs(window), 200, 7):
-        xs, ys = x[max(0, t - window + 1):t + 1], y[max(0, t - window + 1):t + 1]
+        xs, ys = x[max(0, t - window + 1) : t + 1], y[max(0, t - window + 1) : t + 1]
         ref = stats.theilslopes(ys, xs, method="joint")
         assert beta[t] == pytest.approx(ref.slope, rel=1e-12)
         assert alpha[t] == pytest.approx(ref.intercept, rel=1e-9)
@@ -127,8 +128,9 @@ def test_kalman_tracks_a_time_varying_beta():
     assert np.nanmedian(err[500:2_000]) < 0.01
     assert np.nanmedian(err[3_000:]) < 0.05, "follows the drift"
     static, _, _ = hedge.expanding_ols(x, y)
-    assert np.nanmedian(np.abs(static[3_000:] - true_beta[3_000:])) > 5 * np.nanmedian(err[3_000:]), \
+    assert np.nanmedian(np.abs(static[3_000:] - true_beta[3_000:])) > 5 * np.nanmedian(err[3_000:]), (
         "not a cumulative regression"
+    )
 
 
 def test_unknown_method_is_refused():

@@ -1,4 +1,5 @@
 """DESIGN.md's structural invariants: layering, cheap import, the CLI."""
+
 import ast
 import subprocess
 import sys
@@ -36,8 +37,10 @@ def test_pages_do_not_import_the_app():
 
 
 def test_import_is_cheap_and_starts_no_thread():
-    code = ("import threading, time; t = time.time(); import app; "
-            "assert threading.active_count() == 1, threading.enumerate(); print(time.time() - t)")
+    code = (
+        "import threading, time; t = time.time(); import app; "
+        "assert threading.active_count() == 1, threading.enumerate(); print(time.time() - t)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) < 10
@@ -46,8 +49,14 @@ def test_import_is_cheap_and_starts_no_thread():
 def test_cli_help_documents_every_option():
     out = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
-    for flag, env in [("--source", "SOURCE"), ("--binance-url", "BINANCE_BASE_URL"), ("--host", "HOST"),
-                      ("--port", "PORT"), ("--data-dir", "DATA_DIR"), ("--debug", "DEBUG")]:
+    for flag, env in [
+        ("--source", "SOURCE"),
+        ("--binance-url", "BINANCE_BASE_URL"),
+        ("--host", "HOST"),
+        ("--port", "PORT"),
+        ("--data-dir", "DATA_DIR"),
+        ("--debug", "DEBUG"),
+    ]:
         assert flag in out.stdout and env in out.stdout
     assert "127.0.0.1" in out.stdout and "8050" in out.stdout
 
@@ -74,7 +83,22 @@ def test_bad_urls_stop_at_start_with_a_clear_error(capsys):
 def test_replay_with_a_broken_file_stops_at_start_with_a_clear_error(tmp_path):
     bad = tmp_path / "ETHUSDT-1m-2025-10-22.csv"
     bad.write_text("open_time,close\nnot,numbers\n")
-    out = subprocess.run([sys.executable, "app.py", "--source", "replay", "--replay", str(tmp_path / "BTCUSDT-1m-x.csv"),
-                          str(bad), "--data-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "app.py",
+            "--source",
+            "replay",
+            "--replay",
+            str(tmp_path / "BTCUSDT-1m-x.csv"),
+            str(bad),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0
     assert "BTCUSDT-1m-x.csv: cannot read" in out.stderr and "Traceback" not in out.stderr

@@ -1,4 +1,5 @@
 """MarketService: one upstream poll per interval, backfill, holes, alerts, settings persistence."""
+
 import json
 import threading
 import time
@@ -52,8 +53,12 @@ def test_one_upstream_poll_per_interval_with_many_clients(fake_binance, tmp_path
 def test_two_workers_share_one_poll_per_interval(fake_binance, tmp_path):
     """Two processes' services (here: two instances) sharing the FileSystemCache poll once per slot."""
     cfg = AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path))
-    workers = [MarketService(cfg, AtomicFileSystemCache(str(tmp_path / "cache")),
-                             source=BinanceSource(BinanceClient(fake_binance.url))) for _ in range(2)]
+    workers = [
+        MarketService(
+            cfg, AtomicFileSystemCache(str(tmp_path / "cache")), source=BinanceSource(BinanceClient(fake_binance.url))
+        )
+        for _ in range(2)
+    ]
     start = time.time()
     hammer(workers, 3.2, threads=4)
     slots = int(time.time()) - int(start) + 1
@@ -87,8 +92,9 @@ def test_a_hole_is_backfilled_into_the_right_seconds(tmp_path, clock):
 def test_stale_data_is_reported_and_never_live(fake_binance, tmp_path):
     cfg = AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path))
     now = [time.time()]
-    market = MarketService(cfg, SimpleCache(), clock=lambda: now[0],
-                           source=BinanceSource(BinanceClient(fake_binance.url)))
+    market = MarketService(
+        cfg, SimpleCache(), clock=lambda: now[0], source=BinanceSource(BinanceClient(fake_binance.url))
+    )
     market.refresh()
     assert market.snapshot().status.state == "ok" and market.snapshot().status.last_error is None
     fake_binance.fail_next("/api/v3/ticker/price", 500, {"code": -1000, "msg": "An unknown error occurred"}, times=100)
@@ -154,16 +160,24 @@ def test_alerts_fire_once_per_crossing_whatever_the_number_of_clients(tmp_path, 
 
 def test_settings_survive_a_restart_and_bad_input_changes_nothing(tmp_path, clock):
     market = sim_market(tmp_path, clock)
-    market.save_settings({"symbol_a": "SOLUSDT", "symbol_b": "BNBUSDT", "threshold": "2.5", "window": "120",
-                          "poll_interval_s": 2})
+    market.save_settings(
+        {"symbol_a": "SOLUSDT", "symbol_b": "BNBUSDT", "threshold": "2.5", "window": "120", "poll_interval_s": 2}
+    )
+
     def saved_row():
         return market.db.query("SELECT version, body FROM settings")
 
     saved = saved_row()
-    for bad, message in [({"threshold": 0}, "greater than 0"), ({"threshold": "nan"}, "finite"),
-                         ({"window": 1}, "from 2"), ({"window": 2.5}, "whole number"),
-                         ({"window": None}, "required"), ({"poll_interval_s": 0.1}, "0.5"),
-                         ({"symbol_b": "SOLUSDT"}, "must differ"), ({"symbol_a": "NOPEUSDT"}, "not a symbol")]:
+    for bad, message in [
+        ({"threshold": 0}, "greater than 0"),
+        ({"threshold": "nan"}, "finite"),
+        ({"window": 1}, "from 2"),
+        ({"window": 2.5}, "whole number"),
+        ({"window": None}, "required"),
+        ({"poll_interval_s": 0.1}, "0.5"),
+        ({"symbol_b": "SOLUSDT"}, "must differ"),
+        ({"symbol_a": "NOPEUSDT"}, "not a symbol"),
+    ]:
         with pytest.raises(SettingsError, match=message):
             market.save_settings(bad)
         assert saved_row() == saved
@@ -181,8 +195,9 @@ def test_corrupt_saved_settings_keep_the_defaults_and_say_so(tmp_path, clock):
 
 
 def test_settings_json_of_an_older_version_is_taken_over_once(tmp_path, clock):
-    (tmp_path / "settings.json").write_text(json.dumps({"symbol_a": "SOLUSDT", "symbol_b": "BNBUSDT",
-                                                        "threshold": 3, "window": 90, "poll_interval_s": 2}))
+    (tmp_path / "settings.json").write_text(
+        json.dumps({"symbol_a": "SOLUSDT", "symbol_b": "BNBUSDT", "threshold": 3, "window": 90, "poll_interval_s": 2})
+    )
     market = sim_market(tmp_path, clock)
     saved = market.current_settings()
     assert (saved.pair, saved.threshold, saved.window) == (("SOLUSDT", "BNBUSDT"), 3, 90)
@@ -209,7 +224,9 @@ def test_statistics_are_memoised_until_the_schedule_or_the_inputs_change(tmp_pat
     assert first["adf"] is not None and first["bars"] > 800
     clock.advance(5)
     market.refresh()
-    assert market.statistics(market.snapshot(), 60)["computed_utc"] == first["computed_utc"], "not recomputed every tick"
+    assert market.statistics(market.snapshot(), 60)["computed_utc"] == first["computed_utc"], (
+        "not recomputed every tick"
+    )
     assert market.statistics(market.snapshot(), 30)["computed_utc"] != first["computed_utc"], "new inputs, new figures"
     clock.advance(30)
     market.refresh()
@@ -219,11 +236,19 @@ def test_statistics_are_memoised_until_the_schedule_or_the_inputs_change(tmp_pat
 @pytest.mark.parametrize("status", [429, 418])
 def test_retry_after_window_means_no_request_at_all_from_any_worker(fake_binance, tmp_path, status):
     cfg = AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path))
-    workers = [MarketService(cfg, AtomicFileSystemCache(str(tmp_path / "cache")),
-                             source=BinanceSource(BinanceClient(fake_binance.url))) for _ in range(2)]
+    workers = [
+        MarketService(
+            cfg, AtomicFileSystemCache(str(tmp_path / "cache")), source=BinanceSource(BinanceClient(fake_binance.url))
+        )
+        for _ in range(2)
+    ]
     workers[0].refresh()
-    fake_binance.fail_next("/api/v3/ticker/price", status, {"code": -1003, "msg": "Way too much request weight"},
-                           headers={"Retry-After": "3"})
+    fake_binance.fail_next(
+        "/api/v3/ticker/price",
+        status,
+        {"code": -1003, "msg": "Way too much request weight"},
+        headers={"Retry-After": "3"},
+    )
     time.sleep(1.05)
     workers[0].refresh()
     limited_at = time.time()
@@ -240,8 +265,12 @@ def test_retry_after_window_means_no_request_at_all_from_any_worker(fake_binance
 
 def test_never_two_polls_in_flight_even_when_the_exchange_is_slower_than_the_interval(fake_binance, tmp_path):
     cfg = AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path))
-    workers = [MarketService(cfg, AtomicFileSystemCache(str(tmp_path / "cache")),
-                             source=BinanceSource(BinanceClient(fake_binance.url))) for _ in range(2)]
+    workers = [
+        MarketService(
+            cfg, AtomicFileSystemCache(str(tmp_path / "cache")), source=BinanceSource(BinanceClient(fake_binance.url))
+        )
+        for _ in range(2)
+    ]
     workers[0].refresh()
     in_flight, most = [0], [0]
     lock = threading.Lock()

@@ -1,5 +1,6 @@
 """The embedded store: history, settings and the alert log across restarts (SIGKILL included),
 several writers, retention, and the headless collector beside the web app."""
+
 import csv
 import io
 import os
@@ -85,8 +86,10 @@ def test_several_processes_write_at_once_without_errors(tmp_path):
         "for i in range(300):\n"
         "    h.save([Tick(sys.argv[3], float(i), utc_from_epoch(1e9 + i))], [])\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(ROOT), str(tmp_path), sym])
-             for sym in ("AAAUSDT", "BBBUSDT", "CCCUSDT")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(ROOT), str(tmp_path), sym])
+        for sym in ("AAAUSDT", "BBBUSDT", "CCCUSDT")
+    ]
     db = Database(tmp_path)
     reads = 0
     while any(p.poll() is None for p in procs):
@@ -104,8 +107,13 @@ def free_port():
 
 
 def start(args, data_dir, log):
-    return subprocess.Popen([sys.executable, "app.py", *args, "--data-dir", str(data_dir)], cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "app.py", *args, "--data-dir", str(data_dir)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def wait_http(url, timeout=30, ok=lambda r: r.status_code == 200):
@@ -135,9 +143,18 @@ def test_sigkill_mid_stream_loses_no_history_settings_or_alerts(fake_binance, tm
         try:
             wait_http(f"{base}/health")
             store = SettingsStore(Database(data))
-            store.save(validate({"symbol_a": "BTCUSDT", "symbol_b": "ETHUSDT", "threshold": 1.7, "window": 45,
-                                 "poll_interval_s": 1, "rules": [{"kind": "abs_z"},
-                                                                 {"kind": "spread_above", "level": 1e9}]}))
+            store.save(
+                validate(
+                    {
+                        "symbol_a": "BTCUSDT",
+                        "symbol_b": "ETHUSDT",
+                        "threshold": 1.7,
+                        "window": 45,
+                        "poll_interval_s": 1,
+                        "rules": [{"kind": "abs_z"}, {"kind": "spread_above", "level": 1e9}],
+                    }
+                )
+            )
             wait_http(f"{base}/settings", ok=lambda r: r.json()["window"] == 45)
             requests.post(f"{base}/alerts/test", timeout=5).raise_for_status()
             time.sleep(4)
@@ -156,8 +173,10 @@ def test_sigkill_mid_stream_loses_no_history_settings_or_alerts(fake_binance, tm
             assert requests.get(f"{base}/settings", timeout=5).json() == settings_before
             alerts_after = requests.get(f"{base}/alerts.csv", timeout=5).text
             assert alerts_after.startswith(alerts_before), "the log is intact (new alerts may follow it)"
-            after = {r["timestamp_utc"]: r for r in
-                     csv_rows(requests.get(f"{base}/analytics.csv?seconds=900", timeout=5).text)}
+            after = {
+                r["timestamp_utc"]: r
+                for r in csv_rows(requests.get(f"{base}/analytics.csv?seconds=900", timeout=5).text)
+            }
         finally:
             app.send_signal(signal.SIGTERM)
             app.wait(timeout=10)
@@ -169,8 +188,9 @@ def test_sigkill_mid_stream_loses_no_history_settings_or_alerts(fake_binance, tm
 
 def test_the_collector_alerts_with_nobody_watching_and_the_web_app_shows_its_history(fake_binance, tmp_path):
     data = tmp_path / "data"
-    SettingsStore(Database(data)).save(validate({"symbol_a": "BTCUSDT", "symbol_b": "ETHUSDT", "threshold": 1.0,
-                                                 "window": 10, "poll_interval_s": 1}))
+    SettingsStore(Database(data)).save(
+        validate({"symbol_a": "BTCUSDT", "symbol_b": "ETHUSDT", "threshold": 1.0, "window": 10, "poll_interval_s": 1})
+    )
     port = free_port()
     with open(tmp_path / "collector.log", "w") as log:
         collector = start(["--collector", "--source", "binance", "--binance-url", fake_binance.url], data, log)
@@ -208,16 +228,31 @@ def test_the_collector_alerts_with_nobody_watching_and_the_web_app_shows_its_his
 def test_two_gunicorn_workers_poll_once_per_interval_and_deliver_each_alert_once(fake_binance, tmp_path, httpserver):
     received = []
     httpserver.expect_request("/hook", method="POST").respond_with_handler(
-        lambda r: (received.append(r.get_json()["id"]), Response("ok"))[1])
+        lambda r: (received.append(r.get_json()["id"]), Response("ok"))[1]
+    )
     data = tmp_path / "data"
-    SettingsStore(Database(data)).save(validate({"symbol_a": "BTCUSDT", "symbol_b": "ETHUSDT", "threshold": 1.0,
-                                                 "window": 10, "poll_interval_s": 1,
-                                                 "webhook_url": httpserver.url_for("/hook")}))
+    SettingsStore(Database(data)).save(
+        validate(
+            {
+                "symbol_a": "BTCUSDT",
+                "symbol_b": "ETHUSDT",
+                "threshold": 1.0,
+                "window": 10,
+                "poll_interval_s": 1,
+                "webhook_url": httpserver.url_for("/hook"),
+            }
+        )
+    )
     port = free_port()
     env = {**os.environ, "SOURCE": "binance", "BINANCE_BASE_URL": fake_binance.url, "DATA_DIR": str(data)}
     with open(tmp_path / "gunicorn.log", "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "app:server"],
-                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "app:server"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             base = f"http://127.0.0.1:{port}/api"
             wait_http(f"{base}/health", timeout=60)

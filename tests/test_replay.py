@@ -1,4 +1,5 @@
 """The replay source: Binance bulk CSV (header or not, ms or µs) and klines JSON, as if live."""
+
 import io
 import json
 
@@ -39,21 +40,24 @@ def test_csv_without_header_in_microseconds(tmp_path):
 
 def test_klines_json_with_symbol_given(tmp_path):
     rows = recorded("BTCUSDT").head(5).astype(str).values.tolist()
-    rows = [[int(float(r[0]))] + r[1:6] + [int(float(r[6]))] + r[7:] for r in rows]
+    rows = [[int(float(r[0])), *r[1:6], int(float(r[6])), *r[7:]] for r in rows]
     path = tmp_path / "btc.json"
     path.write_text(json.dumps(rows))
     rec = load_recording(f"BTCUSDT={path}")
     assert rec.symbol == "BTCUSDT" and len(rec.closes) == 5 and rec.times[1] == DAY0 + 119
 
 
-@pytest.mark.parametrize("name,content,needle", [
-    ("BTCUSDT-1m-x.csv", None, "cannot read"),
-    ("prices.csv", "1,2,3,4,5,6,7,8,9,10,11,12\n", "symbol from the file name"),
-    ("BTCUSDT-1m-x.csv", "1761091200000,1,2,3\n1761091260000,1,2,3\n", "12 kline columns"),
-    ("BTCUSDT-1m-x.csv", "1761091260000,1,1,1,1,1,0,0,0,0,0,0\n1761091200000,1,1,1,1,1,0,0,0,0,0,0\n", "increase"),
-    ("BTCUSDT-1m-x.csv", "1761091200000,1,1,1,1,1,0,0,0,0,0,0\n", "at least two"),
-    ("BTCUSDT-1m-x.json", "[[1, 2]", "JSON array"),
-])
+@pytest.mark.parametrize(
+    "name,content,needle",
+    [
+        ("BTCUSDT-1m-x.csv", None, "cannot read"),
+        ("prices.csv", "1,2,3,4,5,6,7,8,9,10,11,12\n", "symbol from the file name"),
+        ("BTCUSDT-1m-x.csv", "1761091200000,1,2,3\n1761091260000,1,2,3\n", "12 kline columns"),
+        ("BTCUSDT-1m-x.csv", "1761091260000,1,1,1,1,1,0,0,0,0,0,0\n1761091200000,1,1,1,1,1,0,0,0,0,0,0\n", "increase"),
+        ("BTCUSDT-1m-x.csv", "1761091200000,1,1,1,1,1,0,0,0,0,0,0\n", "at least two"),
+        ("BTCUSDT-1m-x.json", "[[1, 2]", "JSON array"),
+    ],
+)
 def test_broken_files_are_clear_errors(tmp_path, name, content, needle):
     path = tmp_path / name
     if content is not None:
@@ -100,7 +104,7 @@ def test_replay_runs_the_recorded_day_end_to_end(tmp_path):
     np.testing.assert_array_equal(got.loc[times, "BTCUSDT"].to_numpy(), btc["close"].to_numpy())
     np.testing.assert_array_equal(got.loc[times, "ETHUSDT"].to_numpy(), eth["close"].to_numpy())
     k = 600  # rolling OLS of BTC on ETH over the 30 bars ending at bar k
-    b, a = np.polyfit(eth["close"][k - 29:k + 1], btc["close"][k - 29:k + 1], 1)
+    b, a = np.polyfit(eth["close"][k - 29 : k + 1], btc["close"][k - 29 : k + 1], 1)
     assert got.loc[times[k], "beta"] == pytest.approx(b, rel=1e-8)
     assert got.loc[times[k], "alpha"] == pytest.approx(a, rel=1e-6)
     assert got["zscore"].notna().sum() > 1_000

@@ -1,4 +1,5 @@
 """The simulated market and source selection."""
+
 import socket
 
 import numpy as np
@@ -78,7 +79,7 @@ def test_auto_falls_back_to_labelled_sim_when_binance_unreachable():
 
 
 def test_auto_uses_binance_when_reachable(fake_binance):
-    source, why = open_source("auto", fake_binance.url)
+    source, _why = open_source("auto", fake_binance.url)
     assert isinstance(source, BinanceSource) and not source.simulated
     assert fake_binance.count("/api/v3/ping") == 1
 

@@ -1,4 +1,5 @@
 """ADF, half-life, correlation, timeframes and the backtest against references and hand computation."""
+
 import math
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_rolling_corr_equals_corrcoef_per_window(day):
     ra, rb = np.diff(np.log(btc)), np.diff(np.log(eth))
     assert np.isnan(got[:30]).all()
     for t in range(30, len(btc), 53):
-        assert got[t] == pytest.approx(np.corrcoef(ra[t - 30:t], rb[t - 30:t])[0, 1], rel=1e-9)
+        assert got[t] == pytest.approx(np.corrcoef(ra[t - 30 : t], rb[t - 30 : t])[0, 1], rel=1e-9)
 
 
 def test_bars_are_labelled_by_open_time_and_keep_gaps():

@@ -1,4 +1,5 @@
 """Bucket alignment: last price per UTC second, out-of-order and duplicate ticks, gaps, bounds."""
+
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
