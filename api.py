@@ -83,7 +83,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         market, _settings, params = _analytics_params()
         end_s = g.snap.now_s
         df = market.frame(g.snap, end_s - _seconds(market) + 1, end_s, params)
-        out = df[[*params.pair, "beta", "alpha", "spread", "zscore"]].reset_index()
+        out = df[[*params.pair, "beta", "alpha", "spread", "mean", "std", "zscore"]].reset_index()
         out["timestamp_utc"] = out["timestamp_utc"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         a, b = params.pair
         return _csv_response(out.to_csv(index=False, float_format="%.15g"), f"analytics_{a}-{b}_{params.tf}.csv")

@@ -305,10 +305,11 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         Input(ids.INTERVAL, "n_intervals"),
         Input(ids.PAGE_LOCATION, "pathname"),
         Input(ids.view(ALL), "value"),
+        Input(ids.zoom(ALL), "data"),
         State(ids.ALERT_SEEN, "data"),
         State(ids.CURSOR, "data"),
     )
-    def tick(_n, pathname, _view_values, seen, cursor):
+    def tick(_n, pathname, _view_values, _zooms, seen, cursor):
         """The tab's one request per tick: one refresh, then everything the tick changed (shell,
         toasts, and the open page's cards, tables and chart updates) from one snapshot."""
         started = time.perf_counter()
@@ -317,6 +318,7 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         path = "/" + app.strip_relative_path(pathname or "/")
         page = VIEWS.get(path)
         view = {item["id"]["name"]: item.get("value") for item in ctx.inputs_list[2]}
+        view["zoom"] = {item["id"]["graph"]: item.get("value") for item in ctx.inputs_list[3]}
         cursor = cursor if isinstance(cursor, dict) and cursor.get("path") == path else {}
         values, page_cursor = page.build(market, snap, view, cursor) if page else ({}, {})
         out = (

@@ -37,6 +37,18 @@
     }
 
     window.pairmonitorTick = {
+        // A chart's zoomed x window from its relayoutData: [x0, x1] after a zoom or pan, null after
+        // a reset (autorange); other layout events (a y zoom, autosize) keep what it was.
+        zoom: function (relayout) {
+            const noUpdate = window.dash_clientside.no_update;
+            if (!relayout) { return noUpdate; }
+            if (relayout['xaxis.autorange']) { return null; }
+            const range = relayout['xaxis.range'] || [];
+            const x0 = relayout['xaxis.range[0]'] !== undefined ? relayout['xaxis.range[0]'] : range[0];
+            const x1 = relayout['xaxis.range[1]'] !== undefined ? relayout['xaxis.range[1]'] : range[1];
+            if (x0 === undefined || x1 === undefined) { return noUpdate; }
+            return [String(x0), String(x1)];
+        },
         // spec: {path, outputs: ["id.prop", ...]}; figures: the page's charts' current figures,
         // in the order their ".figure" outputs come in spec.outputs.
         apply: function (spec, tick, figures) {

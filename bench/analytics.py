@@ -17,13 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timing import median_ms
-
 from services import stats
 from services.engine import PairEngine, Params
 from services.hedge import METHODS
 from services.sources import SimSource
 from services.store import PriceStore
+from timing import median_ms
 
 T0 = 1_761_091_200
 PAIR = ("BTCUSDT", "ETHUSDT")

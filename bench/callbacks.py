@@ -20,13 +20,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cachelib import SimpleCache
-from pages._live import chart_update
 from plotly.io.json import to_json_plotly
-from timing import median_ms
 
+from pages._live import chart_update
 from services.market import MarketService
 from services.settings import AppConfig
 from services.sources import SimSource
+from timing import median_ms
 
 
 class Clock:

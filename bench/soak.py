@@ -29,11 +29,11 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from dash_client import Tab
-from fake_binance import FakeBinance
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
+from dash_client import Tab
+from fake_binance import FakeBinance
 from services.db import Database
 from services.settings import SettingsStore, validate
 

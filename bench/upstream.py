@@ -18,12 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from fake_binance import FakeBinance
 from pytest_httpserver import HTTPServer
 from selenium import webdriver
 from werkzeug.serving import make_server
 
 from app import create_app
+from fake_binance import FakeBinance
 from services.settings import AppConfig
 
 TICKER = "/api/v3/ticker/price"

@@ -17,6 +17,7 @@ CURSOR = "tick-cursor"  # what this tab holds (per chart: what it shows, its las
 PAGE_LOCATION = "_pages_location"  # dash.page_container's location
 
 VIEW = "view"  # pattern type of a page's view controls (range, correlation window): the tick reads them
+ZOOM = "zoom"  # pattern type of a chart's zoomed x window ([x0, x1] or None), kept from its relayoutData
 
 EXPORT_BUTTON = "export-png"
 EXPORT_DONE = "export-png-done"
@@ -24,6 +25,10 @@ EXPORT_DONE = "export-png-done"
 
 def view(name: str) -> dict:
     return {"type": VIEW, "name": name}
+
+
+def zoom(graph_id: str) -> dict:
+    return {"type": ZOOM, "graph": graph_id}
 
 
 def export_button(graph_id: str) -> dict:

@@ -118,7 +118,8 @@ def stat_card(label: str, value_id: str, sub_id: str | None = None, label_id: st
 
 
 def chart_card(graph_id: str) -> dbc.Card:
-    """A chart with its Export PNG button."""
+    """A chart with its Export PNG button, and the store of its zoomed x window (live charts
+    redraw the window at full resolution)."""
     return dbc.Card(
         dbc.CardBody(
             [
@@ -137,6 +138,7 @@ def chart_card(graph_id: str) -> dbc.Card:
                     id=graph_id, config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
                 ),
                 dcc.Store(id=ids.export_done(graph_id)),
+                dcc.Store(id=ids.zoom(graph_id)),
             ]
         ),
         className="mb-3 chart-card",

@@ -19,15 +19,18 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pandas as pd
 from dash import Input, Output, State, clientside_callback
 
 from components import figures, ids
 from components.layout import DEFAULT_RANGE, RANGES
 from services.bars import bar_open
+from services.downsample import MAX_POINTS, rows_to_draw
 from services.market import MarketService, Snapshot
 
 MIN_BARS = 100  # with 1m+ bars a chart shows at least this many, whatever the range picked
 TAIL_BARS = 5  # a tab that fell this many bars behind still gets the shared tail
+REDRAW_EVERY_S = 300  # a downsampled chart is redrawn whole this often (tails add full-resolution bars)
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,9 @@ def key(component_id: str, prop: str) -> str:
 
 def register_view(path: str, outputs, build) -> None:
     """Register a page's view: `build(market, snap, view, cursor) -> (values, cursor)`, where
-    `view` holds the page's view controls ({name: value}) and `values` maps "id.prop" (one of
-    `outputs`) to its new value; outputs left out keep what they show."""
+    `view` holds the page's view controls ({name: value}, and "zoom": {graph id: [x0, x1]}) and
+    `values` maps "id.prop" (one of `outputs`) to its new value; outputs left out keep what they
+    show."""
     outputs = tuple(outputs)
     VIEWS[path] = PageView(path, outputs, build)
     spec = json.dumps({"path": path, "outputs": [key(i, p) for i, p in outputs]})
@@ -59,23 +63,44 @@ def register_view(path: str, outputs, build) -> None:
         [State(g, "figure") for g in graphs],
         prevent_initial_call=True,
     )
+    for graph in graphs:
+        clientside_callback(
+            "function (relayout) { return window.pairmonitorTick.zoom(relayout); }",
+            Output(ids.zoom(graph), "data"),
+            Input(graph, "relayoutData"),
+            prevent_initial_call=True,
+        )
 
 
 def range_seconds(range_name, tf_s: int) -> int:
     return max(RANGES.get(range_name or "", RANGES[DEFAULT_RANGE]), MIN_BARS * tf_s)
 
 
+def zoom_window(zoom, start_s: int, end_s: int) -> list[int] | None:
+    """A chart's zoomed x window as UTC seconds inside [start_s, end_s]; None for no zoom, and
+    for anything that is not two times (the store can be set by hand)."""
+    try:
+        x0, x1 = (int(pd.Timestamp(str(x)).timestamp()) for x in zoom)
+    except (TypeError, ValueError):
+        return None
+    lo, hi = max(min(x0, x1), start_s), min(max(x0, x1), end_s)
+    return [lo, hi] if lo < hi else None
+
+
 def chart(
-    kind: str, market: MarketService, snap: Snapshot, range_name, cursor: dict | None, alert_id: int = 0
+    kind: str, market: MarketService, snap: Snapshot, range_name, cursor: dict | None, alert_id: int = 0, zoom=None
 ) -> tuple[dict, dict]:
     """(update, cursor) for one live chart: a whole figure when the tab has none or holds
-    something else (other parameters, range, threshold, a rewritten past, a new alert marker),
-    else the tail from the first bar that was provisional when it last looked."""
+    something else (other parameters, range, threshold, zoom window, a rewritten past, a new
+    alert marker, a downsampled chart's periodic redraw), else the tail from the first bar that
+    was provisional when it last looked."""
     params, settings = snap.params, snap.settings
     tf = params.tf_s
     range_s = range_seconds(range_name, tf)
     end_s = snap.now_s
     start_s = end_s - range_s + 1
+    window = zoom_window(zoom, start_s, end_s) if zoom else None
+    downsampled = range_s // tf > MAX_POINTS
     final = market.final_until(snap)
     shows = [
         kind,
@@ -88,6 +113,8 @@ def chart(
         range_s,
         market.revision(snap),
         alert_id,
+        window,
+        end_s // REDRAW_EVERY_S if downsampled else 0,
     ]
     new_cursor = {"key": shows, "final": final}
     tail_from = final + tf - TAIL_BARS * tf
@@ -98,12 +125,19 @@ def chart(
             ohlc = market.ohlc(snap, first, end_s) if kind == "price" else None
             return figures.tail_payload(kind, market.frame(snap, first, end_s), params, start_s, ohlc)
 
-        return market.shared(("tail", *map(str, shows), end_s, snap.seq), tail), new_cursor
+        return market.shared(("tail", json.dumps(shows), end_s, snap.seq), tail), new_cursor
 
     def whole():
         df = market.frame(snap, start_s, end_s)
         ohlc = market.ohlc(snap, start_s, end_s) if kind == "price" else None
         alerts = market.alerts.log(settings.pair_label, since_s=start_s) if kind == "zscore" else []
+        marked = df.index.get_indexer(pd.to_datetime([a.second for a in alerts if a.is_z], unit="s", utc=True))
+        dense = None if window is None else slice(*df.index.searchsorted(pd.to_datetime(window, unit="s", utc=True)))
+        columns = [df[c].to_numpy() for c in figures.trace_columns(kind, params.pair)]
+        rows = rows_to_draw(columns, must=marked[marked >= 0], dense=dense)
+        if rows is not None:
+            df = df.iloc[rows]
+            ohlc = None if ohlc is None else ohlc.iloc[rows]
         return {"figure": figures.chart_figure(kind, df, params, settings.threshold, alerts, ohlc).to_plotly_json()}
 
-    return market.shared(("whole", *map(str, shows), end_s, snap.seq), whole), new_cursor
+    return market.shared(("whole", json.dumps(shows), end_s, snap.seq), whole), new_cursor

@@ -242,7 +242,13 @@ def build(market, snap, view, cursor):
     alert_id = market.alerts.last_id()
     for kind, graph in CHARTS:
         values[key(graph, "figure")], new_cursor[kind] = chart(
-            kind, market, snap, view.get("range"), cursor.get(kind), alert_id if kind == "zscore" else 0
+            kind,
+            market,
+            snap,
+            view.get("range"),
+            cursor.get(kind),
+            alert_id if kind == "zscore" else 0,
+            view["zoom"].get(graph),
         )
     return values, new_cursor
 

@@ -85,7 +85,9 @@ def build(market, snap, view, cursor):
         values[key(ID.TICKS, "rowData")] = market.shared(
             ("tick-rows", *snap.settings.pair, newest), lambda: tick_rows(ticks)
         )
-    values[key(ID.PRICE_GRAPH, "figure")], price = chart("price", market, snap, view.get("range"), cursor.get("price"))
+    values[key(ID.PRICE_GRAPH, "figure")], price = chart(
+        "price", market, snap, view.get("range"), cursor.get("price"), zoom=view["zoom"].get(ID.PRICE_GRAPH)
+    )
     return values, {"ticks": newest, "price": price}
 
 

@@ -1,9 +1,9 @@
 """Pure analytics on aligned 1-second price arrays: no I/O, no clocks, no state.
 
 Every output at bucket t depends on inputs at or before t only (no look-ahead), so computing
-over a slice that starts `warmup(window, ffill_limit)` buckets early gives exactly the values a
-computation over the whole history gives. The service relies on that to update per tick in
-O(window) instead of O(history).
+over a slice that starts `window - 1 + ffill_limit` buckets early gives exactly the values a
+computation over the whole history gives. The engine (services/engine.py) relies on that to
+update per tick in O(window) instead of O(history).
 """
 
 from __future__ import annotations
@@ -46,24 +46,3 @@ def rolling_zscore(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, 
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(flat, np.nan, (s.to_numpy() - mean) / std)
     return mean, std, z
-
-
-def warmup(window: int, ffill_limit: int) -> int:
-    """How many buckets before t the value at t can depend on."""
-    return int(window) - 1 + int(ffill_limit)
-
-
-def pair_frame(
-    start_s: int, a: np.ndarray, b: np.ndarray, window: int, ffill_limit: int, names: tuple[str, str], beta: float = 1.0
-) -> pd.DataFrame:
-    """Aligned prices, spread and rolling z for consecutive seconds starting at `start_s`.
-
-    `a` and `b` are raw bucket prices (NaN = no tick that second). Index: tz-aware UTC
-    timestamps of the bucket starts. Columns: the two symbol names, spread, mean, std, zscore.
-    """
-    pa, pb = forward_fill(a, ffill_limit), forward_fill(b, ffill_limit)
-    sp = spread(pa, pb, beta)
-    mean, std, z = rolling_zscore(sp, window)
-    index = pd.to_datetime(np.arange(start_s, start_s + len(sp), dtype=np.int64), unit="s", utc=True)
-    index.name = "timestamp_utc"
-    return pd.DataFrame({names[0]: pa, names[1]: pb, "spread": sp, "mean": mean, "std": std, "zscore": z}, index=index)

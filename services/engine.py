@@ -98,7 +98,7 @@ class PairEngine:
         else:
             beta, alpha, _ = hedge.hedge(self.p.hedge, xb, ya, self.p.window, start=ctx)
             beta, alpha = beta[ctx:], alpha[ctx:]
-        spread = ya[ctx:] - (beta * xb[ctx:] + alpha)
+        spread = analytics.spread(ya[ctx:], xb[ctx:], beta, alpha)
         past = self.cols["spread"][len(self.cols["spread"]) - ctx :]
         mean, std, z = analytics.rolling_zscore(np.concatenate([past, spread]), self.p.window)
         cols = {

@@ -21,8 +21,9 @@ TICK_OUTPUTS = [
 PAGE_VIEWS = {"/": {"range": "15m"}, "/analytics": {"range": "15m", "corr": 60}}
 
 
-def tick_payload(n_intervals: int, path: str = "/", seen=None, cursor=None, view=None) -> dict:
-    """The body of POST /_dash-update-component for the tick callback on `path`."""
+def tick_payload(n_intervals: int, path: str = "/", seen=None, cursor=None, view=None, zooms=None) -> dict:
+    """The body of POST /_dash-update-component for the tick callback on `path` (`zooms`: the
+    zoomed x window of each chart, {graph id: [x0, x1]})."""
     view = PAGE_VIEWS.get(path, {}) if view is None else view
     return {
         "output": ".." + "...".join(f"{i}.{p}" for i, p in TICK_OUTPUTS) + "..",
@@ -31,6 +32,7 @@ def tick_payload(n_intervals: int, path: str = "/", seen=None, cursor=None, view
             {"id": ids.INTERVAL, "property": "n_intervals", "value": n_intervals},
             {"id": ids.PAGE_LOCATION, "property": "pathname", "value": path},
             [{"id": ids.view(name), "property": "value", "value": v} for name, v in view.items()],
+            [{"id": ids.zoom(g), "property": "data", "value": z} for g, z in (zooms or {}).items()],
         ],
         "changedPropIds": [f"{ids.INTERVAL}.n_intervals"],
         "state": [
@@ -46,10 +48,11 @@ class Tab:
     def __init__(self, post, path: str = "/"):
         self.post, self.path = post, path  # post(json_body) -> (status_code, parsed JSON or None)
         self.n, self.seen, self.cursor = 0, None, None
+        self.zooms: dict = {}  # graph id -> [x0, x1], as the browser keeps them from relayoutData
 
     def tick(self) -> dict:
         self.n += 1
-        status, body = self.post(tick_payload(self.n, self.path, self.seen, self.cursor))
+        status, body = self.post(tick_payload(self.n, self.path, self.seen, self.cursor, zooms=self.zooms))
         if status != 200:
             raise RuntimeError(f"tick callback HTTP {status}")
         response = body["response"]

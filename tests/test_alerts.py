@@ -6,9 +6,9 @@ import time
 import numpy as np
 import pytest
 from cachelib import SimpleCache
-from scripted import ScriptedSource
 from werkzeug import Response
 
+from scripted import ScriptedSource
 from services.alerts import Alert, AlertLog, Rule, RuleState, evaluate_rule
 from services.db import Database
 from services.market import MarketService

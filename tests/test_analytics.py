@@ -4,10 +4,9 @@ import math
 import statistics
 
 import numpy as np
-import pandas as pd
 import pytest
-from fake_binance import recorded_closes
 
+from fake_binance import recorded_closes
 from services import analytics
 
 
@@ -59,38 +58,3 @@ def test_rolling_zscore_matches_statistics_module_on_recorded_data():
         assert mean[t] == pytest.approx(statistics.fmean(win), rel=1e-12)
         assert std[t] == pytest.approx(statistics.stdev(win), rel=1e-9)
         assert z[t] == pytest.approx((sp[t] - statistics.fmean(win)) / statistics.stdev(win), rel=1e-7, abs=1e-9)
-
-
-def test_pair_frame_slice_equals_full_history():
-    """No look-ahead: computing from `warmup` buckets before start gives the full-history values."""
-    rng = np.random.default_rng(3)
-    n = 600
-    a = 100 + np.cumsum(rng.normal(size=n))
-    b = 50 + np.cumsum(rng.normal(size=n))
-    a[rng.random(n) < 0.1] = np.nan
-    b[200:230] = np.nan
-    window, limit = 40, 3
-    full = analytics.pair_frame(1_000, a, b, window, limit, ("A", "B"))
-    lead = analytics.warmup(window, limit)
-    for start in (50, 199, 231, 420):
-        part = analytics.pair_frame(
-            1_000 + start - lead, a[start - lead :], b[start - lead :], window, limit, ("A", "B")
-        )
-        pd.testing.assert_frame_equal(part.iloc[lead:], full.iloc[start:])
-
-
-def test_pair_frame_changing_the_future_leaves_the_past():
-    rng = np.random.default_rng(5)
-    a, b = 100 + np.cumsum(rng.normal(size=300)), 50 + np.cumsum(rng.normal(size=300))
-    before = analytics.pair_frame(0, a, b, 20, 3, ("A", "B"))
-    a2 = a.copy()
-    a2[150:] += 1_000
-    after = analytics.pair_frame(0, a2, b, 20, 3, ("A", "B"))
-    pd.testing.assert_frame_equal(before.iloc[:150], after.iloc[:150])
-
-
-def test_pair_frame_index_is_utc_seconds():
-    df = analytics.pair_frame(1_761_091_200, np.ones(3), np.ones(3), 2, 0, ("A", "B"))
-    assert str(df.index.tz) == "UTC"
-    assert df.index[0] == pd.Timestamp("2025-10-22T00:00:00Z")
-    assert (df.index[1:] - df.index[:-1] == pd.Timedelta(seconds=1)).all()

@@ -5,6 +5,8 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -16,9 +18,10 @@ from components.ids import Analytics as analytics
 from components.ids import Live as live
 from components.ids import Settings as settings
 from services.db import Database
-from services.settings import AppConfig, SettingsStore
+from services.settings import AppConfig, SettingsStore, validate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DEFAULTS = {"symbol_a": "BTCUSDT", "symbol_b": "ETHUSDT", "threshold": 2.0, "poll_interval_s": 1}
 
 
 @pytest.fixture
@@ -157,6 +160,7 @@ def test_invalid_settings_show_a_message_and_change_nothing(dash_duo, sim_app, d
     assert dash_duo.find_element("#nav-pair").text == "BTCUSDT/ETHUSDT"
 
 
+@pytest.mark.slow
 def test_alerts_fire_show_in_the_log_and_on_the_chart_and_clear(dash_duo, sim_app):
     dash_duo.start_server(sim_app)
     navigate(dash_duo, "Settings")
@@ -197,6 +201,7 @@ def test_export_png_downloads_a_png_named_by_pair_and_utc_time(dash_duo, sim_app
     assert data.startswith(PNG_MAGIC) and len(data) > 10_000
 
 
+@pytest.mark.slow
 def test_four_tabs_cause_one_upstream_call_per_second(dash_duo, fake_binance, data_dir):
     app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
     dash_duo.start_server(app)
@@ -392,3 +397,129 @@ def test_restricted_location_is_explained_and_the_host_switched_in_one_click(das
     dash_duo.wait_for_contains_text(f"#{settings.HOST_MSG}", f"Switched to {MARKET_DATA_URL}")
     dash_duo.wait_for_contains_text(f"#{settings.HOST_INFO}", MARKET_DATA_URL, timeout=10)
     assert saved_settings(data_dir).binance_url == MARKET_DATA_URL
+
+
+PLOTTED = (
+    "const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');"
+    "return gd && gd.data ? gd.data.map(t => ({x: Array.from(t.x || []), y: Array.from(t.y || [])})) : null;"
+)
+
+
+def plotted(driver, graph_id, trace):
+    """A trace as the page holds it: {x: [...], y: [...]} as a Series indexed by the UTC second."""
+    data = driver.execute_script(PLOTTED, graph_id)
+    return pd.Series(data[trace]["y"], index=[x[:19] for x in data[trace]["x"]], dtype=float)
+
+
+@pytest.mark.slow
+def test_every_plotted_closed_bar_equals_the_csv_after_a_minute_of_late_ticks(dash_duo, fake_binance, data_dir):
+    """The chart is the truth: after a minute of live updates, with ticks that land after their
+    bar was drawn and two more busy tabs, every closed bar on the price, spread, mean, z and β
+    charts equals /api/analytics.csv for that bar, and the analysis never restarted."""
+    import io
+    import threading
+
+    import requests
+
+    from services.sources import Tick, utc_from_epoch
+
+    SettingsStore(Database(data_dir)).save(validate({"hedge": "rolling-ols", "window": 30, **DEFAULTS}))
+    app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
+    market = app.server.extensions["market"]
+    dash_duo.start_server(app)
+    dash_duo.wait_for_contains_text("#age-badge", "live", timeout=20)
+    driver = dash_duo.driver
+    for _ in range(3):  # the analytics tab we read, and two more busy ones
+        driver.execute_script("window.open(arguments[0], '_blank');", dash_duo.server_url + "/analytics")
+    live_tab, analytics_tab = driver.window_handles[:2]
+    stop = threading.Event()
+    late = []
+
+    def late_ticks():
+        """A trade for the second that just closed lands now: after its bar was first drawn."""
+        while not stop.wait(0.7):
+            second = int(time.time()) - 1
+            price = fake_binance.price("ETHUSDT", second) * 1.0003
+            market.store.add_ticks([Tick("ETHUSDT", price, utc_from_epoch(second + 0.999))])
+            late.append(second)
+
+    injector = threading.Thread(target=late_ticks, daemon=True)
+    injector.start()
+    time.sleep(3)
+    restarts = market.analyses.engine(market.snapshot().params).resets
+    time.sleep(60)
+    stop.set()
+    injector.join()
+    driver.switch_to.window(analytics_tab)
+    charts = {
+        "spread": plotted(driver, analytics.SPREAD_GRAPH, 0),
+        "mean": plotted(driver, analytics.SPREAD_GRAPH, 1),
+        "zscore": plotted(driver, analytics.Z_GRAPH, 0),
+        "beta": plotted(driver, analytics.BETA_GRAPH, 0),
+    }
+    driver.switch_to.window(live_tab)
+    charts["BTCUSDT"] = plotted(driver, live.PRICE_GRAPH, 0)
+    charts["ETHUSDT"] = plotted(driver, live.PRICE_GRAPH, 1)
+    csv = pd.read_csv(
+        io.StringIO(requests.get(dash_duo.server_url + "/api/analytics.csv?seconds=900", timeout=10).text)
+    )
+    csv.index = csv["timestamp_utc"].str[:19]
+    assert market.analyses.engine(market.snapshot().params).resets == restarts, "late ticks never restart"
+    assert len(late) >= 60
+    for column, series in charts.items():
+        last = pd.Timestamp(series.index[-1])
+        closed = series[[pd.Timestamp(x) <= last - pd.Timedelta(seconds=3) for x in series.index]]
+        both = closed.index.intersection(csv.index)
+        assert len(both) >= 850, f"{column}: only {len(both)} closed bars to compare"
+        chart, api = closed.loc[both].to_numpy(), csv.loc[both, column].to_numpy(dtype=float)
+        bad = ~np.isclose(chart, api, rtol=1e-12, atol=1e-12, equal_nan=True)
+        assert not bad.any(), (
+            f"{column}: {bad.sum()} bars differ, e.g. {both[bad][:3].tolist()}: "
+            f"{chart[bad][:3]} on the chart, {api[bad][:3]} in the CSV"
+        )
+    eth = charts["ETHUSDT"]
+    drawn_late = {f"{pd.Timestamp(s, unit='s'):%Y-%m-%dT%H:%M:%S}": s for s in late}
+    hits = [x for x in drawn_late if x in eth.index[:-3]]
+    assert len(hits) >= 40 and all(
+        np.isclose(eth[x], fake_binance.price("ETHUSDT", drawn_late[x]) * 1.0003, rtol=1e-12) for x in hits
+    ), "each late trade is what the chart shows for its second"
+    assert dash_duo.get_logs() == []
+
+
+def test_a_long_range_is_downsampled_and_zooming_in_redraws_it_at_full_resolution(dash_duo, sim_app):
+    dash_duo.start_server(sim_app)
+    navigate(dash_duo, "Spread & z-score")
+    wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH), message="z chart")
+    label = next(lb for lb in dash_duo.driver.find_elements(By.CSS_SELECTOR, ".range-picker label") if lb.text == "1h")
+    click(dash_duo, label)
+
+    def downsampled():
+        z = plotted(dash_duo.driver, analytics.Z_GRAPH, 0)
+        return [z] if (pd.Timestamp(z.index[-1]) - pd.Timestamp(z.index[0])).total_seconds() >= 3_500 else None
+
+    [coarse] = wait_for(downsampled, message="the 1 h range")
+    span = (pd.Timestamp(coarse.index[-1]) - pd.Timestamp(coarse.index[0])).total_seconds()
+    assert span >= 3_500 and len(coarse) <= 2_000, f"{len(coarse)} points over {span:.0f} s"
+    end = pd.Timestamp(coarse.index[-1])
+    x0, x1 = end - pd.Timedelta(seconds=600), end - pd.Timedelta(seconds=300)
+    dash_duo.driver.execute_script(
+        "const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');"
+        "Plotly.relayout(gd, {'xaxis.range': [arguments[1], arguments[2]]});",
+        analytics.Z_GRAPH,
+        str(x0),
+        str(x1),
+    )
+
+    def exact():
+        z = plotted(dash_duo.driver, analytics.Z_GRAPH, 0)
+        seconds = {pd.Timestamp(x) for x in z.index if x0 <= pd.Timestamp(x) <= x1}
+        return len(seconds) == 301
+
+    wait_for(exact, message="every second of the zoomed window")
+    dash_duo.driver.execute_script(
+        "const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');"
+        "Plotly.relayout(gd, {'xaxis.autorange': true});",
+        analytics.Z_GRAPH,
+    )
+    wait_for(lambda: len(plotted(dash_duo.driver, analytics.Z_GRAPH, 0)) <= 2_005, message="back to the overview")
+    assert dash_duo.get_logs() == []

@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 from cachelib import SimpleCache
-from dash_client import tick_payload
 
 import services.link as link_module
 from app import create_app
 from components import ids
+from dash_client import tick_payload
 from services.binance import BinanceClient
 from services.market import MarketService
 from services.settings import AppConfig, SettingsError

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import statsmodels.api as sm
-from fake_binance import recorded_closes
 from scipy import stats
 
+from fake_binance import recorded_closes
 from services import hedge
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from cachelib import SimpleCache
-from scripted import ScriptedSource
 
+from scripted import ScriptedSource
 from services.binance import BinanceClient
 from services.cache import AtomicFileSystemCache
 from services.market import MarketService

@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import requests
 from cachelib import SimpleCache
-from scripted import ScriptedSource
 from werkzeug import Response
 
+from scripted import ScriptedSource
 from services.db import Database
 from services.history import History
 from services.market import MarketService
@@ -133,6 +134,7 @@ def csv_rows(text):
     return list(csv.DictReader(io.StringIO(text)))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stream_loses_no_history_settings_or_alerts(fake_binance, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}/api"
@@ -186,6 +188,7 @@ def test_sigkill_mid_stream_loses_no_history_settings_or_alerts(fake_binance, tm
     assert "Test alert" in alerts_before and settings_before["rules"][1]["level"] == 1e9
 
 
+@pytest.mark.slow
 def test_the_collector_alerts_with_nobody_watching_and_the_web_app_shows_its_history(fake_binance, tmp_path):
     data = tmp_path / "data"
     SettingsStore(Database(data)).save(
@@ -225,6 +228,7 @@ def test_the_collector_alerts_with_nobody_watching_and_the_web_app_shows_its_his
     assert recorded >= 16 and len(older) == recorded, "the web app shows every tick the collector recorded"
 
 
+@pytest.mark.slow
 def test_two_gunicorn_workers_poll_once_per_interval_and_deliver_each_alert_once(fake_binance, tmp_path, httpserver):
     received = []
     httpserver.expect_request("/hook", method="POST").respond_with_handler(

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from fake_binance import RECORDED, SHARED_DATA
 
 from app import create_app
+from fake_binance import RECORDED, SHARED_DATA
 from services.replay import ReplayError, ReplaySource, load_recording, parse_speed
 from services.settings import AppConfig
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-from fake_binance import recorded_closes
 from statsmodels.tsa.stattools import adfuller
 
+from fake_binance import recorded_closes
 from services import bars, stats
 from services.backtest import backtest
 

@@ -1,0 +1,127 @@
+"""The tick: one refresh, then a snapshot that includes that tick's poll; readers only read;
+shared work once; errors inside the app are shown like upstream errors, never raised."""
+
+import sqlite3
+import threading
+import time
+
+import pytest
+from cachelib import SimpleCache
+
+from services import metrics, stats
+from services.binance import BinanceClient
+from services.cache import AtomicFileSystemCache
+from services.market import MarketService
+from services.settings import AppConfig
+from services.sources import BinanceSource, SimSource
+
+TICKER = "/api/v3/ticker/price"
+
+
+def binance_market(fake, tmp_path, cache=None):
+    cfg = AppConfig(source="binance", binance_url=fake.url, data_dir=str(tmp_path))
+    return MarketService(cfg, cache or SimpleCache(), source=BinanceSource(BinanceClient(fake.url)))
+
+
+def wait_next_second(margin=0.05):
+    time.sleep(1 - time.time() % 1 + margin)
+
+
+def test_a_tick_that_arrives_while_the_poll_is_in_flight_shows_that_poll(fake_binance, tmp_path):
+    """Two tabs tick in the same second: the first polls (the exchange takes 0.4 s), the second
+    waits for it instead of showing the previous poll."""
+    market = binance_market(fake_binance, tmp_path)
+    market.tick()
+    wait_next_second()
+    fake_binance.delay_next(TICKER, 0.4)
+    first = threading.Thread(target=market.tick)
+    first.start()
+    time.sleep(0.1)
+    snap = market.tick()
+    first.join()
+    second = int(snap.now)
+    assert fake_binance.served["BTCUSDT"].get(second) is not None, "the poll of this second was answered"
+    assert snap.status.leg("BTCUSDT").last_tick_utc[:19] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    assert market.store.last_tick("BTCUSDT").price == fake_binance.served["BTCUSDT"][second]
+
+
+def test_a_worker_that_lost_the_slot_waits_for_the_winners_ticks(fake_binance, tmp_path):
+    cache = AtomicFileSystemCache(str(tmp_path / "cache"))
+    workers = [binance_market(fake_binance, tmp_path, cache) for _ in range(2)]
+    for w in workers:
+        w.tick()
+    wait_next_second()
+    fake_binance.delay_next(TICKER, 0.3)
+    winner = threading.Thread(target=workers[0].tick)
+    winner.start()
+    time.sleep(0.1)
+    snap = workers[1].tick()  # lost the slot: the answer is still on its way
+    winner.join()
+    second = int(snap.now)
+    assert sum(int(t) == second for t in fake_binance.times[TICKER]) == 1, "one upstream call for both workers"
+    assert workers[1].store.last_tick("BTCUSDT").price == fake_binance.served["BTCUSDT"][second]
+    assert int(workers[1].store.last_tick("BTCUSDT").epoch) == second
+
+
+def test_an_error_inside_refresh_is_recorded_and_shown_never_raised(tmp_path, clock, monkeypatch):
+    cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600)
+    market = MarketService(cfg, SimpleCache(), clock=clock, source=SimSource(seed=7, span_s=3_600, clock=clock))
+    market.tick()
+    errors = metrics.REFRESH_ERRORS._value.get()
+
+    def locked(*_a, **_kw):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(market.ingestion, "ingest", locked)
+    clock.advance(1)
+    snap = market.tick()  # no exception
+    assert "Internal error while refreshing (OperationalError: database is locked)" in snap.status.last_error.message
+    assert metrics.REFRESH_ERRORS._value.get() == errors + 1
+    monkeypatch.undo()
+    clock.advance(1)
+    assert market.tick().status.last_error is None, "the next good poll clears it"
+
+
+def test_statistics_are_computed_once_however_many_tabs_miss_together(tmp_path, clock, monkeypatch):
+    cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600)
+    market = MarketService(cfg, SimpleCache(), clock=clock, source=SimSource(seed=7, span_s=3_600, clock=clock))
+    snap = market.tick()
+    calls = []
+    summary = stats.summary
+
+    def counted(*a):
+        calls.append(1)
+        time.sleep(0.2)  # an ADF that takes a while: every tab arrives during it
+        return summary(*a)
+
+    monkeypatch.setattr(stats, "summary", counted)
+    results = []
+    tabs = [threading.Thread(target=lambda: results.append(market.statistics(snap, 60))) for _ in range(8)]
+    for t in tabs:
+        t.start()
+    for t in tabs:
+        t.join()
+    assert len(calls) == 1 and len(results) == 8
+    assert all(r["adf"] == results[0]["adf"] for r in results)
+
+
+@pytest.mark.parametrize("path", ["/", "/analytics", "/settings", "/backtest", "/nowhere"])
+def test_every_page_tick_is_one_request_that_answers(tmp_path, path):
+    from app import create_app
+    from dash_client import Tab
+
+    client = create_app(AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600)).server.test_client()
+
+    def post(body):
+        resp = client.post("/_dash-update-component", json=body)
+        return resp.status_code, resp.get_json()
+
+    tab = Tab(post, path)
+    first = tab.tick()
+    assert first["nav-pair"]["children"] == "BTCUSDT/ETHUSDT" and first["tick-payload"]["data"]["path"] == path
+    time.sleep(1.05)
+    second = tab.tick()
+    values = second["tick-payload"]["data"]["values"]
+    for key, update in values.items():
+        if key.endswith(".figure"):
+            assert "figure" not in update and update["traces"], f"{key}: a tail, not a whole figure, once drawn"
