@@ -14,43 +14,19 @@ received, and client latency.
 from __future__ import annotations
 
 import argparse
-import logging
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import requests
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from pytest_httpserver import HTTPServer
+from harness import TICKER, app_args, fake_exchange, free_port, rss_mib, serving
 from werkzeug import Response
 
 from dash_client import Tab
-from fake_binance import FakeBinance
 from services.db import Database
 from services.settings import SettingsStore, validate
-
-TICKER = "/api/v3/ticker/price"
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def client(base: str, stop: threading.Event, latencies: list[float], errors: list[str]) -> None:
@@ -82,11 +58,12 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--clients", type=int, default=4)
     args = p.parse_args()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the fake exchange's request log
+    with fake_exchange() as fake:
+        soak(fake, args)
 
-    server = HTTPServer(host="127.0.0.1", port=0)
-    server.start()
-    fake = FakeBinance(server)
+
+def soak(fake, args) -> None:
+    server = fake.server
     hooks = []
     server.expect_request("/hook", method="POST").respond_with_handler(
         lambda r: (hooks.append(time.time()), Response("ok"))[1]
@@ -107,35 +84,8 @@ def main() -> None:
     )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = open(data / "app.log", "w")  # noqa: SIM115 — the app writes to it until `finally` closes both
-    app = subprocess.Popen(
-        [
-            sys.executable,
-            "app.py",
-            "--source",
-            "binance",
-            "--binance-url",
-            fake.url,
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data),
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if requests.get(f"{base}/api/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.time() > deadline:
-                raise SystemExit(f"the app did not start; see {data / 'app.log'}")
-            time.sleep(0.2)
+    command, env = app_args(port, data, fake.url)
+    with serving(command, f"{base}/api/health", data / "app.log", env) as app:
         stop = threading.Event()
         latencies: list[float] = []
         errors: list[str] = []
@@ -158,11 +108,6 @@ def main() -> None:
         stop.set()
         for t in threads:
             t.join()
-    finally:
-        app.terminate()
-        app.wait(timeout=10)
-        log.close()
-        server.stop()
     print(f"soak: {elapsed / 60:.1f} min, {args.clients} clients, 1 s polling, fake Binance on loopback")
     print(f"  app RSS: start {rss_start:.1f} MiB, end {rss_end:.1f} MiB, max {max(rss_samples):.1f} MiB")
     print(
