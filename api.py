@@ -138,14 +138,18 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         threshold = parse_threshold(request.args.get("threshold", settings.threshold))
         end_s = g.snap.now_s
         start_s = end_s - _seconds(market) + 1
-        df = market.frame(g.snap, start_s, end_s, params)
-        alerts = market.alerts.log(settings.pair_label, since_s=start_s) if params == g.snap.params else []
-        ohlc = market.ohlc(g.snap, start_s, end_s, params) if kind == "price" else None
-        fig = figures.chart_figure(kind, df, params, threshold, alerts, ohlc)
-        try:
-            png = renderer.render(
-                fig, width=_int_param("width", 1200, 200, 4000), height=_int_param("height", 500, 150, 4000)
-            )
+        width, height = _int_param("width", 1200, 200, 4000), _int_param("height", 500, 150, 4000)
+
+        def render() -> bytes:
+            """Every point of the range (no downsampling in an export)."""
+            df = market.frame(g.snap, start_s, end_s, params)
+            alerts = market.alerts.log(settings.pair_label, since_s=start_s) if params == g.snap.params else []
+            ohlc = market.ohlc(g.snap, start_s, end_s, params) if kind == "price" else None
+            fig = figures.chart_figure(kind, df, params, threshold, alerts, ohlc)
+            return renderer.render(fig, width=width, height=height)
+
+        try:  # the same chart asked for in the same second by several clients is rendered once
+            png = market.shared(("png", kind, params, threshold, start_s, end_s, width, height, g.snap.seq), render)
         except RendererUnavailable as exc:
             return jsonify(error=str(exc)), 503
         return Response(png, mimetype="image/png")

@@ -1,14 +1,15 @@
-"""Time per interval callback with 1 h and 24 h of 1 s history (simulated pair, no network).
+"""Time per tick with 1 h and 24 h of 1 s history (simulated pair, no network, no HTTP).
 
     python bench/callbacks.py
 
-For each history length it fills the store, then times, per tick (median of N runs):
-- refresh: one poll + ingest + alert evaluation of the new bucket;
-- z-chart increment: what the /analytics z chart sends each second (extendData), serialised;
-- z-chart full render of the default 15 min range and of the whole history (on first paint or a
-  settings change), serialised as Dash sends it (`bench/analytics.py` compares full and
-  incremental analytics);
-- stats card: current z, spread, mean, std.
+For each history length it fills the store, then times (median of N runs):
+- tick: one refresh (poll + ingest + alert rules) and the snapshot every read of the tick uses;
+- /analytics for the first tab of a second: cards, statistics panel and the three charts' tails,
+  computed (what one tick costs the server, whatever the number of tabs);
+- /analytics for every further tab of that second: the same answer from the shared memo;
+- whole z chart of the default 15 min, and of the whole history (24 h: downsampled to at most
+  ~2,000 points per trace), with its size as Dash sends it;
+- the stats card (latest bar).
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
 
 from cachelib import SimpleCache
 from plotly.io.json import to_json_plotly
 
-from pages._live import chart_update
+from pages import analytics
+from pages._tick import chart
 from services.market import MarketService
 from services.settings import AppConfig
 from services.sources import SimSource
 from timing import median_ms
+
+VIEW = {"range": "15m", "corr": 60, "zoom": {}}
 
 
 class Clock:
@@ -42,39 +46,39 @@ def bench(history_s: int, runs: int = 30) -> dict:
     cfg = AppConfig(source="sim", data_dir=tempfile.mkdtemp(), history_s=86_400)
     source = SimSource(seed=7, origin_s=int(clock()) - history_s - 10, span_s=86_400, clock=clock)
     market = MarketService(cfg, SimpleCache(), clock=clock, source=source)
-    market.store.add_ticks(source.history("BTCUSDT", int(clock()) - history_s, int(clock())), raw=False)
-    market.store.add_ticks(source.history("ETHUSDT", int(clock()) - history_s, int(clock())), raw=False)
-    market.refresh()
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        market.store.add_ticks(source.history(sym, int(clock()) - history_s, int(clock())), raw=False)
+    market.tick()
+    cursor = analytics.build(market, market.snapshot(), VIEW, {})[1]
 
-    def tick_refresh():
+    def tick():
         clock.now += 1
-        market.refresh()
+        return market.tick()
 
-    state = {}
+    def first_tab():
+        nonlocal cursor
+        snap = tick()
+        values, cursor = analytics.build(market, snap, VIEW, cursor)
+        to_json_plotly(values)
 
-    def z_increment():
-        nonlocal state
-        clock.now += 1
-        market.refresh()
-        fig, extend, state = chart_update("zscore", market, "15m", state)
-        to_json_plotly([fig, extend])
+    def further_tab():
+        values, _ = analytics.build(market, market.snapshot(), VIEW, cursor)
+        to_json_plotly(values)
 
-    def full_render(range_name):
-        fig, _, _ = chart_update("zscore", market, range_name, None)
-        return len(to_json_plotly(fig))
+    def whole(range_name):
+        update, _ = chart("zscore", market, market.snapshot(), range_name, None)
+        return len(to_json_plotly(update))
 
-    chart_update("zscore", market, "15m", None)
-    _, _, state = chart_update("zscore", market, "15m", None)
+    whole_range = "24h" if history_s > 21_600 else "1h"
     results = {
-        "refresh (poll+ingest+alerts)": median_ms(tick_refresh, runs),
-        "z chart increment (extendData)": median_ms(z_increment, runs) - median_ms(tick_refresh, runs),
-        "z chart full render, 15 min": median_ms(lambda: full_render("15m"), runs),
-        "z chart full render, whole history": median_ms(
-            lambda: full_render("24h" if history_s > 21_600 else "1h"), max(3, runs // 5)
-        ),
-        "stats card (current z, mean, std)": median_ms(market.latest, runs),
+        "tick (refresh + snapshot)": median_ms(tick, runs),
+        "/analytics, first tab of a second": median_ms(first_tab, runs) - median_ms(tick, runs),
+        "/analytics, every further tab": median_ms(further_tab, runs),
+        "whole z chart, 15 min": median_ms(lambda: whole("15m"), runs),
+        f"whole z chart, {whole_range}": median_ms(lambda: whole(whole_range), max(3, runs // 5)),
+        "stats card (latest bar)": median_ms(lambda: market.latest(market.snapshot()), runs),
     }
-    results["full render JSON, whole history, KiB"] = full_render("24h" if history_s > 21_600 else "1h") / 1024
+    results[f"whole z chart JSON, {whole_range}, KiB"] = whole(whole_range) / 1024
     results["store MiB"] = market.store.nbytes() / 2**20
     return results
 

@@ -77,9 +77,9 @@ def set_input(dash_duo, component_id, value):
 
 def test_live_page_updates_and_says_simulated(dash_duo, sim_app):
     dash_duo.start_server(sim_app)
-    dash_duo.wait_for_text_to_equal("#source-badge", "Simulated data", timeout=15)
+    dash_duo.wait_for_text_to_equal(f"#{ids.SOURCE_BADGE}", "Simulated data", timeout=15)
     wait_for(
-        lambda: re.fullmatch(r"live · \d+\.\d s \(\d\d:\d\d:\d\dZ\)", dash_duo.find_element("#age-badge").text),
+        lambda: re.fullmatch(r"live · \d+\.\d s \(\d\d:\d\d:\d\dZ\)", dash_duo.find_element(f"#{ids.AGE_BADGE}").text),
         message="the age of the last tick",
     )
     dash_duo.wait_for_text_to_equal(f"#{live.CARD_TITLE[0]}", "BTCUSDT")
@@ -112,7 +112,7 @@ def test_analytics_page_shows_z_spread_and_bands(dash_duo, sim_app):
     assert [t["name"] for t in spread["data"]] == ["spread", "mean (60)"]
     z = wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH), message="z chart")
     assert [2, 2] in z["shapes"] and [-2, -2] in z["shapes"]
-    assert dash_duo.find_element("#source-badge").text == "Simulated data"
+    assert dash_duo.find_element(f"#{ids.SOURCE_BADGE}").text == "Simulated data"
     assert dash_duo.get_logs() == []
 
 
@@ -157,7 +157,7 @@ def test_invalid_settings_show_a_message_and_change_nothing(dash_duo, sim_app, d
     dash_duo.find_element(f"#{analytics.WINDOW_APPLY}").click()
     dash_duo.wait_for_contains_text(f"#{analytics.PARAMS_MSG}", "Window must be a whole number")
     assert saved_settings(data_dir) is None
-    assert dash_duo.find_element("#nav-pair").text == "BTCUSDT/ETHUSDT"
+    assert dash_duo.find_element(f"#{ids.NAV_PAIR}").text == "BTCUSDT/ETHUSDT"
 
 
 @pytest.mark.slow
@@ -205,8 +205,8 @@ def test_export_png_downloads_a_png_named_by_pair_and_utc_time(dash_duo, sim_app
 def test_four_tabs_cause_one_upstream_call_per_second(dash_duo, fake_binance, data_dir):
     app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
     dash_duo.start_server(app)
-    dash_duo.wait_for_contains_text("#age-badge", "live", timeout=20)
-    assert dash_duo.find_element("#source-badge").text.startswith("Binance")
+    dash_duo.wait_for_contains_text(f"#{ids.AGE_BADGE}", "live", timeout=20)
+    assert dash_duo.find_element(f"#{ids.SOURCE_BADGE}").text.startswith("Binance")
     driver = dash_duo.driver
     for path in ("/analytics", "/settings", "/"):
         driver.execute_script("window.open(arguments[0], '_blank');", dash_duo.server_url + path)
@@ -223,12 +223,12 @@ def test_four_tabs_cause_one_upstream_call_per_second(dash_duo, fake_binance, da
 def test_upstream_failure_shows_stale_never_live(dash_duo, fake_binance, data_dir):
     app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
     dash_duo.start_server(app)
-    dash_duo.wait_for_contains_text("#age-badge", "live", timeout=20)
+    dash_duo.wait_for_contains_text(f"#{ids.AGE_BADGE}", "live", timeout=20)
     fake_binance.fail_next(
         "/api/v3/ticker/price", 503, {"code": -1001, "msg": "Internal error; unable to process"}, times=1_000
     )
-    dash_duo.wait_for_contains_text("#age-badge", "STALE", timeout=20)
-    dash_duo.wait_for_contains_text("#status-banner", "Binance HTTP 503", timeout=5)
+    dash_duo.wait_for_contains_text(f"#{ids.AGE_BADGE}", "STALE", timeout=20)
+    dash_duo.wait_for_contains_text(f"#{ids.STATUS_BANNER}", "Binance HTTP 503", timeout=5)
     dash_duo.wait_for_contains_text(f"#{live.CARD_PRICE[0]}", "STALE", timeout=5)
     dash_duo.wait_for_contains_text(f"#{ids.LEG_BADGES}", "BTCUSDT disconnected", timeout=5)
     assert "ETHUSDT disconnected" in dash_duo.find_element(f"#{ids.LEG_BADGES}").text
@@ -285,12 +285,12 @@ def test_backtest_page_runs_and_rejects_bad_parameters(dash_duo, sim_app):
 def test_rate_limit_is_explained_with_a_countdown(dash_duo, fake_binance, data_dir):
     app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
     dash_duo.start_server(app)
-    dash_duo.wait_for_contains_text("#age-badge", "live", timeout=20)
+    dash_duo.wait_for_contains_text(f"#{ids.AGE_BADGE}", "live", timeout=20)
     fake_binance.fail_next(
         "/api/v3/ticker/price", 429, {"code": -1003, "msg": "Too many requests"}, headers={"Retry-After": "30"}
     )
-    dash_duo.wait_for_contains_text("#status-banner", "Rate-limited by the exchange (HTTP 429)", timeout=10)
-    dash_duo.wait_for_contains_text("#status-banner", "resuming in", timeout=5)
+    dash_duo.wait_for_contains_text(f"#{ids.STATUS_BANNER}", "Rate-limited by the exchange (HTTP 429)", timeout=10)
+    dash_duo.wait_for_contains_text(f"#{ids.STATUS_BANNER}", "resuming in", timeout=5)
     calls = fake_binance.count("/api/v3/ticker/price")
     time.sleep(3)
     assert fake_binance.count("/api/v3/ticker/price") == calls, "no request inside the window"
@@ -387,7 +387,7 @@ def test_restricted_location_is_explained_and_the_host_switched_in_one_click(das
         AppConfig(source="binance", binance_url=fake_binance.url, fallback_urls=(), data_dir=str(data_dir))
     )
     dash_duo.start_server(app)
-    dash_duo.wait_for_contains_text("#status-banner", "451", timeout=20)
+    dash_duo.wait_for_contains_text(f"#{ids.STATUS_BANNER}", "451", timeout=20)
     navigate(dash_duo, "Settings")
     dash_duo.wait_for_contains_text(f"#{settings.HOST_INFO}", "HTTP 451 — restricted location", timeout=10)
     button = next(
@@ -427,7 +427,7 @@ def test_every_plotted_closed_bar_equals_the_csv_after_a_minute_of_late_ticks(da
     app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
     market = app.server.extensions["market"]
     dash_duo.start_server(app)
-    dash_duo.wait_for_contains_text("#age-badge", "live", timeout=20)
+    dash_duo.wait_for_contains_text(f"#{ids.AGE_BADGE}", "live", timeout=20)
     driver = dash_duo.driver
     for _ in range(3):  # the analytics tab we read, and two more busy ones
         driver.execute_script("window.open(arguments[0], '_blank');", dash_duo.server_url + "/analytics")

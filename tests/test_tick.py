@@ -8,6 +8,7 @@ import time
 import pytest
 from cachelib import SimpleCache
 
+from components import ids
 from services import metrics, stats
 from services.binance import BinanceClient
 from services.cache import AtomicFileSystemCache
@@ -118,10 +119,10 @@ def test_every_page_tick_is_one_request_that_answers(tmp_path, path):
 
     tab = Tab(post, path)
     first = tab.tick()
-    assert first["nav-pair"]["children"] == "BTCUSDT/ETHUSDT" and first["tick-payload"]["data"]["path"] == path
+    assert first[ids.NAV_PAIR]["children"] == "BTCUSDT/ETHUSDT" and first[ids.TICK]["data"]["path"] == path
     time.sleep(1.05)
     second = tab.tick()
-    values = second["tick-payload"]["data"]["values"]
+    values = second[ids.TICK]["data"]["values"]
     for key, update in values.items():
         if key.endswith(".figure"):
             assert "figure" not in update and update["traces"], f"{key}: a tail, not a whole figure, once drawn"

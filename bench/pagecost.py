@@ -1,0 +1,86 @@
+"""A page's cost per tab: the app's CPU with K real headless Chromium tabs open on a page,
+against a minimal Dash page (one 1 s interval, one callback) measured in the same run.
+
+    python bench/pagecost.py [--tabs 4] [--seconds 40] [--gunicorn]
+
+Each server runs in its own process (the dev server, as `python app.py` runs it, or gunicorn with
+deploy/gunicorn.conf.py); the app polls the loopback fake Binance of the tests. For each page it
+prints the server's cores in all, per tab, and as a multiple of the minimal page's. Needs Debian's
+chromium and chromium-driver (as the browser tests do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import app_args, cpu_seconds, fake_exchange, free_port, serving
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+
+
+def browser() -> webdriver.Chrome:
+    options = Options()
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options)
+
+
+def measure(pid: int, url: str, tabs: int, seconds: float) -> float:
+    """Cores the server at `pid` spends while `tabs` tabs show `url`."""
+    driver = browser()
+    try:
+        driver.get(url)
+        for _ in range(tabs - 1):
+            driver.execute_script("window.open(arguments[0], '_blank');", url)
+        time.sleep(10)  # loaded, first whole figures drawn, ticking
+        cpu0, t0 = cpu_seconds(pid), time.time()
+        time.sleep(seconds)
+        return (cpu_seconds(pid) - cpu0) / (time.time() - t0)
+    finally:
+        driver.quit()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tabs", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=40.0)
+    p.add_argument("--gunicorn", action="store_true", help="serve the app with gunicorn -k gthread")
+    args = p.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="pagecost-"))
+    rows = []
+    port = free_port()
+    with serving(
+        [sys.executable, "bench/minimal_app.py", str(port)], f"http://127.0.0.1:{port}/", data / "minimal.log"
+    ) as proc:
+        floor = measure(proc.pid, f"http://127.0.0.1:{port}/", args.tabs, args.seconds)
+    rows.append(("minimal Dash page", floor))
+    with fake_exchange() as fake:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        command, env = app_args(port, data, fake.url, gunicorn=args.gunicorn)
+        with serving(command, f"{base}/api/health", data / "app.log", env) as proc:
+            time.sleep(3)
+            for page in ("/", "/analytics", "/settings"):
+                rows.append((f"app {page}", measure(proc.pid, base + page, args.tabs, args.seconds)))
+    server = "gunicorn -k gthread" if args.gunicorn else "the dev server"
+    print(f"{args.tabs} headless Chromium tabs per page, {args.seconds:.0f} s each, {server}")
+    print(f"{'page':>20} {'cores':>8} {'per tab':>9} {'× floor':>8}")
+    for name, cores in rows:
+        print(f"{name:>20} {cores:>8.3f} {cores / args.tabs:>9.4f} {cores / floor:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
