@@ -203,7 +203,6 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
             dcc.Store(id=ids.NEW_ALERTS),
             dcc.Store(id=ids.NOTIFY_DONE),
             dcc.Store(id=ids.TICK),
-            dcc.Store(id=ids.CURSOR),
             navbar(dash.page_registry.values()),
             dbc.Container(status_banner(), fluid=True),
             html.Div(id=ids.TOASTS, className="toast-area"),
@@ -301,15 +300,14 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         Output(ids.ALERT_SEEN, "data"),
         Output(ids.NEW_ALERTS, "data"),
         Output(ids.TICK, "data"),
-        Output(ids.CURSOR, "data"),
         Input(ids.INTERVAL, "n_intervals"),
         Input(ids.PAGE_LOCATION, "pathname"),
         Input(ids.view(ALL), "value"),
         Input(ids.zoom(ALL), "data"),
         State(ids.ALERT_SEEN, "data"),
-        State(ids.CURSOR, "data"),
+        State(ids.cursor(ALL), "data"),
     )
-    def tick(_n, pathname, _view_values, _zooms, seen, cursor):
+    def tick(_n, pathname, _view_values, _zooms, seen, _cursors):
         """The tab's one request per tick: one refresh, then everything the tick changed (shell,
         toasts, and the open page's cards, tables and chart updates) from one snapshot."""
         started = time.perf_counter()
@@ -319,13 +317,13 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         page = VIEWS.get(path)
         view = {item["id"]["name"]: item.get("value") for item in ctx.inputs_list[2]}
         view["zoom"] = {item["id"]["graph"]: item.get("value") for item in ctx.inputs_list[3]}
-        cursor = cursor if isinstance(cursor, dict) and cursor.get("path") == path else {}
-        values, page_cursor = page.build(market, snap, view, cursor) if page else ({}, {})
+        held = next((c.get("value") for c in ctx.states_list[1] if c["id"]["page"] == path), None)
+        held = held if isinstance(held, dict) else {}  # what the page has applied (a store anyone can set)
+        values, page_cursor = page.build(market, snap, view, held) if page else ({}, {})
         out = (
             *_shell(snap, market.config.source == "auto"),
             *_toasts(market.alerts, seen),
-            {"path": path, "values": values},
-            {**page_cursor, "path": path},
+            {"path": path, "values": values, "cursor": page_cursor},
         )
         metrics.CALLBACK_SECONDS.labels(page=path if page else "other").observe(time.perf_counter() - started)
         return out

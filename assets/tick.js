@@ -50,17 +50,26 @@
             return [String(x0), String(x1)];
         },
         // spec: {path, outputs: ["id.prop", ...]}; figures: the page's charts' current figures,
-        // in the order their ".figure" outputs come in spec.outputs.
+        // in the order their ".figure" outputs come in spec.outputs. Returns the outputs, then the
+        // page's cursor: what it now holds (a chart whose tail found nothing to extend is left out,
+        // so the next tick sends it whole).
         apply: function (spec, tick, figures) {
             const noUpdate = window.dash_clientside.no_update;
-            if (!tick || tick.path !== spec.path) { return spec.outputs.map(function () { return noUpdate; }); }
+            if (!tick || tick.path !== spec.path) {
+                return spec.outputs.map(function () { return noUpdate; }).concat([noUpdate]);
+            }
+            const cursor = Object.assign({}, tick.cursor);
             let chart = 0;
-            return spec.outputs.map(function (key) {
+            const values = spec.outputs.map(function (key) {
                 const isFigure = key.endsWith('.figure');
                 const figure = isFigure ? figures[chart++] : null;
                 if (!(key in tick.values)) { return noUpdate; }
-                return isFigure ? applyChart(tick.values[key], figure) : tick.values[key];
+                if (!isFigure) { return tick.values[key]; }
+                const applied = applyChart(tick.values[key], figure);
+                if (applied === noUpdate) { delete cursor[key.slice(0, -'.figure'.length)]; }
+                return applied;
             });
+            return values.concat([cursor]);
         }
     };
 })();

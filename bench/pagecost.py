@@ -21,19 +21,12 @@ from harness import app_args, cpu_seconds, fake_exchange, free_port, serving
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 
+from chromium import OFFLINE_FLAGS
+
 
 def browser() -> webdriver.Chrome:
     options = Options()
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,1000",
-    ):
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", *OFFLINE_FLAGS):
         options.add_argument(flag)
     return webdriver.Chrome(options=options)
 

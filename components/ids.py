@@ -13,7 +13,7 @@ NEW_ALERTS = "new-alerts"  # the alerts just toasted, for desktop notifications
 NOTIFY = "notify-switch"  # opt-in to browser notifications, remembered by the browser
 NOTIFY_DONE = "notify-done"
 TICK = "tick-payload"  # what one tick changed, for the open page's clientside callback
-CURSOR = "tick-cursor"  # what this tab holds (per chart: what it shows, its last final bar)
+CURSOR = "page-cursor"  # pattern type: what the open page holds (per chart: what it shows, its last final bar)
 PAGE_LOCATION = "_pages_location"  # dash.page_container's location
 
 VIEW = "view"  # pattern type of a page's view controls (range, correlation window): the tick reads them
@@ -25,6 +25,11 @@ EXPORT_DONE = "export-png-done"
 
 def view(name: str) -> dict:
     return {"type": VIEW, "name": name}
+
+
+def cursor(path: str) -> dict:
+    """The store of what a page has applied; written in the browser, read by the tick."""
+    return {"type": CURSOR, "page": path}
 
 
 def zoom(graph_id: str) -> dict:

@@ -145,20 +145,25 @@ def chart_card(graph_id: str) -> dbc.Card:
     )
 
 
+def button_group(component_id, values, value, class_name: str = "") -> dbc.RadioItems:
+    """Radio choices drawn as a row of small toggle buttons."""
+    return dbc.RadioItems(
+        id=component_id,
+        options=[{"label": v, "value": v} for v in values],
+        value=value,
+        inline=True,
+        className=f"btn-group {class_name}".strip(),
+        inputClassName="btn-check",
+        labelClassName="btn btn-sm btn-outline-info",
+        labelCheckedClassName="active",
+    )
+
+
 def range_picker(component_id: str) -> html.Div:
     return html.Div(
         [
             html.Span("Range", className="me-2 text-muted small"),
-            dbc.RadioItems(
-                id=component_id,
-                options=[{"label": k, "value": k} for k in RANGES],
-                value=DEFAULT_RANGE,
-                inline=True,
-                className="btn-group range-picker",
-                inputClassName="btn-check",
-                labelClassName="btn btn-sm btn-outline-info",
-                labelCheckedClassName="active",
-            ),
+            button_group(component_id, RANGES, DEFAULT_RANGE, "range-picker"),
         ],
         className="d-flex align-items-center",
     )

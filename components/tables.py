@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dash_ag_grid as dag
+import dash_bootstrap_components as dbc
+from dash import html
 
 from services.sources import iso_utc
 
@@ -11,6 +13,14 @@ DARK_THEME = (
     "headerBackgroundColor: '#262c34', borderColor: '#2c333c', accentColor: '#0dcaf0', "
     "fontSize: 13, rowHeight: 30, headerHeight: 34})"
 )
+
+
+def table_card(title: str, component_id: str, columns: list[dict], empty_text: str, height: int = 360) -> dbc.Card:
+    """A titled card holding one grid."""
+    return dbc.Card(
+        dbc.CardBody([html.H6(title, className="card-title"), grid(component_id, columns, empty_text, height)]),
+        className="mb-3",
+    )
 
 
 def grid(component_id: str, columns: list[dict], empty_text: str, height: int = 360) -> dag.AgGrid:

@@ -1,10 +1,12 @@
 """One round trip per tab per tick: the page views the app's tick callback fills.
 
 Each page registers a `PageView`: the outputs its clientside callback sets (cards, tables,
-figures) and a `build` function that, given that tick's snapshot, returns the values that changed
-and the tab's new cursor (what it now holds). The app's single tick callback (app.py) calls the
-open page's `build` after the one refresh of that tick and sends everything in one payload;
-`assets/tick.js` applies it in the browser.
+figures) and a `build` function that, given that tick's snapshot and the page's cursor (what it
+has applied), returns the values that changed and the cursor once they are applied. The browser
+writes that cursor (`cursor_store`) only when it has applied them, so a payload that came in
+before the page had rendered, or a tail that found no chart, is sent whole again. The app's
+single tick callback (app.py) calls the open page's `build` after the one refresh of that tick and
+sends everything in one payload; `assets/tick.js` applies it in the browser.
 
 Charts are drawn whole once, then get tails: every bar from the first one that was still
 provisional (inside the lateness window) when the tab last looked, so a bar drawn before its late
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
-from dash import Input, Output, State, clientside_callback
+from dash import Input, Output, State, clientside_callback, dcc
 
 from components import figures, ids
 from components.layout import DEFAULT_RANGE, RANGES
@@ -56,12 +58,11 @@ def register_view(path: str, outputs, build) -> None:
     VIEWS[path] = PageView(path, outputs, build)
     spec = json.dumps({"path": path, "outputs": [key(i, p) for i, p in outputs]})
     graphs = [i for i, p in outputs if p == "figure"]
-    clientside_callback(
+    clientside_callback(  # also on the page's first render: a tick may have come in before it
         f"function (tick, ...figures) {{ return window.pairmonitorTick.apply({spec}, tick, figures); }}",
-        [Output(i, p) for i, p in outputs],
+        [*(Output(i, p) for i, p in outputs), Output(ids.cursor(path), "data")],
         Input(ids.TICK, "data"),
         [State(g, "figure") for g in graphs],
-        prevent_initial_call=True,
     )
     for graph in graphs:
         clientside_callback(
@@ -70,6 +71,11 @@ def register_view(path: str, outputs, build) -> None:
             Input(graph, "relayoutData"),
             prevent_initial_call=True,
         )
+
+
+def cursor_store(path: str) -> dcc.Store:
+    """Put in a page's layout: what the page has applied, for the tick to send only what is new."""
+    return dcc.Store(id=ids.cursor(path))
 
 
 def range_seconds(range_name, tf_s: int) -> int:

@@ -11,15 +11,23 @@ from dash import Input, Output, State, callback, ctx, html, no_update
 
 from components import ids
 from components.ids import Analytics as ID
-from components.layout import HEDGE_LABELS, chart_card, error_text, hedge_options, ok_text, range_picker, stat_card
-from pages._tick import chart, key, register_view
+from components.layout import (
+    HEDGE_LABELS,
+    button_group,
+    chart_card,
+    error_text,
+    hedge_options,
+    ok_text,
+    range_picker,
+    stat_card,
+)
+from pages._tick import chart, cursor_store, key, register_view
 from services.bars import TIMEFRAMES
 from services.market import current_market
 from services.settings import SettingsError, parse_window
 
-dash.register_page(
-    __name__, path="/analytics", name="Spread & z-score", title="Spread & z-score · Pair Monitor", order=1
-)
+PATH = "/analytics"
+dash.register_page(__name__, path=PATH, name="Spread & z-score", title="Spread & z-score · Pair Monitor", order=1)
 
 DEFAULT_CORR_WINDOW = 60
 
@@ -36,16 +44,7 @@ def layout(**_kwargs):
                 width="auto",
             ),
             dbc.Col(
-                dbc.RadioItems(
-                    id=ID.TIMEFRAME,
-                    options=[{"label": t, "value": t} for t in TIMEFRAMES],
-                    value=s.timeframe,
-                    inline=True,
-                    className="btn-group",
-                    inputClassName="btn-check",
-                    labelClassName="btn btn-sm btn-outline-info",
-                    labelCheckedClassName="active",
-                ),
+                button_group(ID.TIMEFRAME, TIMEFRAMES, s.timeframe),
                 width="auto",
             ),
             dbc.Col(dbc.Switch(id=ID.LOG, label="log prices", value=s.log_prices), width="auto"),
@@ -117,6 +116,7 @@ def layout(**_kwargs):
             chart_card(ID.SPREAD_GRAPH),
             chart_card(ID.Z_GRAPH),
             chart_card(ID.BETA_GRAPH),
+            cursor_store(PATH),
         ],
         fluid=True,
     )
@@ -241,12 +241,12 @@ def build(market, snap, view, cursor):
     new_cursor["stats"] = seen
     alert_id = market.alerts.last_id()
     for kind, graph in CHARTS:
-        values[key(graph, "figure")], new_cursor[kind] = chart(
+        values[key(graph, "figure")], new_cursor[graph] = chart(
             kind,
             market,
             snap,
             view.get("range"),
-            cursor.get(kind),
+            cursor.get(graph),
             alert_id if kind == "zscore" else 0,
             view["zoom"].get(graph),
         )
@@ -281,4 +281,4 @@ def apply_params(hedge, timeframe, log, _clicks, _submit, window):
     )
 
 
-register_view("/analytics", [*CARDS, (ID.STATS_PANEL, "children"), *((g, "figure") for _, g in CHARTS)], build)
+register_view(PATH, [*CARDS, (ID.STATS_PANEL, "children"), *((g, "figure") for _, g in CHARTS)], build)

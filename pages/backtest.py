@@ -12,7 +12,7 @@ from dash import Input, Output, callback, dcc, html, no_update
 from components import figures
 from components.ids import Backtest as ID
 from components.layout import chart_card, error_text, stat_card
-from components.tables import TRADE_COLUMNS, grid, trade_rows
+from components.tables import TRADE_COLUMNS, table_card, trade_rows
 from services.backtest import BacktestParams, parse_params
 from services.market import current_market
 from services.settings import SettingsError
@@ -71,15 +71,7 @@ def layout(**_kwargs):
             controls,
             dbc.Row([dbc.Col(stat_card(lbl, i)) for lbl, i in zip(labels, ID.METRICS)], className="g-3 mb-3"),
             chart_card(ID.EQUITY_GRAPH),
-            dbc.Card(
-                dbc.CardBody(
-                    [
-                        html.H6("Trades, newest first", className="card-title"),
-                        grid(ID.TRADES, TRADE_COLUMNS, "No trades in the history yet", height=360),
-                    ]
-                ),
-                className="mb-3",
-            ),
+            table_card("Trades, newest first", ID.TRADES, TRADE_COLUMNS, "No trades in the history yet", height=360),
         ],
         fluid=True,
     )

@@ -9,11 +9,12 @@ from dash import html
 from components import ids
 from components.ids import Live as ID
 from components.layout import chart_card, range_picker, stat_card
-from components.tables import TICK_COLUMNS, grid, tick_rows
-from pages._tick import chart, key, register_view
+from components.tables import TICK_COLUMNS, table_card, tick_rows
+from pages._tick import chart, cursor_store, key, register_view
 from services.sources import iso_utc
 
-dash.register_page(__name__, path="/", name="Live ticks", title="Live ticks · Pair Monitor", order=0)
+PATH = "/"
+dash.register_page(__name__, path=PATH, name="Live ticks", title="Live ticks · Pair Monitor", order=0)
 
 TICK_ROWS = 60
 
@@ -34,15 +35,8 @@ def layout(**_kwargs):
                 className="g-3 mb-3",
             ),
             chart_card(ID.PRICE_GRAPH),
-            dbc.Card(
-                dbc.CardBody(
-                    [
-                        html.H6("Ticks, newest first", className="card-title"),
-                        grid(ID.TICKS, TICK_COLUMNS, "Waiting for the first tick", height=380),
-                    ]
-                ),
-                className="mb-3",
-            ),
+            cursor_store(PATH),
+            table_card("Ticks, newest first", ID.TICKS, TICK_COLUMNS, "Waiting for the first tick", height=380),
         ],
         fluid=True,
     )
@@ -86,9 +80,9 @@ def build(market, snap, view, cursor):
             ("tick-rows", *snap.settings.pair, newest), lambda: tick_rows(ticks)
         )
     values[key(ID.PRICE_GRAPH, "figure")], price = chart(
-        "price", market, snap, view.get("range"), cursor.get("price"), zoom=view["zoom"].get(ID.PRICE_GRAPH)
+        "price", market, snap, view.get("range"), cursor.get(ID.PRICE_GRAPH), zoom=view["zoom"].get(ID.PRICE_GRAPH)
     )
-    return values, {"ticks": newest, "price": price}
+    return values, {"ticks": newest, ID.PRICE_GRAPH: price}
 
 
-register_view("/", [*CARDS, (ID.TICKS, "rowData"), (ID.PRICE_GRAPH, "figure")], build)
+register_view(PATH, [*CARDS, (ID.TICKS, "rowData"), (ID.PRICE_GRAPH, "figure")], build)

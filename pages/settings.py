@@ -12,14 +12,15 @@ from dash import ALL, Input, Output, State, callback, ctx, dcc, html
 from components.ids import Settings as ID
 from components.layout import error_text, hedge_options, ok_text
 from components.tables import ALERT_COLUMNS, grid
-from pages._tick import key, register_view
+from pages._tick import cursor_store, key, register_view
 from services.alerts import RULE_KINDS, Z_KINDS
 from services.bars import TIMEFRAMES
 from services.binance import BINANCE_US_URL, DEFAULT_BASE_URL, MARKET_DATA_URL
 from services.market import current_market
 from services.settings import COOLDOWN_MAX_S, POLL_RANGE, WINDOW_RANGE, SettingsError
 
-dash.register_page(__name__, path="/settings", name="Settings", title="Settings · Pair Monitor", order=3)
+PATH = "/settings"
+dash.register_page(__name__, path=PATH, name="Settings", title="Settings · Pair Monitor", order=3)
 
 ALERT_ROWS = 500
 HOSTS = {
@@ -236,7 +237,11 @@ def layout(**_kwargs):
         className="mb-3",
     )
     return dbc.Container(
-        dbc.Row([dbc.Col([form, host], lg=5), dbc.Col([rules, delivery, log], lg=7)], className="g-3"), fluid=True
+        [
+            dbc.Row([dbc.Col([form, host], lg=5), dbc.Col([rules, delivery, log], lg=7)], className="g-3"),
+            cursor_store(PATH),
+        ],
+        fluid=True,
     )
 
 
@@ -393,9 +398,7 @@ def build(market, snap, _view, cursor):
     return values, {"alerts": newest}
 
 
-register_view(
-    "/settings", [(ID.WEBHOOK_STATUS, "children"), (ID.HOST_INFO, "children"), (ID.ALERT_LOG, "rowData")], build
-)
+register_view(PATH, [(ID.WEBHOOK_STATUS, "children"), (ID.HOST_INFO, "children"), (ID.ALERT_LOG, "rowData")], build)
 
 
 def _host_info(market, status) -> list:

@@ -53,6 +53,8 @@ class AlertEvaluator:
         key = (params, settings.threshold, settings.rules)
         if key != self._key:
             self._start(key, settings, engine)
+        if engine.end <= self._cursor:
+            return  # no bar became final since the last look (most ticks of most tabs)
         df = engine.committed_after(self._cursor)
         if not len(df):
             return

@@ -16,7 +16,6 @@ TICK_OUTPUTS = [
     (ids.ALERT_SEEN, "data"),
     (ids.NEW_ALERTS, "data"),
     (ids.TICK, "data"),
-    (ids.CURSOR, "data"),
 ]
 PAGE_VIEWS = {"/": {"range": "15m"}, "/analytics": {"range": "15m", "corr": 60}}
 
@@ -37,7 +36,7 @@ def tick_payload(n_intervals: int, path: str = "/", seen=None, cursor=None, view
         "changedPropIds": [f"{ids.INTERVAL}.n_intervals"],
         "state": [
             {"id": ids.ALERT_SEEN, "property": "data", "value": seen},
-            {"id": ids.CURSOR, "property": "data", "value": cursor},
+            [{"id": ids.cursor(path), "property": "data", "value": cursor}],
         ],
     }
 
@@ -57,5 +56,5 @@ class Tab:
             raise RuntimeError(f"tick callback HTTP {status}")
         response = body["response"]
         self.seen = response.get(ids.ALERT_SEEN, {}).get("data", self.seen)
-        self.cursor = response[ids.CURSOR]["data"]
+        self.cursor = response[ids.TICK]["data"]["cursor"]  # as the page's clientside callback keeps it
         return response

@@ -523,3 +523,20 @@ def test_a_long_range_is_downsampled_and_zooming_in_redraws_it_at_full_resolutio
     )
     wait_for(lambda: len(plotted(dash_duo.driver, analytics.Z_GRAPH, 0)) <= 2_005, message="back to the overview")
     assert dash_duo.get_logs() == []
+
+
+def test_a_page_that_renders_after_its_first_ticks_still_gets_whole_charts(dash_duo, sim_app, monkeypatch):
+    """Ticks that land before the page's components exist must not count as applied: the
+    cursor is what the browser applied, so the charts still come whole."""
+    import dash
+
+    page = next(p for p in dash.page_registry.values() if p["path"] == "/analytics")
+    layout = page["layout"]
+    monkeypatch.setitem(page, "layout", lambda **kw: (time.sleep(2.5), layout(**kw))[1])
+    dash_duo.start_server(sim_app)
+    navigate(dash_duo, "Spread & z-score")
+    z = wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH), timeout=15, message="the z chart")
+    assert z["data"][0]["n"] == 900, "the whole 15 minutes"
+    last = z["data"][0]["last"]
+    wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH)["data"][0]["last"] > last, message="tails after it")
+    assert dash_duo.get_logs() == []
