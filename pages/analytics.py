@@ -152,7 +152,7 @@ CHARTS = (("spread", ID.SPREAD_GRAPH), ("zscore", ID.Z_GRAPH), ("beta", ID.BETA_
 
 def _cards(market, snap) -> tuple:
     settings = snap.settings
-    row = market.latest(snap)
+    row = market.shared(("latest", snap.params, snap.now_s, snap.seq), lambda: market.latest(snap))
     nan = float("nan")
     z, spread, mean, std, beta, alpha = (
         (nan,) * 6
