@@ -48,7 +48,7 @@ ENV = {
     "replay": "REPLAY",
     "replay_speed": "REPLAY_SPEED",
 }
-CACHE_THRESHOLD = 2_000
+CACHE_THRESHOLD = 0  # no count file: AtomicFileSystemCache sweeps expired entries itself
 
 
 def config_from_env(environ=os.environ) -> AppConfig:

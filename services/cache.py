@@ -4,6 +4,10 @@ flask-caching's FileSystemCache checks then writes in `add`, so two workers arri
 same moment can both "add" one key, and both would poll upstream. `AtomicFileSystemCache` makes
 `add` create-if-absent with `os.link`, which the OS does atomically: exactly one caller wins.
 Use it as `CACHE_TYPE="services.cache.AtomicFileSystemCache"`; RedisCache (SET NX) is atomic too.
+
+Give it a threshold of 0: FileSystemCache then keeps no count file (which it would otherwise read
+and rewrite on every write, several times a poll); instead, expired entries are swept once a
+minute by whichever process writes.
 """
 
 from __future__ import annotations
@@ -11,12 +15,28 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+import time
 
 from flask_caching.backends.filesystemcache import FileSystemCache
 
 
 class AtomicFileSystemCache(FileSystemCache):
+    SWEEP_EVERY_S = 60
+
+    _last_sweep = 0.0
+
+    def _sweep(self) -> None:
+        now = time.time()
+        if now - self._last_sweep >= self.SWEEP_EVERY_S:
+            self._last_sweep = now
+            self._remove_expired(now)
+
+    def set(self, key, value, timeout=None, mgmt_element: bool = False) -> bool:
+        self._sweep()
+        return super().set(key, value, timeout, mgmt_element)
+
     def add(self, key, value, timeout=None) -> bool:
+        self._sweep()
         filename = self._get_filename(key)
         if os.path.exists(filename):
             if self.has(key):

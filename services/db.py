@@ -6,7 +6,9 @@ the headless collector) opens the same file. WAL lets readers go on while one wr
 writes take the lock up front (`BEGIN IMMEDIATE`) and are small (a poll's rows, or one backfill
 batch), so no writer waits long, and `busy_timeout` makes a waiting one retry instead of failing.
 
-Connections are per thread and per process (a forked worker opens its own).
+Connections are pooled per process (a forked worker opens its own): a query or a write borrows an
+idle connection and gives it back, so a server that runs each request on a new thread (the dev
+server) does not open a connection per request.
 """
 
 from __future__ import annotations
@@ -43,23 +45,36 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 class Database:
     def __init__(self, data_dir: str | os.PathLike):
         self.path = Path(data_dir) / FILENAME
-        self._local = threading.local()
-        self._schema_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._pid = os.getpid()
         self._ready = False
 
-    def connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            with self._schema_lock:
-                if not self._ready:
-                    self._initialise(conn)
-                    self._ready = True
-            conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across a process kill
-            self._local.conn, self._local.pid = conn, os.getpid()
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        with self._lock:
+            if not self._ready:
+                self._initialise(conn)
+                self._ready = True
+        conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across a process kill
         return conn
+
+    @contextmanager
+    def connection(self):
+        """An idle connection of this process's pool (a new one when all are busy), given back after."""
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's connections are not ours to use
+                self._idle, self._pid = [], os.getpid()
+            conn = self._idle.pop() if self._idle else None
+        conn = conn or self._open()
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                if self._pid == os.getpid():
+                    self._idle.append(conn)
 
     def _initialise(self, conn: sqlite3.Connection) -> None:
         """WAL mode (kept in the file) and the tables, once per file. Processes starting together
@@ -73,17 +88,18 @@ class Database:
     @contextmanager
     def write(self):
         """A write transaction holding the database's one write lock from its start."""
-        conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self.connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def query(self, sql: str, args=()) -> list[tuple]:
-        return self.connection().execute(sql, args).fetchall()
+        with self.connection() as conn:
+            return conn.execute(sql, args).fetchall()
 
     def meta(self, key: str) -> str | None:
         rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))

@@ -54,8 +54,11 @@ class PairEngine:
         self._clear()
 
     def _clear(self) -> None:
-        self.times = np.empty(0, dtype=np.int64)
-        self.cols = {c: np.empty(0) for c in COLUMNS}
+        # Final bars live in buffers twice the capacity: rows [lo, hi) are valid; new bars are
+        # written in place, and the buffer is compacted only when its end is reached.
+        self._times = np.empty(2 * self.capacity, dtype=np.int64)
+        self._cols = {c: np.empty(2 * self.capacity) for c in COLUMNS}
+        self._lo = self._hi = 0
         self.state = None
         self.end: int | None = None  # open time of the last final (committed) bar
         self.seq = self.store.write_seq
@@ -89,9 +92,10 @@ class PairEngine:
     def _compute(self, first: int, last: int):
         """Analytics of bars first..last, continuing the committed bars; returns (times, cols, state)."""
         times, a, b = self._inputs(first, last)
-        ctx = min(len(self.times), self.p.window)
-        ya = self._transform(np.concatenate([self.cols["a"][len(self.cols["a"]) - ctx :], a]))
-        xb = self._transform(np.concatenate([self.cols["b"][len(self.cols["b"]) - ctx :], b]))
+        ctx = min(self._hi - self._lo, self.p.window)
+        last = {c: self._cols[c][self._hi - ctx : self._hi] for c in ("a", "b", "spread")}  # the final bars before
+        ya = self._transform(np.concatenate([last["a"], a]))
+        xb = self._transform(np.concatenate([last["b"], b]))
         state = self.state
         if self.p.hedge in hedge.RECURSIVE:
             beta, alpha, state = hedge.hedge(self.p.hedge, xb[ctx:], ya[ctx:], self.p.window, state)
@@ -99,7 +103,7 @@ class PairEngine:
             beta, alpha, _ = hedge.hedge(self.p.hedge, xb, ya, self.p.window, start=ctx)
             beta, alpha = beta[ctx:], alpha[ctx:]
         spread = analytics.spread(ya[ctx:], xb[ctx:], beta, alpha)
-        past = self.cols["spread"][len(self.cols["spread"]) - ctx :]
+        past = last["spread"]
         mean, std, z = analytics.rolling_zscore(np.concatenate([past, spread]), self.p.window)
         cols = {
             "a": a,
@@ -113,9 +117,29 @@ class PairEngine:
         }
         return times, cols, state
 
+    @property
+    def times(self) -> np.ndarray:
+        """Open times of the final bars (a view: read it under the lock)."""
+        return self._times[self._lo : self._hi]
+
+    @property
+    def cols(self) -> dict[str, np.ndarray]:
+        return {c: v[self._lo : self._hi] for c, v in self._cols.items()}
+
     def _commit(self, times, cols, state) -> None:
-        self.times = np.concatenate([self.times, times])[-self.capacity :]
-        self.cols = {c: np.concatenate([self.cols[c], cols[c]])[-self.capacity :] for c in COLUMNS}
+        """Append bars, keeping the newest `capacity`: O(new bars), amortised."""
+        k = min(len(times), self.capacity)
+        times, cols = times[-k:], {c: cols[c][-k:] for c in COLUMNS}
+        if self._hi + k > len(self._times):  # compact: the rows still kept go to the front
+            keep = min(self._hi - self._lo, self.capacity - k)
+            for buf in (self._times, *self._cols.values()):
+                buf[:keep] = buf[self._hi - keep : self._hi]
+            self._lo, self._hi = 0, keep
+        self._times[self._hi : self._hi + k] = times
+        for c in COLUMNS:
+            self._cols[c][self._hi : self._hi + k] = cols[c]
+        self._hi += k
+        self._lo = max(self._lo, self._hi - self.capacity)
         self.state = state
         self.end = int(times[-1])
 

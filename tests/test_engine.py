@@ -98,6 +98,30 @@ def test_ticks_late_within_the_watermark_update_bars_in_place_without_a_restart(
     assert engine.resets == 1
 
 
+def test_a_long_run_keeps_the_newest_bars_of_the_span_exactly():
+    """Many times the span, updated second by second: the final bars kept are the newest ones of
+    the span, with the same values a fresh engine computes (a window-based hedge)."""
+    n, span = 2_000, 300
+    a, b = synthetic(n, 6, gaps=False)
+    params = Params(PAIR, hedge="rolling-ols", window=20)
+    store = PriceStore(span_s=span + 50)
+    engine = PairEngine(params, store, ffill_s=3, span_s=span)
+    for s in range(0, n, 3):
+        store.add_ticks(
+            [
+                Tick(sym, float(xs[i]), utc_from_epoch(T0 + i + 0.5))
+                for sym, xs in zip(PAIR, (a, b))
+                for i in range(s, min(s + 3, n))
+            ]
+        )
+        engine.frame(T0 + s, T0 + s + 3, T0 + s + 3)
+    kept = engine.committed_after(None)
+    now = engine.end + 1
+    assert len(kept) == engine.capacity and engine.end == T0 + n, "the newest bars, as many as the span holds"
+    fresh = PairEngine(params, store, ffill_s=3, span_s=span).frame(now - 200, now - 1, now)
+    np.testing.assert_allclose(kept.tail(200).to_numpy(), fresh.to_numpy(), rtol=1e-9, atol=1e-9)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     method=st.sampled_from(hedge.METHODS),

@@ -293,3 +293,15 @@ def test_never_two_polls_in_flight_even_when_the_exchange_is_slower_than_the_int
     hammer(workers, 8, threads=3)
     assert most[0] == 1, "two polls were waiting for the exchange at once"
     assert fake_binance.count("/api/v3/ticker/price") - before >= 4, "polling goes on once answers come"
+
+
+def test_the_shared_cache_sweeps_expired_entries_without_a_count_file(tmp_path, monkeypatch):
+    cache = AtomicFileSystemCache(str(tmp_path / "cache"), threshold=0)
+    monkeypatch.setattr(AtomicFileSystemCache, "SWEEP_EVERY_S", 0)
+    for i in range(5):
+        assert cache.add(f"poll:{i}", "w1", timeout=1)
+    assert not cache.add("poll:0", "w2", timeout=1), "a slot is won once"
+    time.sleep(1.1)
+    cache.set("ticks:x", [1], timeout=60)  # any write sweeps what has expired
+    files = [f for f in (tmp_path / "cache").iterdir()]
+    assert len(files) == 1 and cache.get("ticks:x") == [1], "only the live entry is left, and no count file"
