@@ -59,6 +59,7 @@ class PairEngine:
         self._times = np.empty(2 * self.capacity, dtype=np.int64)
         self._cols = {c: np.empty(2 * self.capacity) for c in COLUMNS}
         self._lo = self._hi = 0
+        self._provisional_memo = None
         self.state = None
         self.end: int | None = None  # open time of the last final (committed) bar
         self.seq = self.store.write_seq
@@ -173,11 +174,21 @@ class PairEngine:
             cols = {c: self.cols[c][lo:hi] for c in COLUMNS}
             last = min(bar_open(now_s, tf), bar_open(end_s, tf))
             if self.end is not None and last > self.end and last >= start_s:
-                t2, c2, _ = self._compute(self.end + tf, last)
-                keep = t2 >= start_s
+                t2, c2 = self._provisional(bar_open(now_s, tf))
+                keep = (t2 >= start_s) & (t2 <= last)
                 times = np.concatenate([times, t2[keep]])
                 cols = {c: np.concatenate([cols[c], c2[c][keep]]) for c in COLUMNS}
         return self._frame(times, cols)
+
+    def _provisional(self, open_bar: int):
+        """The bars after the last final one, up to the open bar, as they stand: computed once per
+        store write and second, however many readers (cards, every chart) ask. Values never depend
+        on later bars, so each reader slices what it needs."""
+        key = (self.end, open_bar, self.store.write_seq, self.resets)
+        if self._provisional_memo is None or self._provisional_memo[0] != key:
+            times, cols, _ = self._compute(self.end + self.p.tf_s, open_bar)
+            self._provisional_memo = (key, times, cols)
+        return self._provisional_memo[1:]
 
     def committed_after(self, after_s: int | None) -> pd.DataFrame:
         """Committed bars with open time > after_s (all of them for None)."""

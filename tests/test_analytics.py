@@ -4,7 +4,10 @@ import math
 import statistics
 
 import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fake_binance import recorded_closes
 from services import analytics
@@ -58,3 +61,14 @@ def test_rolling_zscore_matches_statistics_module_on_recorded_data():
         assert mean[t] == pytest.approx(statistics.fmean(win), rel=1e-12)
         assert std[t] == pytest.approx(statistics.stdev(win), rel=1e-9)
         assert z[t] == pytest.approx((sp[t] - statistics.fmean(win)) / statistics.stdev(win), rel=1e-7, abs=1e-9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)), max_size=60),
+    limit=st.integers(0, 6),
+)
+def test_forward_fill_equals_pandas_ffill_with_a_limit(values, limit):
+    x = np.array([np.nan if v is None else v for v in values], dtype=float)
+    expected = pd.Series(x, dtype=float).ffill(limit=limit).to_numpy() if limit else x
+    np.testing.assert_array_equal(analytics.forward_fill(x, limit), expected)
