@@ -169,18 +169,22 @@ def beta_figure(df: pd.DataFrame, params) -> go.Figure:
     return fig
 
 
+def alert_markers(alerts) -> dict:
+    """x and y of the z chart's alert markers: one per z alert, at its bar and z."""
+    z_alerts = [al for al in alerts if al.is_z]
+    return {"x": [al.time.strftime(X_FORMAT) for al in z_alerts], "y": [al.zscore for al in z_alerts]}
+
+
 def zscore_figure(df: pd.DataFrame, params, threshold: float, alerts=()) -> go.Figure:
     """z with ±threshold bands, and a marker at each bar where a z alert fired."""
     a, b = params.pair
     x, n = utc_x(df.index), len(df)
-    alerts = [al for al in alerts if al.is_z]
-    ax = [al.time.strftime(X_FORMAT) for al in alerts]
+    markers = alert_markers(alerts)
     fig = go.Figure(
         [
             _line(x, _values(df["zscore"]), "z-score", COLORS["z"], n),
             go.Scatter(
-                x=ax,
-                y=[al.zscore for al in alerts],
+                **markers,
                 name="alert",
                 mode="markers",
                 marker={
@@ -273,14 +277,20 @@ def equity_figure(times: pd.DatetimeIndex, equity, trades, params) -> go.Figure:
     return _layout(fig, f"Backtest equity · {a} − β·{b} · {describe(params)}", f"backtest_{a}-{b}", "equity")
 
 
-def tail_payload(kind: str, df: pd.DataFrame, params, keep_from_s: int, ohlc: pd.DataFrame | None = None) -> dict:
+def tail_payload(
+    kind: str, df: pd.DataFrame, params, keep_from_s: int, ohlc: pd.DataFrame | None = None, alerts=None
+) -> dict:
     """What a chart drawn whole earlier needs to be up to date: the bars of `df` (from the first
     bar that may have changed), which replace the chart's bars from that time on, per trace in
-    trace order; then bars before `keep_from_s` (the range's start) are dropped."""
+    trace order; then bars before `keep_from_s` (the range's start) are dropped. The z chart's
+    alert markers (`alerts` of its range, a few) replace its marker trace whole."""
     if ohlc is not None:
         x = utc_x(ohlc.index)
         traces = [{f: _values(ohlc[f"{sym} {f}"]) for f in ("open", "high", "low", "close")} for sym in params.pair]
     else:
         x = utc_x(df.index)
         traces = [{"y": _values(df[c])} for c in trace_columns(kind, params.pair)]
-    return {"x": x, "traces": traces, "keep_from": pd.Timestamp(keep_from_s, unit="s").strftime(X_FORMAT)}
+    update = {"x": x, "traces": traces, "keep_from": pd.Timestamp(keep_from_s, unit="s").strftime(X_FORMAT)}
+    if alerts is not None:
+        update["replace"] = {len(traces): alert_markers(alerts)}
+    return update

@@ -97,9 +97,10 @@ def chart(
     kind: str, market: MarketService, snap: Snapshot, range_name, cursor: dict | None, alert_id: int = 0, zoom=None
 ) -> tuple[dict, dict]:
     """(update, cursor) for one live chart: a whole figure when the tab has none or holds
-    something else (other parameters, range, threshold, zoom window, a rewritten past, a new
-    alert marker, a downsampled chart's periodic redraw), else the tail from the first bar that
-    was provisional when it last looked."""
+    something else (other parameters, range, threshold, zoom window, a rewritten past, a
+    downsampled chart's periodic redraw), else the tail from the first bar that was provisional
+    when it last looked, with the z chart's alert markers (`alert_id`, the newest alert, keys the
+    shared memo, so a new alert shows at once)."""
     params, settings = snap.params, snap.settings
     tf = params.tf_s
     range_s = range_seconds(range_name, tf)
@@ -118,7 +119,6 @@ def chart(
         settings.threshold,
         range_s,
         market.revision(snap),
-        alert_id,
         window,
         end_s // REDRAW_EVERY_S if downsampled else 0,
     ]
@@ -129,9 +129,10 @@ def chart(
         def tail():
             first = max(tail_from, bar_open(start_s, tf))
             ohlc = market.ohlc(snap, first, end_s) if kind == "price" else None
-            return figures.tail_payload(kind, market.frame(snap, first, end_s), params, start_s, ohlc)
+            alerts = market.alerts.log(settings.pair_label, since_s=start_s) if kind == "zscore" else None
+            return figures.tail_payload(kind, market.frame(snap, first, end_s), params, start_s, ohlc, alerts)
 
-        return market.shared(("tail", json.dumps(shows), end_s, snap.seq), tail), new_cursor
+        return market.shared(("tail", json.dumps(shows), end_s, snap.seq, alert_id), tail), new_cursor
 
     def whole():
         df = market.frame(snap, start_s, end_s)
@@ -146,4 +147,4 @@ def chart(
             ohlc = None if ohlc is None else ohlc.iloc[rows]
         return {"figure": figures.chart_figure(kind, df, params, settings.threshold, alerts, ohlc).to_plotly_json()}
 
-    return market.shared(("whole", json.dumps(shows), end_s, snap.seq), whole), new_cursor
+    return market.shared(("whole", json.dumps(shows), end_s, snap.seq, alert_id), whole), new_cursor

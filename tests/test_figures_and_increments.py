@@ -100,7 +100,28 @@ def apply(figure: dict | None, update: dict) -> dict:
         trace["x"] = merged[lo:]
         for name, values in columns.items():
             trace[name] = (list(trace[name][:cut]) + values)[lo:]
+    for i, columns in update.get("replace", {}).items():
+        figure["data"][int(i)].update(columns)
     return figure
+
+
+def test_a_new_alert_reaches_the_z_chart_in_its_tail(tmp_path, clock):
+    cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600)
+    source = SimSource(seed=7, origin_s=int(clock()) - 3_600, span_s=3_600, clock=clock)
+    market = MarketService(cfg, SimpleCache(), clock=clock, source=source)
+    update, cursor = chart("zscore", market, market.tick(), "5m", None, alert_id=market.alerts.last_id())
+    fig = apply(None, update)
+    clock.advance(1)
+    snap = market.tick()
+    second = snap.now_s - 30
+    [alert] = market.alerts.add(
+        [Alert(second, "|z| ≥ 2", "abs_z:θ::0:0", "abs_z", "BTCUSDT/ETHUSDT", 2.5, 2.0, 2.5, 1.0)]
+    )
+    update, cursor = chart("zscore", market, snap, "5m", cursor, alert_id=alert.id)
+    assert "figure" not in update, "a tail, not a whole figure"
+    fig = apply(fig, update)
+    assert fig["data"][1]["x"] == [pd.Timestamp(second, unit="s").strftime("%Y-%m-%dT%H:%M:%S")]
+    assert fig["data"][1]["y"] == [2.5]
 
 
 def whole(market, kind, range_name="5m"):
