@@ -1,7 +1,7 @@
 """Alert evaluation: the rules of the watched pair over each final bar, once, in time order.
 
-The last evaluated bar is kept in the database per pair, parameters and rules, so after a restart
-the bars backfilled into the hole are evaluated too (nothing missed); a rule change starts from
+The last evaluated bar is kept in the database per pair, parameters and rules (every few seconds),
+so after a restart the bars backfilled into the hole are evaluated too (nothing missed); a rule change starts from
 the newest bar without firing on the past. Bars are evaluated once they are final (past the
 lateness window), so a late tick can never un-fire an alert. The process whose insert lands in
 the log delivers the alert (webhook); the others find it already there.
@@ -26,6 +26,10 @@ from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
 
+# The last evaluated bar is saved this often (and with every alert). After a crash the bars since
+# are evaluated again: an alert found twice is one row in the log and is delivered once.
+CURSOR_SAVE_EVERY_S = 10
+
 
 def rule_series(rule, df: pd.DataFrame, pair) -> np.ndarray:
     """The values a rule watches: z, the spread, or a leg's price."""
@@ -43,6 +47,7 @@ class AlertEvaluator:
         self.notifier = notifier
         self._key = None
         self._cursor: int | None = None
+        self._saved = 0  # the last bar whose evaluation is saved in the database
         self._states: dict[str, RuleState] = {}
 
     def evaluate(self, settings: UserSettings, engine: PairEngine) -> None:
@@ -79,7 +84,9 @@ class AlertEvaluator:
                 for i in fired
             ]
         self._cursor = int(seconds[-1])
-        self.db.set_meta(self._cursor_key(), str(self._cursor))
+        if found or self._cursor - self._saved >= CURSOR_SAVE_EVERY_S:
+            self.db.set_meta(self._cursor_key(), str(self._cursor))
+            self._saved = self._cursor
         if found:
             self.deliver(self.log.add(sorted(found, key=lambda a: a.second)), settings)
 

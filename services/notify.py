@@ -26,6 +26,7 @@ from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
 STATUS_KEY = "webhook:last"
+STATUS_MAX_AGE_S = 1.0
 RETRY = JitteredRetry(
     total=2,
     connect=2,
@@ -49,6 +50,8 @@ class WebhookNotifier:
         self._session = requests.Session()
         self._session.mount("http://", HTTPAdapter(max_retries=RETRY))
         self._session.mount("https://", HTTPAdapter(max_retries=RETRY))
+        self._status: dict | None = None
+        self._status_read = float("-inf")
 
     def send(self, url: str, alert: Alert) -> None:
         """Queue `alert` for `url`; returns at once."""
@@ -94,12 +97,17 @@ class WebhookNotifier:
             "rule": alert.rule,
         }
         self.db.set_meta(STATUS_KEY, json.dumps(status))
+        self._status, self._status_read = status, time.monotonic()
         return ok
 
     def status(self) -> dict | None:
-        """The last delivery: ok, detail, time_utc, alert_id, rule (None before any)."""
-        raw = self.db.meta(STATUS_KEY)
-        return json.loads(raw) if raw else None
+        """The last delivery: ok, detail, time_utc, alert_id, rule (None before any). Read from the
+        database (any process may have delivered) at most once a second: every tab's tick shows it."""
+        now = time.monotonic()
+        if now - self._status_read >= STATUS_MAX_AGE_S:
+            raw = self.db.meta(STATUS_KEY)
+            self._status, self._status_read = (json.loads(raw) if raw else None), now
+        return self._status
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until every queued alert was tried (tests, and the collector at exit)."""
