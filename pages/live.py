@@ -70,9 +70,11 @@ CARDS = [
 
 def build(market, snap, view, cursor):
     """Cards every tick; the tick table when a new tick came in; the price chart's update."""
-    values = dict(
-        zip((key(*c) for c in CARDS), (v for s in snap.settings.pair for v in _card(s, market.leg_summary(snap, s))))
+    cards = market.shared(  # the same for every tab of this second
+        ("live-cards", snap.params, snap.now_s, snap.seq),
+        lambda: [v for s in snap.settings.pair for v in _card(s, market.leg_summary(snap, s))],
     )
+    values = dict(zip((key(*c) for c in CARDS), cards))
     ticks = market.recent_ticks(snap, TICK_ROWS)
     newest = iso_utc(ticks[0].time) if ticks else None
     if newest != cursor.get("ticks"):

@@ -31,13 +31,13 @@ log = logging.getLogger(__name__)
 CURSOR_SAVE_EVERY_S = 10
 
 
-def rule_series(rule, df: pd.DataFrame, pair) -> np.ndarray:
-    """The values a rule watches: z, the spread, or a leg's price."""
+def rule_series(rule, cols: dict[str, np.ndarray]) -> np.ndarray:
+    """The values a rule watches (from an engine's columns): z, the spread, or a leg's price."""
     if rule.is_z:
-        return df["zscore"].to_numpy()
+        return cols["zscore"]
     if rule.kind.startswith("spread"):
-        return df["spread"].to_numpy()
-    return df[pair[0] if rule.leg == "A" else pair[1]].to_numpy()
+        return cols["spread"]
+    return cols["a" if rule.leg == "A" else "b"]
 
 
 class AlertEvaluator:
@@ -60,13 +60,12 @@ class AlertEvaluator:
             self._start(key, settings, engine)
         if engine.end <= self._cursor:
             return  # no bar became final since the last look (most ticks of most tabs)
-        df = engine.committed_after(self._cursor)
-        if not len(df):
+        seconds, cols = engine.final_after(self._cursor)
+        if not len(seconds):
             return
-        seconds = df.index.as_unit("s").asi8
         found = []
         for rule in settings.rules:
-            values = rule_series(rule, df, params.pair)
+            values = rule_series(rule, cols)
             bound = rule.bound(settings.threshold)
             fired, self._states[rule.key] = evaluate_rule(rule, bound, values, seconds, self._states[rule.key])
             found += [
@@ -78,8 +77,8 @@ class AlertEvaluator:
                     settings.pair_label,
                     float(values[i]),
                     bound,
-                    float(df["zscore"].iloc[i]),
-                    float(df["spread"].iloc[i]),
+                    float(cols["zscore"][i]),
+                    float(cols["spread"][i]),
                 )
                 for i in fired
             ]
@@ -97,14 +96,14 @@ class AlertEvaluator:
         self._key = key
         saved = self.db.meta(self._cursor_key())
         start = int(saved) if saved is not None and int(saved) <= engine.end else engine.end
-        at = engine.committed_after(start - 1).head(1)
-        if not len(at) or int(at.index[0].timestamp()) != start:
-            start, at = engine.end, engine.committed_after(engine.end - 1)
+        times, at = engine.final_after(start - 1)
+        if not len(times) or int(times[0]) != start:
+            start, (_, at) = engine.end, engine.final_after(engine.end - 1)
         self._states = {
             rule.key: initial_state(
                 rule,
                 rule.bound(settings.threshold),
-                float(rule_series(rule, at, engine.p.pair)[0]),
+                float(rule_series(rule, at)[0]),
                 self.log.last_fired(rule.key, settings.pair_label),
             )
             for rule in settings.rules

@@ -190,11 +190,16 @@ class PairEngine:
             self._provisional_memo = (key, times, cols)
         return self._provisional_memo[1:]
 
-    def committed_after(self, after_s: int | None) -> pd.DataFrame:
-        """Committed bars with open time > after_s (all of them for None)."""
+    def final_after(self, after_s: int | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Open times and columns ("a", "b", "beta", ...) of the final bars with open time >
+        after_s (all of them for None): copies, for readers that need no DataFrame."""
         with self.lock:
             lo = 0 if after_s is None else int(np.searchsorted(self.times, after_s, side="right"))
-            return self._frame(self.times[lo:], {c: self.cols[c][lo:] for c in COLUMNS})
+            return self.times[lo:].copy(), {c: v[lo:].copy() for c, v in self.cols.items()}
+
+    def committed_after(self, after_s: int | None) -> pd.DataFrame:
+        """Final bars with open time > after_s (all of them for None)."""
+        return self._frame(*self.final_after(after_s))
 
     def _frame(self, times, cols) -> pd.DataFrame:
         a_sym, b_sym = self.p.pair
