@@ -8,7 +8,9 @@ dcc.Interval does), carrying what a real tab carries from tick to tick — alert
 cursor, the page's view (`tests/dash_client.Tab`) — so the server does exactly the work a
 browser tab causes (tails after the first whole figures, shared across tabs). For each K it
 prints the callback latency (p50, p95), the app's CPU per tab and in all, the upstream ticker
-calls per second, and how many answers showed stale data.
+calls per second, how many answers showed stale data, and from /metrics the analysis restarts
+and the late ticks in that step (with several workers, the ones that lose an interval's poll slot
+ingest the winner's ticks, some after their second has closed).
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ def tab_loop(base: str, page: str, stop: threading.Event, out: dict) -> None:
         out["stale"] += response[ids.AGE_BADGE]["color"] != "success"
 
 
+def counters(base: str) -> dict[str, float]:
+    """Restarts and late ticks so far, summed over every worker."""
+    wanted = ("pairmonitor_analysis_recomputes_total", "pairmonitor_ticks_late_total")
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    return {
+        name: sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name)) for name in wanted
+    }
+
+
 def run(base: str, fake, pid: int, page: str, tabs: int, seconds: float) -> dict:
     stop = threading.Event()
     out = {"latency": [], "errors": [], "stale": 0}
@@ -57,9 +68,11 @@ def run(base: str, fake, pid: int, page: str, tabs: int, seconds: float) -> dict
     time.sleep(5)  # every tab has its first whole figures
     out["latency"].clear()
     out["stale"] = 0
+    before = counters(base)
     cpu0, calls0, t0 = cpu_seconds(pid), fake.count(TICKER), time.time()
     time.sleep(seconds)
     cpu1, calls1, t1 = cpu_seconds(pid), fake.count(TICKER), time.time()
+    after = counters(base)
     stop.set()
     for t in threads:
         t.join()
@@ -74,6 +87,8 @@ def run(base: str, fake, pid: int, page: str, tabs: int, seconds: float) -> dict
         "answers": len(out["latency"]),
         "stale": out["stale"],
         "errors": len(out["errors"]),
+        "restarts": after["pairmonitor_analysis_recomputes_total"] - before["pairmonitor_analysis_recomputes_total"],
+        "late": after["pairmonitor_ticks_late_total"] - before["pairmonitor_ticks_late_total"],
     }
 
 
@@ -95,14 +110,14 @@ def main() -> None:
             print(f"gunicorn -k gthread, {args.workers} worker(s), page {args.page}, {args.seconds:.0f} s per step")
             print(
                 f"{'tabs':>5} {'p50 ms':>8} {'p95 ms':>8} {'cores':>7} {'cores/tab':>10} {'upstream/s':>11}"
-                f" {'answers':>8} {'stale':>6} {'errors':>7}"
+                f" {'answers':>8} {'stale':>6} {'errors':>7} {'restarts':>9} {'late ticks':>11}"
             )
             for tabs in (int(k) for k in args.tabs.split(",")):
                 r = run(base, fake, proc.pid, args.page, tabs, args.seconds)
                 print(
                     f"{r['tabs']:>5} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['cores']:>7.3f} "
                     f"{r['cores_per_tab']:>10.4f} {r['upstream_per_s']:>11.3f} {r['answers']:>8} {r['stale']:>6} "
-                    f"{r['errors']:>7}",
+                    f"{r['errors']:>7} {r['restarts']:>9.0f} {r['late']:>11.0f}",
                     flush=True,
                 )
 
