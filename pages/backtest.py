@@ -100,7 +100,10 @@ def run(_n, entry, exit_level, stop, cost):
         return (*[no_update] * (len(ID.METRICS) + 3), error_text(str(exc)))
     market = current_market()
     snap = market.snapshot()
-    result = market.backtest(snap, bt)
+    result = market.shared(  # every tab with the same parameters in this 15 s slot shares the run
+        ("backtest", snap.params, bt, market.revision(snap), snap.now_s * 1000 // RERUN_MS),
+        lambda: market.backtest(snap, bt),
+    )
     m = result["metrics"]
     fig = figures.equity_figure(result["times"], result["equity"], result["trades"], snap.params)
     query = urlencode(
