@@ -313,7 +313,7 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         started = time.perf_counter()
         market = app.server.extensions["market"]
         snap = market.tick()
-        path = "/" + app.strip_relative_path(pathname or "/")
+        path = "/" + app.strip_relative_path(pathname if isinstance(pathname, str) else "/")
         page = VIEWS.get(path)
         view = {item["id"]["name"]: item.get("value") for item in ctx.inputs_list[2]}
         view["zoom"] = {item["id"]["graph"]: item.get("value") for item in ctx.inputs_list[3]}

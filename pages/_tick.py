@@ -79,7 +79,8 @@ def cursor_store(path: str) -> dcc.Store:
 
 
 def range_seconds(range_name, tf_s: int) -> int:
-    return max(RANGES.get(range_name or "", RANGES[DEFAULT_RANGE]), MIN_BARS * tf_s)
+    name = range_name if isinstance(range_name, str) else DEFAULT_RANGE  # a crafted request may send anything
+    return max(RANGES.get(name, RANGES[DEFAULT_RANGE]), MIN_BARS * tf_s)
 
 
 def zoom_window(zoom, start_s: int, end_s: int) -> list[int] | None:
@@ -124,7 +125,8 @@ def chart(
     ]
     new_cursor = {"key": shows, "final": final}
     tail_from = final + tf - TAIL_BARS * tf
-    if cursor and cursor.get("key") == shows and tail_from - tf <= cursor.get("final", -1) <= final:
+    held = cursor.get("final") if isinstance(cursor, dict) else None  # a crafted request may send anything
+    if isinstance(held, int) and cursor.get("key") == shows and tail_from - tf <= held <= final:
 
         def tail():
             first = max(tail_from, bar_open(start_s, tf))

@@ -126,3 +126,25 @@ def test_every_page_tick_is_one_request_that_answers(tmp_path, path):
     for key, update in values.items():
         if key.endswith(".figure"):
             assert "figure" not in update and update["traces"], f"{key}: a tail, not a whole figure, once drawn"
+
+
+@pytest.mark.parametrize(
+    "path, view, cursor",
+    [
+        (["not", "a", "path"], {"range": "15m"}, None),
+        ("/analytics", {"range": ["15m"], "corr": {"x": 1}}, {"an-z-graph": {"key": 1, "final": "soon"}}),
+        ("/", {"range": None}, {"live-price-graph": "garbage", "ticks": [1, 2]}),
+        ("/settings", {}, ["not", "a", "dict"]),
+    ],
+)
+def test_a_crafted_tick_gets_an_answer_not_a_500(tmp_path, path, view, cursor):
+    from app import create_app
+    from dash_client import tick_payload
+
+    client = create_app(AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600)).server.test_client()
+    body = tick_payload(1, path, cursor=cursor, view=view)
+    if not isinstance(path, str):
+        body["state"][1] = []  # no page cursor store matches a path that is not one
+    resp = client.post("/_dash-update-component", json=body)
+    assert resp.status_code == 200, resp.data[:300]
+    assert resp.get_json()["response"][ids.NAV_PAIR]["children"] == "BTCUSDT/ETHUSDT"
