@@ -171,7 +171,7 @@ class PairEngine:
         with self.lock:
             lo, hi = np.searchsorted(self.times, [start_s, end_s + 1])
             times = self.times[lo:hi]
-            cols = {c: self.cols[c][lo:hi] for c in COLUMNS}
+            cols = {c: v[lo:hi] for c, v in self.cols.items()}
             last = min(bar_open(now_s, tf), bar_open(end_s, tf))
             if self.end is not None and last > self.end and last >= start_s:
                 t2, c2 = self._provisional(bar_open(now_s, tf))
