@@ -22,7 +22,15 @@ from services.bars import TIMEFRAMES
 from services.export import PngRenderer, RendererUnavailable
 from services.hedge import METHODS
 from services.market import current_market
-from services.settings import SettingsError, parse_bool, parse_choice, parse_symbol, parse_threshold, parse_window
+from services.settings import (
+    SettingsError,
+    parse_bool,
+    parse_choice,
+    parse_symbol,
+    parse_threshold,
+    parse_window,
+    shown,
+)
 from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
@@ -133,7 +141,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
     @api.get("/chart/<kind>.png")
     def chart_png(kind):
         if kind not in figures.CHART_KINDS:
-            raise BadRequest(f"unknown chart {kind!r}; use one of {', '.join(figures.CHART_KINDS)}")
+            raise BadRequest(f"unknown chart {shown(kind)}; use one of {', '.join(figures.CHART_KINDS)}")
         market, settings, params = _analytics_params()
         threshold = parse_threshold(request.args.get("threshold", settings.threshold))
         end_s = g.snap.now_s
@@ -156,7 +164,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
 
     @api.route("/<path:rest>")
     def not_found(rest):
-        return jsonify(error=f"no API route /api/{rest}; see the README for the routes"), 404
+        return jsonify(error=f"no API route {shown('/api/' + rest)}; see the README for the routes"), 404
 
     return api
 
@@ -203,9 +211,9 @@ def _int_param(name: str, default: int, lo: int, hi: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest(f"{name} must be a whole number, got {raw!r}") from None
+        raise BadRequest(f"{name} must be a whole number, got {shown(raw)}") from None
     if not lo <= value <= hi:
-        raise BadRequest(f"{name} must be from {lo} to {hi}, got {value}")
+        raise BadRequest(f"{name} must be from {lo} to {hi}, got {shown(raw)}")
     return value
 
 

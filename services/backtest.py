@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.settings import SettingsError, parse_float
+from services.settings import SettingsError, parse_float, shown
 
 
 def _crossed_up(prev, now, level):
@@ -143,11 +143,11 @@ def parse_params(entry, exit_level, stop, cost_bps) -> BacktestParams:
     s = None if stop is None or (isinstance(stop, str) and not stop.strip()) else parse_float(stop, "Stop |z|")
     c = parse_float(cost_bps, "Cost (bp per leg)")
     if e <= 0:
-        raise SettingsError(f"Entry |z| must be greater than 0, got {entry!r}")
+        raise SettingsError(f"Entry |z| must be greater than 0, got {shown(entry)}")
     if abs(x) >= e:
-        raise SettingsError(f"Exit z must lie inside ±entry ({e:g}), got {exit_level!r}")
+        raise SettingsError(f"Exit z must lie inside ±entry ({e:g}), got {shown(exit_level)}")
     if s is not None and s <= e:
-        raise SettingsError(f"Stop |z| must be beyond the entry ({e:g}), got {stop!r}")
+        raise SettingsError(f"Stop |z| must be beyond the entry ({e:g}), got {shown(stop)}")
     if not 0 <= c <= 1_000:
-        raise SettingsError(f"Cost must be from 0 to 1000 bp per leg, got {cost_bps!r}")
+        raise SettingsError(f"Cost must be from 0 to 1000 bp per leg, got {shown(cost_bps)}")
     return BacktestParams(e, x, s, c)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from services.alerts import DEFAULT_RULES, LEGS, RULE_KINDS, Rule
 from services.bars import TIMEFRAMES
-from services.binance import DEFAULT_BASE_URL, MARKET_DATA_URL
+from services.binance import DEFAULT_BASE_URL, KNOWN_HOSTS, MARKET_DATA_URL
 from services.db import Database
 from services.hedge import METHODS
 
@@ -24,6 +24,8 @@ WINDOW_RANGE = (2, 86_400)
 POLL_RANGE = (0.5, 60.0)
 COOLDOWN_MAX_S = 86_400
 MAX_RULES = 20
+THRESHOLD_RANGE = (0.01, 100.0)  # |z| below 0.01 is every bar, beyond 100 never: both are typos
+SHOWN_MAX = 80  # an echoed input is cut to this many characters
 
 
 class SettingsError(ValueError):
@@ -44,6 +46,12 @@ class AppConfig:
     sim_seed: int = 7
     replay: tuple[str, ...] = ()  # recordings for --source replay
     replay_speed: str = "1"
+
+    def rest_hosts(self) -> tuple[str, ...]:
+        """The REST hosts the app may talk to: the known Binance hosts, --binance-url and
+        --fallback-urls. A host saved in the settings is always one of these."""
+        hosts = [*KNOWN_HOSTS, self.binance_url, *self.fallback_urls]
+        return tuple(dict.fromkeys(h.rstrip("/") for h in hosts))
 
 
 @dataclass(frozen=True)
@@ -69,22 +77,32 @@ class UserSettings:
         return f"{self.symbol_a}/{self.symbol_b}"
 
 
+def shown(value) -> str:
+    """`value` as a message quotes it: its repr, cut to SHOWN_MAX characters (a 10 KB input is
+    not sent back)."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_MAX else text[: SHOWN_MAX - 1] + "…"
+
+
 def parse_float(value, name: str) -> float:
+    if isinstance(value, bool):  # JSON true is not a number (Python would read it as 1.0)
+        raise SettingsError(f"{name} must be a number, got {shown(value)}")
     if value is None or (isinstance(value, str) and not value.strip()):
         raise SettingsError(f"{name} is required")
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+        raise SettingsError(f"{name} must be a number, got {shown(value)}") from None
     if not math.isfinite(x):
-        raise SettingsError(f"{name} must be a finite number, got {value!r}")
+        raise SettingsError(f"{name} must be a finite number, got {shown(value)}")
     return x
 
 
 def parse_threshold(value) -> float:
     x = parse_float(value, "Threshold")
-    if x <= 0:
-        raise SettingsError(f"Threshold must be greater than 0, got {value!r}")
+    lo, hi = THRESHOLD_RANGE
+    if not lo <= x <= hi:
+        raise SettingsError(f"Threshold must be from {lo:g} to {hi:g}, got {shown(value)}")
     return x
 
 
@@ -92,7 +110,7 @@ def parse_window(value) -> int:
     x = parse_float(value, "Window")
     if x != int(x) or not WINDOW_RANGE[0] <= x <= WINDOW_RANGE[1]:
         raise SettingsError(
-            f"Window must be a whole number of buckets from {WINDOW_RANGE[0]} to {WINDOW_RANGE[1]}, got {value!r}"
+            f"Window must be a whole number of buckets from {WINDOW_RANGE[0]} to {WINDOW_RANGE[1]}, got {shown(value)}"
         )
     return int(x)
 
@@ -100,14 +118,14 @@ def parse_window(value) -> int:
 def parse_poll_interval(value) -> float:
     x = parse_float(value, "Poll interval")
     if not POLL_RANGE[0] <= x <= POLL_RANGE[1]:
-        raise SettingsError(f"Poll interval must be from {POLL_RANGE[0]} to {POLL_RANGE[1]} s, got {value!r}")
+        raise SettingsError(f"Poll interval must be from {POLL_RANGE[0]} to {POLL_RANGE[1]} s, got {shown(value)}")
     return x
 
 
 def parse_choice(value, choices, name: str) -> str:
     text = str(value if value is not None else "").strip().lower()
     if text not in choices:
-        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {shown(value)}")
     return text
 
 
@@ -119,7 +137,7 @@ def parse_bool(value, name: str) -> bool:
         return True
     if text in ("0", "false", "no", "off", ""):
         return False
-    raise SettingsError(f"{name} must be true or false, got {value!r}")
+    raise SettingsError(f"{name} must be true or false, got {shown(value)}")
 
 
 def parse_symbol(value, known, name: str = "Symbol") -> str:
@@ -127,7 +145,7 @@ def parse_symbol(value, known, name: str = "Symbol") -> str:
     if not sym:
         raise SettingsError(f"{name} is required")
     if known is not None and sym not in known:
-        raise SettingsError(f"{name} {sym} is not a symbol trading on this source")
+        raise SettingsError(f"{name} {shown(sym)} is not a symbol trading on this source")
     return sym
 
 
@@ -140,7 +158,7 @@ def parse_url(value, name: str = "URL", required: bool = False) -> str:
         return ""
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"{name} must be an http:// or https:// address with a host, got {text!r}")
+        raise SettingsError(f"{name} must be an http:// or https:// address with a host, got {shown(text)}")
     return text
 
 
@@ -149,7 +167,7 @@ def parse_rule(raw) -> Rule:
     if isinstance(raw, Rule):
         raw = asdict(raw)
     if not isinstance(raw, dict):
-        raise SettingsError(f"An alert rule must be a set of fields, got {raw!r}")
+        raise SettingsError(f"An alert rule must be a set of fields, got {shown(raw)}")
     kind = parse_choice(raw.get("kind"), tuple(RULE_KINDS), "Rule type")
     z = Rule(kind).is_z
     level = None if z else parse_float(raw.get("level"), "Rule level")
@@ -158,21 +176,21 @@ def parse_rule(raw) -> Rule:
     else:
         leg = str(raw.get("leg") or "A").strip().upper()
         if leg not in LEGS:
-            raise SettingsError(f"Rule leg must be A or B, got {raw.get('leg')!r}")
+            raise SettingsError(f"Rule leg must be A or B, got {shown(raw.get('leg'))}")
     hysteresis = parse_float(raw.get("hysteresis") or 0, "Hysteresis")
     if hysteresis < 0:
-        raise SettingsError(f"Hysteresis must be 0 or more, got {raw.get('hysteresis')!r}")
+        raise SettingsError(f"Hysteresis must be 0 or more, got {shown(raw.get('hysteresis'))}")
     cooldown = parse_float(raw.get("cooldown_s") or 0, "Cooldown")
     if cooldown != int(cooldown) or not 0 <= cooldown <= COOLDOWN_MAX_S:
         raise SettingsError(
-            f"Cooldown must be a whole number of seconds from 0 to {COOLDOWN_MAX_S}, got {raw.get('cooldown_s')!r}"
+            f"Cooldown must be a whole number of seconds from 0 to {COOLDOWN_MAX_S}, got {shown(raw.get('cooldown_s'))}"
         )
     return Rule(kind, level, leg, hysteresis, int(cooldown))
 
 
 def parse_rules(raw) -> tuple[Rule, ...]:
     if not isinstance(raw, (list, tuple)):
-        raise SettingsError(f"Alert rules must be a list, got {raw!r}")
+        raise SettingsError(f"Alert rules must be a list, got {shown(raw)}")
     rules = tuple(parse_rule(r) for r in raw)
     if len(rules) > MAX_RULES:
         raise SettingsError(f"At most {MAX_RULES} alert rules")
@@ -181,12 +199,21 @@ def parse_rules(raw) -> tuple[Rule, ...]:
     return rules
 
 
-def validate(raw: dict, known_symbols=None) -> UserSettings:
-    """Build UserSettings from user input (strings or numbers), or raise SettingsError."""
+def parse_rest_host(value, hosts) -> str:
+    """"" (the --binance-url) or one of `hosts` (None: any http(s) URL, for a saved row)."""
+    url = parse_url(value, "Binance base URL").rstrip("/")
+    if url and hosts is not None and url not in hosts:
+        raise SettingsError(f"Binance base URL must be one of {', '.join(hosts)}, got {shown(url)}")
+    return url
+
+
+def validate(raw: dict, known_symbols=None, rest_hosts=None) -> UserSettings:
+    """Build UserSettings from user input (strings or numbers), or raise SettingsError.
+    `known_symbols` and `rest_hosts` bound the symbols and the REST host when given."""
     a = parse_symbol(raw.get("symbol_a"), known_symbols, "Symbol A")
     b = parse_symbol(raw.get("symbol_b"), known_symbols, "Symbol B")
     if a == b:
-        raise SettingsError(f"The two symbols must differ (both are {a})")
+        raise SettingsError(f"The two symbols must differ (both are {shown(a)})")
     settings = UserSettings(
         a,
         b,
@@ -198,7 +225,7 @@ def validate(raw: dict, known_symbols=None) -> UserSettings:
         parse_bool(raw.get("log_prices", False), "Log prices"),
         parse_rules(raw.get("rules", DEFAULT_RULES)),
         parse_url(raw.get("webhook_url"), "Webhook URL"),
-        parse_url(raw.get("binance_url"), "Binance base URL"),
+        parse_rest_host(raw.get("binance_url"), rest_hosts),
     )
     for rule in settings.rules:
         if rule.kind == "abs_z" and rule.hysteresis >= settings.threshold:

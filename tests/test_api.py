@@ -83,7 +83,8 @@ def test_ticks_csv(sim_client):
         ("/api/analytics.csv?hedge=magic", "hedge"),
         ("/api/analytics.csv?tf=2m", "tf"),
         ("/api/analytics.csv?log=maybe", "log"),
-        ("/api/chart/zscore.png?threshold=-1", "greater than 0"),
+        ("/api/chart/zscore.png?threshold=-1", "from 0.01 to 100"),
+        ("/api/chart/zscore.png?threshold=1e308", "from 0.01 to 100"),
         ("/api/chart/zscore.png?threshold=inf", "finite"),
     ],
 )
@@ -98,7 +99,23 @@ def test_bad_parameters_get_one_line_json_400(sim_client, url, needle):
 def test_unknown_api_path_is_json_404(sim_client):
     resp = sim_client.get("/api/nothing-here")
     assert resp.status_code == 404 and resp.mimetype == "application/json"
-    assert resp.get_json() == {"error": "no API route /api/nothing-here; see the README for the routes"}
+    assert resp.get_json() == {"error": "no API route '/api/nothing-here'; see the README for the routes"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/analytics.csv?window=" + "x" * 10_000,
+        "/api/ticks.csv?limit=" + "9" * 4_000,
+        "/api/ticks.csv?symbol=" + "A" * 10_000,
+        "/api/" + "p" * 5_000,
+    ],
+)
+def test_an_echoed_input_is_cut_to_80_characters(sim_client, url):
+    resp = sim_client.get(url)
+    assert resp.status_code in (400, 404)
+    error = resp.get_json()["error"]
+    assert len(error) < 250 and "…" in error
 
 
 @pytest.mark.parametrize("kind", ["price", "spread", "zscore"])

@@ -135,7 +135,7 @@ def test_invalid_settings_show_a_message_and_change_nothing(dash_duo, sim_app, d
     navigate(dash_duo, "Settings")
     set_input(dash_duo, settings.THRESHOLD, "-3")
     dash_duo.find_element(f"#{settings.SAVE}").click()
-    dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Not saved: Threshold must be greater than 0")
+    dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Not saved: Threshold must be from 0.01 to 100")
     assert saved_settings(data_dir) is None
     set_input(dash_duo, settings.THRESHOLD, "2")
     dash_duo.find_element(f"#{settings.SYMBOL_B}").click()

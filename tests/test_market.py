@@ -169,7 +169,11 @@ def test_settings_survive_a_restart_and_bad_input_changes_nothing(tmp_path, cloc
 
     saved = saved_row()
     for bad, message in [
-        ({"threshold": 0}, "greater than 0"),
+        ({"threshold": 0}, "from 0.01 to 100"),
+        ({"threshold": 1e308}, "from 0.01 to 100"),
+        ({"threshold": 1e-300}, "from 0.01 to 100"),
+        ({"threshold": True}, "must be a number, got True"),
+        ({"threshold": "9" * 10_000}, "finite number, got '9{78}…$"),
         ({"threshold": "nan"}, "finite"),
         ({"window": 1}, "from 2"),
         ({"window": 2.5}, "whole number"),
