@@ -18,7 +18,9 @@ from pathlib import Path
 import dash
 import dash_bootstrap_components as dbc
 from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, dcc, html
+from flask import jsonify, request
 from flask_caching import Cache
+from werkzeug.exceptions import HTTPException
 
 from api import create_api, metrics_response
 from components import ids
@@ -182,8 +184,10 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
         title="Pair Monitor",
         update_title=None,  # Bootswatch Darkly is served from assets/ (offline)
         suppress_callback_exceptions=True,
+        on_error=_callback_failed,
     )
     server = app.server
+    server.register_error_handler(Exception, _request_failed)
     cache = Cache(
         server,
         config={
@@ -211,6 +215,23 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
     )
     _register_shell_callbacks(app)
     return app
+
+
+def _callback_failed(exc: Exception) -> None:
+    """A callback that raised: logged, and the page left as it is (no output changes). Pages
+    validate what they are sent; this is the net under a request crafted by hand."""
+    log.warning("callback %s failed: %s", ctx.triggered_id, exc, exc_info=exc)
+
+
+def _request_failed(exc: Exception):
+    """Anything outside the API blueprint that raised (a callback request whose body is not the
+    shape Dash sends): one line of JSON, never an HTML page or a traceback."""
+    if isinstance(exc, HTTPException):
+        return jsonify(error=exc.description), exc.code
+    log.warning("%s %s failed: %r", request.method, request.path, exc)
+    if request.path.endswith("_dash-update-component"):
+        return jsonify(error="malformed callback request"), 400
+    return jsonify(error="internal error; see the server log"), 500
 
 
 def _age_badge(status: MarketStatus) -> tuple[str, str]:

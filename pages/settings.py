@@ -15,7 +15,7 @@ from components.tables import ALERT_COLUMNS, grid
 from pages._tick import cursor_store, key, register_view
 from services.alerts import RULE_KINDS, Z_KINDS
 from services.bars import TIMEFRAMES
-from services.binance import BINANCE_US_URL, DEFAULT_BASE_URL, MARKET_DATA_URL
+from services.binance import KNOWN_HOSTS
 from services.market import current_market
 from services.settings import COOLDOWN_MAX_S, POLL_RANGE, WINDOW_RANGE, SettingsError
 
@@ -23,11 +23,6 @@ PATH = "/settings"
 dash.register_page(__name__, path=PATH, name="Settings", title="Settings · Pair Monitor", order=3)
 
 ALERT_ROWS = 500
-HOSTS = {
-    DEFAULT_BASE_URL: "api.binance.com",
-    MARKET_DATA_URL: "data-api.binance.vision (market data)",
-    BINANCE_US_URL: "api.binance.us (Binance.US: its own symbols)",
-}
 
 
 def _field(label: str, control, help_text: str) -> dbc.Row:
@@ -204,7 +199,7 @@ def layout(**_kwargs):
                 html.Div(
                     [
                         dbc.Button(
-                            f"Use {label}",
+                            f"Use {KNOWN_HOSTS.get(url, url)}",
                             id={"type": ID.HOST_BUTTON, "url": url},
                             color="secondary",
                             outline=True,
@@ -212,7 +207,7 @@ def layout(**_kwargs):
                             className="me-2 mb-1",
                             disabled=market.rest_host_in_use() is None,
                         )
-                        for url, label in HOSTS.items()
+                        for url in market.config.rest_hosts()
                     ]
                 ),
                 html.Div(id=ID.HOST_MSG, className="mt-2"),
@@ -331,9 +326,10 @@ def edit_rules(_add, deletes, kind, level, leg, hysteresis, cooldown):
     rules = [asdict(r) for r in market.current_settings().rules]
     trigger = ctx.triggered_id
     if isinstance(trigger, dict):  # a Remove button; list re-renders also fire this with no click
-        if not any(deletes) or trigger["index"] >= len(rules):
-            return dash.no_update, dash.no_update
-        removed = rules.pop(trigger["index"])
+        index = trigger.get("index")
+        if not any(deletes) or not isinstance(index, int) or not 0 <= index < len(rules):
+            return dash.no_update, dash.no_update  # no click, or an index no button has (crafted)
+        removed = rules.pop(index)
         done = f"Removed {RULE_KINDS[removed['kind']]}."
     else:
         rules.append(
@@ -432,7 +428,9 @@ def _host_info(market, status) -> list:
 def switch_host(clicks):
     if not any(clicks):
         return dash.no_update
-    url = ctx.triggered_id["url"]
+    url = ctx.triggered_id.get("url")
+    if not isinstance(url, str):
+        return error_text("Not switched: no such host")
     market = current_market()
     try:
         market.save_settings({"binance_url": "" if url == market.config.binance_url else url})

@@ -26,6 +26,11 @@ DEFAULT_BASE_URL = "https://api.binance.com"
 # separate exchange with its own symbols, so it is offered but never switched to on its own.
 MARKET_DATA_URL = "https://data-api.binance.vision"
 BINANCE_US_URL = "https://api.binance.us"
+KNOWN_HOSTS = {  # the REST hosts the Settings page offers (with --binance-url and --fallback-urls)
+    DEFAULT_BASE_URL: "api.binance.com",
+    MARKET_DATA_URL: "data-api.binance.vision (market data)",
+    BINANCE_US_URL: "api.binance.us (Binance.US: its own symbols)",
+}
 KLINES_MAX_LIMIT = 1000
 INVALID_SYMBOL = -1121  # Binance error code: the symbol does not exist (or no longer does)
 MAX_CLOCK_SKEW_S = 1.5  # beyond this the local clock is corrected by the exchange's Date header

@@ -66,8 +66,10 @@ class SourceLink:
         return None if client is None else client.base_url
 
     def wanted_host(self, settings: UserSettings) -> str:
-        """The REST host the settings ask for."""
-        return (settings.binance_url or self.config.binance_url).rstrip("/")
+        """The REST host the settings ask for, if it is one the app may talk to (a row saved by an
+        older version may name any host), else --binance-url."""
+        wanted = settings.binance_url.rstrip("/")
+        return wanted if wanted in self.config.rest_hosts() else self.config.binance_url.rstrip("/")
 
     def follow(self, settings: UserSettings) -> bool:
         """Talk to the REST host the settings name; True when it changed (errors start over)."""

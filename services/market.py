@@ -140,7 +140,8 @@ class MarketService:
         """
         current = self.current_settings()
         merged = {**asdict(current), **raw}
-        return self.settings_store.save(validate(merged, set(self.symbols()) | set(current.pair)))
+        symbols = set(self.symbols()) | set(current.pair)
+        return self.settings_store.save(validate(merged, symbols, self.config.rest_hosts()))
 
     # --- the tick --------------------------------------------------------------------------
     def tick(self) -> Snapshot:

@@ -200,7 +200,7 @@ def parse_rules(raw) -> tuple[Rule, ...]:
 
 
 def parse_rest_host(value, hosts) -> str:
-    """"" (the --binance-url) or one of `hosts` (None: any http(s) URL, for a saved row)."""
+    """The empty string (the --binance-url) or one of `hosts` (None: any http(s) URL, for a saved row)."""
     url = parse_url(value, "Binance base URL").rstrip("/")
     if url and hosts is not None and url not in hosts:
         raise SettingsError(f"Binance base URL must be one of {', '.join(hosts)}, got {shown(url)}")
