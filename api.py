@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 from dataclasses import asdict
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -17,11 +18,13 @@ from werkzeug.exceptions import HTTPException
 from components import figures
 from components.tables import TRADE_COLUMNS, trade_rows
 from services import metrics
+from services.alerting import TooSoonForTestAlert
 from services.backtest import parse_params as parse_backtest
 from services.bars import TIMEFRAMES
 from services.export import PngRenderer, RendererUnavailable
 from services.hedge import METHODS
 from services.market import current_market
+from services.notify import DELIVERY_HEADER
 from services.settings import (
     SettingsError,
     parse_bool,
@@ -125,8 +128,16 @@ def create_api(renderer: PngRenderer) -> Blueprint:
 
     @api.post("/alerts/test")
     def test_alert():
-        """A test alert through every channel (log, toasts, webhook), like the Settings button."""
-        alert = current_market().send_test_alert()
+        """A test alert through every channel (log, toasts, webhook), like the Settings button.
+        Never from a webhook delivery (a webhook pointed here would loop), at most one per
+        TEST_ALERT_GAP_S."""
+        if DELIVERY_HEADER in request.headers:
+            return jsonify(error="a webhook delivery cannot send a test alert (the webhook points at this app)"), 409
+        try:
+            alert = current_market().send_test_alert()
+        except TooSoonForTestAlert as exc:
+            wait = math.ceil(exc.retry_after_s)
+            return jsonify(error=str(exc)), 429, {"Retry-After": str(wait)}
         return jsonify(alert.as_row()), 201
 
     @api.get("/ticks.csv")

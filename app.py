@@ -49,6 +49,7 @@ ENV = {
     "sim_seed": "SIM_SEED",
     "replay": "REPLAY",
     "replay_speed": "REPLAY_SPEED",
+    "allow_private_webhooks": "ALLOW_PRIVATE_WEBHOOKS",
 }
 CACHE_THRESHOLD = 0  # no count file: AtomicFileSystemCache sweeps expired entries itself
 
@@ -140,6 +141,13 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         help="Dash debug mode: reloader and dev tools (env DEBUG; off by default)",
     )
     p.add_argument(
+        "--allow-private-webhooks",
+        action="store_true",
+        default=env.allow_private_webhooks,
+        help="let the webhook point at private and loopback addresses, for a receiver on a trusted "
+        "network or this machine (never the app itself); off by default (env ALLOW_PRIVATE_WEBHOOKS)",
+    )
+    p.add_argument(
         "--collector",
         action="store_true",
         help="run only ingestion and alerting (no web server, no browser needed), writing to the "
@@ -165,6 +173,7 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         sim_seed=env.sim_seed,
         replay=tuple(a.replay),
         replay_speed=a.replay_speed,
+        allow_private_webhooks=a.allow_private_webhooks,
     ), a.collector
 
 

@@ -13,6 +13,7 @@ from components.ids import Settings as ID
 from components.layout import error_text, hedge_options, ok_text
 from components.tables import ALERT_COLUMNS, grid
 from pages._tick import cursor_store, key, register_view
+from services.alerting import TooSoonForTestAlert
 from services.alerts import RULE_KINDS, Z_KINDS
 from services.bars import TIMEFRAMES
 from services.binance import KNOWN_HOSTS
@@ -366,7 +367,10 @@ def save_webhook(_n, url):
 @callback(Output(ID.TEST_MSG, "children"), Input(ID.TEST_ALERT, "n_clicks"), prevent_initial_call=True)
 def send_test_alert(_n):
     market = current_market()
-    alert = market.send_test_alert()
+    try:
+        alert = market.send_test_alert()
+    except TooSoonForTestAlert as exc:
+        return error_text(f"Not sent: {exc}")
     where = "the webhook and " if market.current_settings().webhook_url else ""
     return ok_text(f"Test alert #{alert.id} sent to {where}every open page.")
 

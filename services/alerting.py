@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 
 import numpy as np
@@ -29,6 +30,14 @@ log = logging.getLogger(__name__)
 # The last evaluated bar is saved this often (and with every alert). After a crash the bars since
 # are evaluated again: an alert found twice is one row in the log and is delivered once.
 CURSOR_SAVE_EVERY_S = 10
+TEST_ALERT_GAP_S = 5.0  # test alerts are rate-limited: a button held down, or a script, is not a flood
+
+
+class TooSoonForTestAlert(Exception):
+    def __init__(self, retry_after_s: float):
+        wait = math.ceil(retry_after_s)
+        super().__init__(f"A test alert was sent less than {TEST_ALERT_GAP_S:g} s ago; try again in {wait} s")
+        self.retry_after_s = retry_after_s
 
 
 def rule_series(rule, cols: dict[str, np.ndarray]) -> np.ndarray:
@@ -122,7 +131,12 @@ class AlertEvaluator:
 
     def send_test(self, settings: UserSettings, now: float, latest: pd.Series | None) -> Alert:
         """A test alert through every channel: the log (so every open page toasts it) and the
-        webhook when one is set."""
+        webhook when one is set. At most one per TEST_ALERT_GAP_S across processes, else
+        TooSoonForTestAlert."""
+        last = self.log.last_test_ns()
+        wait = TEST_ALERT_GAP_S - (time.time_ns() - last) / 1e9 if last is not None else 0.0
+        if wait > 0:
+            raise TooSoonForTestAlert(wait)
         z, spread = (float(latest["zscore"]), float(latest["spread"])) if latest is not None else (None, None)
         alert = Alert(
             int(now),

@@ -38,6 +38,7 @@ RULE_KINDS = {
 Z_KINDS = ("abs_z", "z_above", "z_below")
 LEGS = ("A", "B")
 TEST_RULE = "test"
+TEST_PREFIX = TEST_RULE + ":"  # a test alert's rule_key
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,10 @@ class Alert:
     def is_z(self) -> bool:
         return self.kind in Z_KINDS
 
+    @property
+    def is_test(self) -> bool:
+        return self.kind == TEST_RULE
+
     def as_row(self) -> dict:
         return {
             "id": self.id,
@@ -169,7 +174,7 @@ class Alert:
             "zscore": _num(self.zscore),
             "spread": _num(self.spread),
             "time_utc": self.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "test": self.kind == TEST_RULE,
+            "test": self.is_test,
         }
 
 
@@ -188,9 +193,10 @@ COLUMNS = "id, second, rule, rule_key, pair, value, level, zscore, spread"
 class AlertLog:
     """The alert log in the embedded database: shared by every process, kept across restarts."""
 
-    def __init__(self, db: Database, max_rows: int = 10_000):
+    def __init__(self, db: Database, max_rows: int = 10_000, max_test_rows: int = 100):
         self.db = db
-        self.max_rows = max_rows
+        self.max_rows = max_rows  # real alerts kept
+        self.max_test_rows = max_test_rows  # test alerts kept, apart: they never evict a real one
 
     def add(self, alerts: list[Alert]) -> list[Alert]:
         """Insert alerts; returns those that were new (an alert another process logged first is
@@ -215,9 +221,19 @@ class AlertLog:
                 )
                 if cur.rowcount:
                     added.append(replace(a, id=cur.lastrowid))
-            if added:
-                conn.execute("DELETE FROM alerts WHERE id <= (SELECT max(id) FROM alerts) - ?", (self.max_rows,))
+            for test, cap in ((False, self.max_rows), (True, self.max_test_rows)):
+                if any(a.is_test == test for a in added):
+                    kind = "LIKE" if test else "NOT LIKE"
+                    conn.execute(
+                        f"DELETE FROM alerts WHERE rule_key {kind} ? AND id < (SELECT min(id) FROM (SELECT id FROM "
+                        f"alerts WHERE rule_key {kind} ? ORDER BY id DESC LIMIT ?))",
+                        (TEST_PREFIX + "%", TEST_PREFIX + "%", cap),
+                    )
         return added
+
+    def last_test_ns(self) -> int | None:
+        """When the newest test alert was logged (by any process), in ns."""
+        return self.db.query("SELECT max(created_ns) FROM alerts WHERE rule_key LIKE ?", (TEST_PREFIX + "%",))[0][0]
 
     def _rows(self, where: str = "", args=(), limit: int | None = None) -> list[Alert]:
         sql = f"SELECT {COLUMNS} FROM alerts {where} ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")

@@ -39,6 +39,7 @@ from services.engine import Params
 from services.gate import PollGate
 from services.ingest import Ingestion
 from services.link import SourceLink
+from services.netguard import WebhookPolicy
 from services.notify import WebhookNotifier
 from services.settings import AppConfig, SettingsStore, UserSettings, validate
 from services.sources import Tick, iso_utc
@@ -78,7 +79,7 @@ class MarketService:
         self.settings_store = SettingsStore(self.db, legacy_dir=config.data_dir)
         self.store = PriceStore(config.history_s)
         self.alerts = AlertLog(self.db)
-        self.notifier = WebhookNotifier(self.db)
+        self.notifier = WebhookNotifier(self.db, WebhookPolicy(config.allow_private_webhooks, config.host, config.port))
         self.worker_id = f"{os.getpid()}-{id(self)}"
         self.link = SourceLink(config, cache, self.settings_store, clock=clock, source=source)
         self.gate = PollGate(cache, self.worker_id)
@@ -141,7 +142,10 @@ class MarketService:
         current = self.current_settings()
         merged = {**asdict(current), **raw}
         symbols = set(self.symbols()) | set(current.pair)
-        return self.settings_store.save(validate(merged, symbols, self.config.rest_hosts()))
+        settings = validate(merged, symbols, self.config.rest_hosts())
+        if settings.webhook_url != current.webhook_url:
+            self.notifier.policy.check(settings.webhook_url)  # resolves the host: only when it changes
+        return self.settings_store.save(settings)
 
     # --- the tick --------------------------------------------------------------------------
     def tick(self) -> Snapshot:

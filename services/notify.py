@@ -5,6 +5,11 @@ at import) posts it with a timeout and urllib3 retries (connection errors, 429 a
 jittered exponential backoff). A slow or failing receiver never blocks polling: when the queue
 is full the alert is dropped and that is reported. The outcome of the last delivery is kept in
 the database, so every process (web workers, the collector) shows the same status.
+
+Only addresses the `WebhookPolicy` admits are sent to (checked before the request and on the
+socket), redirects are never followed, and proxies from the environment are not used (the check
+must see the receiver itself). Each delivery carries `X-Pairmonitor-Delivery`, so an alert caused
+by a delivery (this app's test-alert route as the receiver) is refused instead of looping.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from services import metrics
 from services.alerts import Alert
 from services.binance import JitteredRetry
 from services.db import Database
+from services.netguard import TargetRefused, WebhookPolicy, guarded_pool_classes
 from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
 STATUS_KEY = "webhook:last"
 STATUS_MAX_AGE_S = 1.0
+DELIVERY_HEADER = "X-Pairmonitor-Delivery"
 RETRY = JitteredRetry(
     total=2,
     connect=2,
@@ -41,15 +48,19 @@ RETRY = JitteredRetry(
 
 
 class WebhookNotifier:
-    def __init__(self, db: Database, timeout=(2.0, 5.0), max_queue: int = 100):
+    def __init__(self, db: Database, policy: WebhookPolicy, timeout=(2.0, 5.0), max_queue: int = 100):
         self.db = db
+        self.policy = policy
         self.timeout = timeout
         self._queue: queue.Queue[tuple[str, Alert]] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._session = requests.Session()
-        self._session.mount("http://", HTTPAdapter(max_retries=RETRY))
-        self._session.mount("https://", HTTPAdapter(max_retries=RETRY))
+        self._session.trust_env = False  # no proxy: the guard checks the receiver's own address
+        for scheme in ("http://", "https://"):
+            adapter = HTTPAdapter(max_retries=RETRY)
+            adapter.poolmanager.pool_classes_by_scheme = guarded_pool_classes(policy)
+            self._session.mount(scheme, adapter)
         self._status: dict | None = None
         self._status_read = float("-inf")
 
@@ -78,9 +89,23 @@ class WebhookNotifier:
     def deliver(self, url: str, alert: Alert) -> bool:
         """POST one alert (blocking, with retries); records and returns whether it arrived."""
         try:
-            resp = self._session.post(url, json=alert.payload(), timeout=self.timeout)
+            self.policy.check(url)
+        except TargetRefused as exc:
+            return self._record(alert, False, f"not sent: {exc}")
+        try:
+            resp = self._session.post(
+                url,
+                json=alert.payload(),
+                headers={DELIVERY_HEADER: str(alert.id)},
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
         except requests.RequestException as exc:
+            if "refused at connect time" in str(exc):
+                return self._record(alert, False, f"not sent: {url} resolved to an address that is refused")
             return self._record(alert, False, f"{url} unreachable ({exc.__class__.__name__})")
+        if 300 <= resp.status_code < 400:
+            return self._record(alert, False, f"{url} answered HTTP {resp.status_code}; redirects are not followed")
         if resp.status_code >= 300:
             return self._record(alert, False, f"{url} answered HTTP {resp.status_code}")
         return self._record(alert, True, f"{url} answered HTTP {resp.status_code}")

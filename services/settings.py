@@ -46,6 +46,7 @@ class AppConfig:
     sim_seed: int = 7
     replay: tuple[str, ...] = ()  # recordings for --source replay
     replay_speed: str = "1"
+    allow_private_webhooks: bool = False  # webhooks may go to private and loopback addresses
 
     def rest_hosts(self) -> tuple[str, ...]:
         """The REST hosts the app may talk to: the known Binance hosts, --binance-url and

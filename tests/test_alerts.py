@@ -116,7 +116,7 @@ def script_prices(seed=4):
 
 
 def scripted_market(tmp_path, clock, cache=None, prices=None):
-    cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_000)
+    cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_000, allow_private_webhooks=True)
     origin = int(clock()) - ORIGIN_OFFSET
     return MarketService(
         cfg, cache or SimpleCache(), clock=clock, source=ScriptedSource(clock, origin, prices or script_prices())

@@ -17,6 +17,7 @@ from components import ids
 from components.ids import Analytics as analytics
 from components.ids import Live as live
 from components.ids import Settings as settings
+from loopback import free_port
 from services.db import Database
 from services.settings import AppConfig, SettingsStore, validate
 
@@ -325,12 +326,15 @@ def test_alert_rules_are_added_validated_and_removed_on_settings(dash_duo, sim_a
     assert dash_duo.get_logs() == []
 
 
-def test_test_alert_toasts_on_every_open_page_notifies_and_reaches_the_webhook(dash_duo, sim_app, data_dir, httpserver):
+def test_test_alert_toasts_on_every_open_page_notifies_and_reaches_the_webhook(dash_duo, data_dir, httpserver):
+    port = free_port()  # the app knows its own address: a webhook to it is refused
+    config = AppConfig(source="sim", data_dir=str(data_dir), history_s=3_600, port=port, allow_private_webhooks=True)
+    sim_app = create_app(config)
     received = []
     httpserver.expect_request("/hook", method="POST").respond_with_handler(
         lambda r: (received.append(json.loads(r.data)), Response("ok"))[1]
     )
-    dash_duo.start_server(sim_app)
+    dash_duo.start_server(sim_app, port=port)
     driver = dash_duo.driver
     driver.execute_script("window.open(arguments[0], '_blank');", dash_duo.server_url + "/analytics")
     first, second = driver.window_handles
@@ -346,16 +350,23 @@ def test_test_alert_toasts_on_every_open_page_notifies_and_reaches_the_webhook(d
     click(dash_duo, dash_duo.find_element(f"#{ids.NOTIFY}"))
     driver.switch_to.window(first)
     navigate(dash_duo, "Settings")
-    for bad in ("ftp://example.com/hook", "javascript:alert(1)"):
+    for bad, why in [
+        ("ftp://example.com/hook", "must be an http:// or https:// address"),
+        ("javascript:alert(1)", "must be an http:// or https:// address"),
+        ("http://169.254.169.254/latest/meta-data/", "Not saved: Webhook URL refused: 169.254.169.254 is a link-local"),
+        (f"{dash_duo.server_url}/api/alerts/test", "is this app"),
+    ]:
         set_input(dash_duo, settings.WEBHOOK, bad)
         click(dash_duo, dash_duo.find_element(f"#{settings.WEBHOOK_SAVE}"))
-        dash_duo.wait_for_contains_text(f"#{settings.WEBHOOK_MSG}", "must be an http:// or https:// address")
+        dash_duo.wait_for_contains_text(f"#{settings.WEBHOOK_MSG}", why)
     assert saved_settings(data_dir) is None
     set_input(dash_duo, settings.WEBHOOK, httpserver.url_for("/hook"))
     click(dash_duo, dash_duo.find_element(f"#{settings.WEBHOOK_SAVE}"))
     dash_duo.wait_for_contains_text(f"#{settings.WEBHOOK_MSG}", "will be POSTed")
     click(dash_duo, dash_duo.find_element(f"#{settings.TEST_ALERT}"))
     dash_duo.wait_for_contains_text(f"#{settings.TEST_MSG}", "sent to the webhook and every open page")
+    click(dash_duo, dash_duo.find_element(f"#{settings.TEST_ALERT}"))
+    dash_duo.wait_for_contains_text(f"#{settings.TEST_MSG}", "Not sent: A test alert was sent less than 5 s ago")
     dash_duo.wait_for_contains_text(f"#{ids.TOASTS}", "Test alert", timeout=10)
     dash_duo.wait_for_contains_text(f"#{settings.WEBHOOK_STATUS}", "Last webhook delivery OK", timeout=15)
     assert received and received[0]["test"] is True and received[0]["pair"] == "BTCUSDT/ETHUSDT"

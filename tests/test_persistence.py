@@ -5,7 +5,6 @@ import csv
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import requests
 from cachelib import SimpleCache
 from werkzeug import Response
 
+from loopback import free_port
 from scripted import ScriptedSource
 from services.db import Database
 from services.history import History
@@ -101,12 +101,6 @@ def test_several_processes_write_at_once_without_errors(tmp_path):
 
 
 # --- real processes -------------------------------------------------------------------------
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(args, data_dir, log):
     return subprocess.Popen(
         [sys.executable, "app.py", *args, "--data-dir", str(data_dir)],
@@ -248,7 +242,13 @@ def test_two_gunicorn_workers_poll_once_per_interval_and_deliver_each_alert_once
         )
     )
     port = free_port()
-    env = {**os.environ, "SOURCE": "binance", "BINANCE_BASE_URL": fake_binance.url, "DATA_DIR": str(data)}
+    env = {
+        **os.environ,
+        "SOURCE": "binance",
+        "BINANCE_BASE_URL": fake_binance.url,
+        "DATA_DIR": str(data),
+        "ALLOW_PRIVATE_WEBHOOKS": "1",  # the receiver is on loopback
+    }
     with open(tmp_path / "gunicorn.log", "w") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "app:server"],
