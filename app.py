@@ -26,13 +26,15 @@ from api import create_api, metrics_response
 from components import ids
 from components.layout import alert_text, alert_toast, leg_badges, navbar, status_banner
 from pages._tick import VIEWS
-from services import metrics
+from services import metrics, webguard
 from services.cache import AtomicFileSystemCache
+from services.db import Database, DatabaseProblem
 from services.export import PngRenderer
 from services.market import MarketService
 from services.replay import ReplayError
 from services.settings import AppConfig, SettingsError, parse_url
 from services.status import MarketStatus
+from services.webguard import host_name, is_loopback
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("dashboard")
@@ -50,6 +52,7 @@ ENV = {
     "replay": "REPLAY",
     "replay_speed": "REPLAY_SPEED",
     "allow_private_webhooks": "ALLOW_PRIVATE_WEBHOOKS",
+    "allowed_hosts": "ALLOWED_HOSTS",
 }
 CACHE_THRESHOLD = 0  # no count file: AtomicFileSystemCache sweeps expired entries itself
 
@@ -73,7 +76,7 @@ def config_from_env(environ=os.environ) -> AppConfig:
                     tuple(raw.split())
                     if name == "replay"
                     else tuple(raw.replace(",", " ").split())
-                    if name == "fallback_urls"
+                    if name in ("fallback_urls", "allowed_hosts")
                     else raw
                 )
         except ValueError:
@@ -138,7 +141,8 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         "--debug",
         action="store_true",
         default=env.debug,
-        help="Dash debug mode: reloader and dev tools (env DEBUG; off by default)",
+        help="Dash debug mode: reloader, dev tools and Werkzeug's interactive debugger, which is a "
+        "Python console for whoever can reach the port, so loopback hosts only (env DEBUG; off by default)",
     )
     p.add_argument(
         "--allow-private-webhooks",
@@ -146,6 +150,14 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         default=env.allow_private_webhooks,
         help="let the webhook point at private and loopback addresses, for a receiver on a trusted "
         "network or this machine (never the app itself); off by default (env ALLOW_PRIVATE_WEBHOOKS)",
+    )
+    p.add_argument(
+        "--allowed-hosts",
+        nargs="*",
+        default=list(env.allowed_hosts),
+        metavar="NAME",
+        help="host names the app answers to besides loopback and --host, e.g. the name a reverse proxy "
+        "forwards (env ALLOWED_HOSTS, comma- or space-separated); other Host headers get a 400",
     )
     p.add_argument(
         "--collector",
@@ -156,6 +168,8 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
     a = p.parse_args(argv)
     if a.source == "replay" and len(a.replay) < 2:
         p.error("--source replay needs --replay with a recording of each symbol of the pair")
+    if a.debug and not is_loopback(host_name(a.host)):
+        p.error(f"--debug serves a Python console; it is refused on the non-loopback host {a.host}")
     for url in [a.binance_url, *a.fallback_urls]:
         try:
             parse_url(url, "--binance-url / --fallback-urls", required=True)
@@ -174,6 +188,7 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         replay=tuple(a.replay),
         replay_speed=a.replay_speed,
         allow_private_webhooks=a.allow_private_webhooks,
+        allowed_hosts=tuple(a.allowed_hosts),
     ), a.collector
 
 
@@ -197,6 +212,7 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
     )
     server = app.server
     server.register_error_handler(Exception, _request_failed)
+    webguard.install(server, config.host, config.allowed_hosts)
     cache = Cache(
         server,
         config={
@@ -280,6 +296,16 @@ def _banner(status: MarketStatus, auto: bool) -> list:
         )
     if status.settings_error:
         banner.append(dbc.Alert(status.settings_error, color="warning", className="py-2 small"))
+    if status.database_error:
+        banner.append(
+            dbc.Alert(
+                f"The database is damaged ({status.database_error}): live prices are shown from memory, but "
+                "history, settings and alerts may not be saved or shown. Stop the app, move the database file "
+                "aside and start again (the history is backfilled from the exchange), or restore a backup.",
+                color="danger",
+                className="py-2 small",
+            )
+        )
     return banner
 
 
@@ -380,6 +406,15 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
     )
 
 
+def check_database(config: AppConfig) -> None:
+    """Before anything is made under the data dir: stop the start with one line when the database
+    file can't be used (never modifying it)."""
+    try:
+        log.info("database: %s", Database(config.data_dir).check())
+    except DatabaseProblem as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def open_market(market: MarketService) -> None:
     """Open the source now (probe Binance, or read the recordings); one-line exit on bad files."""
     try:
@@ -416,9 +451,24 @@ def run_collector(config: AppConfig, stop: threading.Event | None = None) -> Non
     log.info("collector stopped")
 
 
+def startup_warnings(config: AppConfig) -> list[str]:
+    """What a person starting the web server must know about how exposed it is."""
+    warnings = []
+    if config.debug:
+        warnings.append("--debug: Werkzeug's interactive debugger is on, a Python console for whoever reaches the port")
+    if not is_loopback(host_name(config.host)):
+        warnings.append(
+            f"listening on {config.host}: anyone who can reach it can see the data and change the settings "
+            "(there is no login yet). Serve it behind a reverse proxy that authenticates, and name the host "
+            "people use with --allowed-hosts"
+        )
+    return warnings
+
+
 def main(argv=None) -> None:
     config, collector = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_database(config)
     if collector:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -427,6 +477,8 @@ def main(argv=None) -> None:
         return
     app = create_app(config)
     open_market(app.server.extensions["market"])
+    for warning in startup_warnings(config):
+        log.warning(warning)
     log.info("serving on http://%s:%d", config.host, config.port)
     app.run(host=config.host, port=config.port, debug=config.debug)
 
@@ -435,7 +487,9 @@ def __getattr__(name: str):
     """`app.server` for gunicorn, built on first access (PEP 562) so that importing this module
     for `create_app` or `main` does not build a second app."""
     if name == "server":
-        globals()["server"] = create_app().server
+        config = config_from_env()
+        check_database(config)
+        globals()["server"] = create_app(config).server
         return globals()["server"]
     raise AttributeError(name)
 

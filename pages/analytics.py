@@ -173,7 +173,7 @@ def _cards(market, snap) -> tuple:
         _fmt(std),
         _fmt(beta, ".6g"),
         f"α = {_fmt(alpha)} · {HEDGE_LABELS[settings.hedge]}",
-        str(market.alerts.count(settings.pair_label)),
+        _fmt(market.alerts.count(settings.pair_label), "d"),
     )
 
 

@@ -17,6 +17,7 @@ one that delivers it (webhook), so several workers and the collector never doubl
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -197,6 +198,7 @@ class AlertLog:
         self.db = db
         self.max_rows = max_rows  # real alerts kept
         self.max_test_rows = max_test_rows  # test alerts kept, apart: they never evict a real one
+        self._last_id = 0
 
     def add(self, alerts: list[Alert]) -> list[Alert]:
         """Insert alerts; returns those that were new (an alert another process logged first is
@@ -235,9 +237,17 @@ class AlertLog:
         """When the newest test alert was logged (by any process), in ns."""
         return self.db.query("SELECT max(created_ns) FROM alerts WHERE rule_key LIKE ?", (TEST_PREFIX + "%",))[0][0]
 
+    def _read(self, sql: str, args=(), default=None):
+        """Rows of a read, or `default` when the file is damaged: the pages go on (and say so,
+        from `Database.fault`) instead of failing."""
+        try:
+            return self.db.query(sql, args)
+        except sqlite3.DatabaseError:
+            return default
+
     def _rows(self, where: str = "", args=(), limit: int | None = None) -> list[Alert]:
         sql = f"SELECT {COLUMNS} FROM alerts {where} ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
-        return [self._alert(*row) for row in self.db.query(sql, args)]
+        return [self._alert(*row) for row in self._read(sql, args, [])]
 
     @staticmethod
     def _alert(id_, second, rule, rule_key, pair, value, level, zscore, spread) -> Alert:
@@ -262,15 +272,21 @@ class AlertLog:
         sql = ("WHERE " + " AND ".join(c for c, _ in where)) if where else ""
         return self._rows(sql, tuple(a for _, a in where), limit)
 
-    def count(self, pair: str) -> int:
-        return self.db.query("SELECT count(*) FROM alerts WHERE pair = ?", (pair,))[0][0]
+    def count(self, pair: str) -> int | None:
+        """How many alerts `pair` has in the log (None when the log can't be read)."""
+        rows = self._read("SELECT count(*) FROM alerts WHERE pair = ?", (pair,))
+        return rows[0][0] if rows else None
 
     def since(self, alert_id: int, limit: int = 20) -> list[Alert]:
         """Alerts logged after `alert_id` (any process), newest first: for toasts."""
         return self._rows("WHERE id > ?", (alert_id,), limit)
 
     def last_id(self) -> int:
-        return self.db.query("SELECT coalesce(max(id), 0) FROM alerts")[0][0]
+        """The newest alert's id (the last one read while the log can't be read)."""
+        rows = self._read("SELECT coalesce(max(id), 0) FROM alerts")
+        if rows:
+            self._last_id = rows[0][0]
+        return self._last_id
 
     def last_fired(self, rule_key: str, pair: str) -> int | None:
         return self.db.query("SELECT max(second) FROM alerts WHERE rule_key = ? AND pair = ?", (rule_key, pair))[0][0]

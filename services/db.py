@@ -14,12 +14,15 @@ server) does not open a connection per request.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 FILENAME = "dashboard.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
 
@@ -42,6 +45,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+TABLES = frozenset({"buckets", "ticks", "settings", "alerts", "meta"})
+WHAT_TO_DO = (
+    "The file is left as it is: move it aside and start again for a new database (the history is "
+    "backfilled from the exchange), or restore a backup"
+)
+
+
+class DatabaseProblem(Exception):
+    """The database file can't be used; the message says what is wrong and what to do."""
+
+
 class Database:
     def __init__(self, data_dir: str | os.PathLike):
         self.path = Path(data_dir) / FILENAME
@@ -49,6 +64,7 @@ class Database:
         self._idle: list[sqlite3.Connection] = []
         self._pid = os.getpid()
         self._ready = False
+        self.fault: str | None = None  # the first sign of a damaged or failing file, while running
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +104,7 @@ class Database:
     @contextmanager
     def write(self):
         """A write transaction holding the database's one write lock from its start."""
-        with self.connection() as conn:
+        with self._noting_faults(), self.connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -98,8 +114,20 @@ class Database:
             conn.execute("COMMIT")
 
     def query(self, sql: str, args=()) -> list[tuple]:
-        with self.connection() as conn:
+        with self._noting_faults(), self.connection() as conn:
             return conn.execute(sql, args).fetchall()
+
+    @contextmanager
+    def _noting_faults(self):
+        """Keep the first error that says the file itself is bad (not a busy lock), so that every
+        page and /api/health can say so; the error still reaches the caller."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if self.fault is None and not str(exc).startswith(("database is locked", "database table is locked")):
+                self.fault = f"{exc} (first seen {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})"
+                log.error("database %s: %s", self.path, self.fault)
+            raise
 
     def meta(self, key: str) -> str | None:
         rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -110,6 +138,45 @@ class Database:
             conn.execute(
                 "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value)
             )
+
+    def check(self) -> str:
+        """Before the app starts: is the file one it can use? Returns what was found, for the log,
+        or raises DatabaseProblem. Reads only (the file is never modified here): a missing or
+        0-byte file is a new database; anything else must be an SQLite file with this app's
+        tables, that `PRAGMA integrity_check` passes, in a data dir the app can write."""
+        where = self.path.parent
+        if where.exists() and not where.is_dir():
+            raise DatabaseProblem(f"{where}: the data dir is not a directory")
+        if where.exists() and not os.access(where, os.W_OK | os.X_OK):
+            raise DatabaseProblem(f"{where}: the data dir is not writable by this user; give it write access")
+        if not self.path.exists():
+            return f"{self.path}: no database yet; a new one is made"
+        if not os.access(self.path, os.R_OK | os.W_OK):
+            raise DatabaseProblem(f"{self.path}: not readable and writable by this user; fix its permissions")
+        size = self.path.stat().st_size
+        if size == 0:
+            return f"{self.path}: empty (0 bytes); a new database is made in it"
+        with open(self.path, "rb") as f:
+            if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+                raise DatabaseProblem(f"{self.path}: not an SQLite database (a foreign file). {WHAT_TO_DO}")
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                [(result,)] = conn.execute("PRAGMA integrity_check(1)").fetchall()
+                names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseProblem(f"{self.path}: unreadable ({exc}; {size:,} bytes). {WHAT_TO_DO}") from None
+        if result != "ok":
+            result = " ".join(result.split())  # one line
+            raise DatabaseProblem(f"{self.path}: damaged (PRAGMA integrity_check: {result}). {WHAT_TO_DO}")
+        foreign = {n for n in names if not n.startswith("sqlite_")} - TABLES
+        if foreign:
+            raise DatabaseProblem(
+                f"{self.path}: another application's database (tables {', '.join(sorted(foreign))}). {WHAT_TO_DO}"
+            )
+        return f"{self.path}: {size:,} bytes, integrity check ok"
 
     def journal_mode(self) -> str:
         return self.query("PRAGMA journal_mode")[0][0]

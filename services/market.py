@@ -292,6 +292,7 @@ class MarketService:
             settings_error=self.settings_store.load_error,
             rest_host_note=self.link.url_note,
             webhook=self.notifier.status(),
+            database_error=self.db.fault,
         )
 
     def _leg(self, sym: str, tick: Tick | None, now: float, stale_after: float) -> LegStatus:

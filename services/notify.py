@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sqlite3
 import threading
 import time
 
@@ -130,8 +131,12 @@ class WebhookNotifier:
         database (any process may have delivered) at most once a second: every tab's tick shows it."""
         now = time.monotonic()
         if now - self._status_read >= STATUS_MAX_AGE_S:
-            raw = self.db.meta(STATUS_KEY)
-            self._status, self._status_read = (json.loads(raw) if raw else None), now
+            self._status_read = now
+            try:
+                raw = self.db.meta(STATUS_KEY)
+            except sqlite3.DatabaseError:  # a damaged file (shown as such): the last status read stays
+                return self._status
+            self._status = json.loads(raw) if raw else None
         return self._status
 
     def wait_idle(self, timeout: float = 10.0) -> bool:

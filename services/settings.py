@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ class AppConfig:
     replay: tuple[str, ...] = ()  # recordings for --source replay
     replay_speed: str = "1"
     allow_private_webhooks: bool = False  # webhooks may go to private and loopback addresses
+    allowed_hosts: tuple[str, ...] = ()  # Host header names served besides loopback and --host
 
     def rest_hosts(self) -> tuple[str, ...]:
         """The REST hosts the app may talk to: the known Binance hosts, --binance-url and
@@ -255,7 +257,10 @@ class SettingsStore:
         self.load_error: str | None = None
 
     def current(self) -> UserSettings:
-        rows = self.db.query("SELECT version FROM settings WHERE id = 1")
+        try:
+            rows = self.db.query("SELECT version FROM settings WHERE id = 1")
+        except sqlite3.DatabaseError:  # a damaged file (shown as such): the settings in use go on
+            return self._settings
         if not rows:
             self._take_over_legacy()
         elif rows[0][0] != self._version:

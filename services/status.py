@@ -44,10 +44,11 @@ class MarketStatus:
     settings_error: str | None
     rest_host_note: str
     webhook: dict | None
+    database_error: str | None = None  # the database file failed while running: live data from memory only
 
     @property
     def unhealthy(self) -> bool:
-        return self.state in ("stale", "error")
+        return self.state in ("stale", "error") or self.database_error is not None
 
     def leg(self, symbol: str) -> LegStatus:
         return next(leg for leg in self.legs if leg.symbol == symbol)
