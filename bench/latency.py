@@ -19,10 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import app_args, fake_exchange, free_port, percentile, serving
+from harness import app_args, fake_exchange, percentile, serving
 from pagecost import browser
 
 from components.ids import Live
+from loopback import free_port
 
 WATCH = """
 const el = document.getElementById(arguments[0]);

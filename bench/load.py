@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 import requests
-from harness import TICKER, app_args, cpu_seconds, fake_exchange, free_port, percentile, serving
+from harness import TICKER, app_args, cpu_seconds, fake_exchange, percentile, serving
 
 from components import ids
 from dash_client import Tab
+from loopback import free_port
 
 
 def tab_loop(base: str, page: str, stop: threading.Event, out: dict) -> None:

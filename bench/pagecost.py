@@ -17,11 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import app_args, cpu_seconds, fake_exchange, free_port, serving
+from harness import app_args, cpu_seconds, fake_exchange, serving
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 
 from chromium import OFFLINE_FLAGS
+from loopback import free_port
 
 
 def browser() -> webdriver.Chrome:

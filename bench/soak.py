@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 import requests
-from harness import TICKER, app_args, fake_exchange, free_port, rss_mib, serving
+from harness import TICKER, app_args, fake_exchange, rss_mib, serving
 from werkzeug import Response
 
 from dash_client import Tab
+from loopback import free_port
 from services.db import Database
 from services.settings import SettingsStore, validate
 
