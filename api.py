@@ -7,17 +7,21 @@ traceback ever reaches a client.
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import itertools
 import logging
 import math
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
 
 from components import figures
 from components.tables import TRADE_COLUMNS, trade_rows
-from services import metrics
+from services import memory, metrics
 from services.alerting import TooSoonForTestAlert
 from services.backtest import parse_params as parse_backtest
 from services.bars import TIMEFRAMES
@@ -41,6 +45,9 @@ MAX_TICKS = 10_000
 MAX_ALERTS = 10_000
 DEFAULT_SECONDS = 3_600
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+CHUNK_ROWS = 2_000  # CSV answers are streamed in pieces of this many rows
+EXPORT_SLOTS = 2  # exports (CSV, PNG) computed or sent at once per process; the rest wait...
+EXPORT_WAIT_S = 30.0  # ...this long for a slot (in line), then get a 503 with Retry-After
 
 
 def csv_text(value):
@@ -51,12 +58,54 @@ def csv_text(value):
     return value
 
 
+def export_slots(slots: threading.BoundedSemaphore):
+    """A decorator that runs an export route in one of `slots`, held until its answer is sent
+    (a streamed CSV included), so that a flood of big exports queues instead of starving the
+    ticks and /api/health of CPU and memory."""
+
+    def exporting(view):
+        @functools.wraps(view)
+        def in_a_slot(*args, **kwargs):
+            if not slots.acquire(timeout=EXPORT_WAIT_S):
+                busy = jsonify(error=f"{EXPORT_SLOTS} exports are already running; try again in a few seconds")
+                return busy, 503, {"Retry-After": "2"}
+            try:
+                resp = make_response(view(*args, **kwargs))
+            except BaseException:
+                slots.release()
+                raise
+            if not resp.is_streamed:
+                slots.release()  # computed and in memory: the work is done
+                return resp
+            once = threading.Lock()
+
+            def release() -> None:
+                if once.acquire(blocking=False):  # the stream's end or the close, whichever comes first
+                    slots.release()
+                    memory.give_back()
+
+            def sent(chunks):
+                try:
+                    yield from chunks
+                finally:
+                    release()
+
+            resp.response = sent(resp.response)
+            resp.call_on_close(release)  # a client that hangs up before the first chunk
+            return resp
+
+        return in_a_slot
+
+    return exporting
+
+
 class BadRequest(ValueError):
     pass
 
 
 def create_api(renderer: PngRenderer) -> Blueprint:
     api = Blueprint("api", __name__, url_prefix="/api")
+    exporting = export_slots(threading.BoundedSemaphore(EXPORT_SLOTS))  # this app's, in this process
 
     @api.errorhandler(BadRequest)
     @api.errorhandler(SettingsError)
@@ -90,16 +139,17 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         return jsonify(asdict(g.snap.settings))
 
     @api.get("/analytics.csv")
+    @exporting
     def analytics_csv():
         market, _settings, params = _analytics_params()
         end_s = g.snap.now_s
         df = market.frame(g.snap, end_s - _seconds(market) + 1, end_s, params)
-        out = df[[*params.pair, "beta", "alpha", "spread", "mean", "std", "zscore"]].reset_index()
-        out["timestamp_utc"] = out["timestamp_utc"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out = df[[*params.pair, "beta", "alpha", "spread", "mean", "std", "zscore"]]
         a, b = params.pair
-        return _csv_response(out.to_csv(index=False, float_format="%.15g"), f"analytics_{a}-{b}_{params.tf}.csv")
+        return _csv_response(_frame_chunks(out), f"analytics_{a}-{b}_{params.tf}.csv")
 
     @api.get("/backtest.csv")
+    @exporting
     def backtest_csv():
         market, settings, params = _analytics_params()
         args = request.args
@@ -118,6 +168,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         )
 
     @api.get("/alerts.csv")
+    @exporting
     def alerts_csv():
         """The alert log, oldest first (every process's alerts: it is the shared log)."""
         market = current_market()
@@ -141,6 +192,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         return jsonify(alert.as_row()), 201
 
     @api.get("/ticks.csv")
+    @exporting
     def ticks_csv():
         market = current_market()
         raw = request.args.get("symbol")
@@ -150,6 +202,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         return _csv_rows(["timestamp_utc", "symbol", "price"], rows, "ticks.csv")
 
     @api.get("/chart/<kind>.png")
+    @exporting
     def chart_png(kind):
         if kind not in figures.CHART_KINDS:
             raise BadRequest(f"unknown chart {shown(kind)}; use one of {', '.join(figures.CHART_KINDS)}")
@@ -232,13 +285,31 @@ def _seconds(market) -> int:
     return _int_param("seconds", DEFAULT_SECONDS, 1, market.config.history_s)
 
 
+def _frame_chunks(df) -> Iterator[str]:
+    """A frame indexed by `timestamp_utc` as CSV text, CHUNK_ROWS rows at a time."""
+    yield ",".join(["timestamp_utc", *df.columns]) + "\n"
+    for start in range(0, len(df), CHUNK_ROWS):
+        part = df.iloc[start : start + CHUNK_ROWS]
+        part = part.set_axis(part.index.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        yield part.to_csv(header=False, float_format="%.15g")
+
+
 def _csv_rows(header: list[str], rows, filename: str) -> Response:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([csv_text(v) for v in row] for row in rows)
-    return _csv_response(buf.getvalue(), filename)
+    def chunks() -> Iterator[str]:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        rows_left = iter(rows)
+        while batch := list(itertools.islice(rows_left, CHUNK_ROWS)):
+            writer.writerows([csv_text(v) for v in row] for row in batch)
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+        yield buf.getvalue()
+
+    return _csv_response(chunks(), filename)
 
 
-def _csv_response(text: str, filename: str) -> Response:
-    return Response(text, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+def _csv_response(chunks: Iterator[str], filename: str) -> Response:
+    """A CSV download, streamed: a big answer is never one string in memory."""
+    return Response(chunks, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})

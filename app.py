@@ -26,7 +26,7 @@ from api import create_api, metrics_response
 from components import ids
 from components.layout import alert_text, alert_toast, leg_badges, navbar, status_banner
 from pages._tick import VIEWS
-from services import metrics, webguard
+from services import memory, metrics, webguard
 from services.cache import AtomicFileSystemCache
 from services.db import Database, DatabaseProblem
 from services.export import PngRenderer
@@ -200,6 +200,7 @@ def cache_dir(config: AppConfig) -> str:
 def create_app(config: AppConfig | None = None, market: MarketService | None = None) -> dash.Dash:
     """Build the Dash app and its service layer. Cheap: no network, no threads."""
     config = config or config_from_env()
+    memory.limit_arenas()  # before the server's threads allocate
     app = dash.Dash(
         __name__,
         use_pages=True,
