@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 from flask import Blueprint, Response, g, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
@@ -31,6 +31,7 @@ from services.market import current_market
 from services.notify import DELIVERY_HEADER
 from services.settings import (
     SettingsError,
+    UserSettings,
     parse_bool,
     parse_choice,
     parse_symbol,
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_TICKS = 10_000
 MAX_ALERTS = 10_000
 DEFAULT_SECONDS = 3_600
+SETTINGS_FIELDS = frozenset(f.name for f in fields(UserSettings))
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_ROWS = 2_000  # CSV answers are streamed in pieces of this many rows
 EXPORT_SLOTS = 2  # exports (CSV, PNG) computed or sent at once per process; the rest wait...
@@ -137,6 +139,18 @@ def create_api(renderer: PngRenderer) -> Blueprint:
     def settings():
         """The saved settings (edited on /settings), alert rules included."""
         return jsonify(asdict(g.snap.settings))
+
+    @api.patch("/settings")
+    def change_settings():
+        """Change any of the Settings page's fields (JSON object), with the page's validation:
+        200 with the saved settings, or 400 naming the field, and nothing saved."""
+        raw = request.get_json(silent=True)
+        if not isinstance(raw, dict) or not raw:
+            raise BadRequest('send a JSON object with the fields to change, e.g. {"threshold": 2.5}')
+        unknown = sorted(set(raw) - SETTINGS_FIELDS)
+        if unknown:
+            raise BadRequest(f"unknown field {shown(unknown[0])}; the fields are {', '.join(sorted(SETTINGS_FIELDS))}")
+        return jsonify(asdict(current_market().save_settings(raw)))
 
     @api.get("/analytics.csv")
     @exporting

@@ -54,6 +54,7 @@ ENV = {
     "allow_private_webhooks": "ALLOW_PRIVATE_WEBHOOKS",
     "allowed_hosts": "ALLOWED_HOSTS",
 }
+MAX_BODY_BYTES = 1 << 20  # no page sends more in one request; a bigger body gets a 413
 CACHE_THRESHOLD = 0  # no count file: AtomicFileSystemCache sweeps expired entries itself
 
 
@@ -212,6 +213,7 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
         on_error=_callback_failed,
     )
     server = app.server
+    server.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     server.register_error_handler(Exception, _request_failed)
     webguard.install(server, config.host, config.allowed_hosts)
     cache = Cache(

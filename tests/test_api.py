@@ -276,3 +276,34 @@ def test_exports_stream_in_chunks_and_wait_for_one_of_the_slots(sim_client, monk
     for r in held:
         r.close()  # the client hung up: the slots are free again
     assert read_csv(sim_client.get("/api/analytics.csv?seconds=60")).shape[0] == 60
+
+
+def test_settings_can_be_changed_over_the_api_with_the_pages_validation(sim_client):
+    resp = sim_client.patch("/api/settings", json={"threshold": 2.5, "window": 90, "rules": [{"kind": "z_above"}]})
+    assert resp.status_code == 200 and resp.get_json()["threshold"] == 2.5
+    saved = sim_client.get("/api/settings").get_json()
+    assert (saved["threshold"], saved["window"], saved["rules"][0]["kind"]) == (2.5, 90, "z_above")
+    for body, field in [
+        ({"threshold": 0}, "Threshold"),
+        ({"threshold": True}, "Threshold"),
+        ({"window": 1}, "Window"),
+        ({"poll_interval_s": "fast"}, "Poll interval"),
+        ({"hedge": "magic"}, "Hedge method"),
+        ({"symbol_a": "NOPEUSDT"}, "Symbol A"),
+        ({"webhook_url": "http://169.254.169.254/"}, "Webhook URL"),
+        ({"binance_url": "http://evil.example"}, "Binance base URL"),
+        ({"rules": [{"kind": "abs_z", "cooldown_s": -1}]}, "Cooldown"),
+        ({"threshold": 3, "colour": "red"}, "unknown field 'colour'"),
+        ([1, 2], "JSON object"),
+        ({}, "JSON object"),
+    ]:
+        bad = sim_client.patch("/api/settings", json=body)
+        assert bad.status_code == 400 and field in bad.get_json()["error"], (body, bad.get_json())
+        assert sim_client.get("/api/settings").get_json() == saved, "nothing saved"
+    huge = sim_client.patch("/api/settings", data=b"x" * (2 << 20), content_type="application/json")
+    assert huge.status_code == 413 and "error" in huge.get_json()
+    assert (
+        sim_client.patch("/api/settings", json={"window": 30}, headers={"Origin": "http://evil.example"}).status_code
+        == 403
+    )
+    assert sim_client.get("/api/settings").get_json() == saved
