@@ -14,11 +14,18 @@ bars); the windowed ones (`rolling-ols`, `robust`) need only the last `window` b
   first value (unitless, so one δ and R suit any pair) and reports the PRIOR θ_(t|t−1) (data up to
   t−1), so spread_t is the filter's one-step forecast error. Defaults δ = 1e-5, R = 1e-6.
 - `robust`: Theil–Sen over the last `window` bars (at most `ROBUST_MAX_BARS`): β = median of the
-  pairwise slopes, α = median(A − β·B).
+  pairwise slopes, α = median(A − β·B). A window has w(w−1)/2 pairs; up to `ROBUST_PAIRS` of them
+  (w ≤ 45) every slope is used and β is exact. Beyond, β is the median of a fixed sample of
+  `ROBUST_PAIRS` pairs drawn evenly from all of them, which bounds the cost to O(ROBUST_PAIRS) per
+  bar instead of O(w²) (2 ms a bar at w = 300 before: three minutes for a day of 1 s bars). Stated
+  error: β lies within ±5 percentile points of the exact median among all the window's slopes (the
+  sample median's rank has a standard deviation of 0.5/√1000 ≈ 1.6 points), tested against
+  `scipy.stats.theilslopes`.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +37,7 @@ KALMAN_DELTA = 1e-5
 KALMAN_OBS_VAR = 1e-6
 KALMAN_WARMUP = 30  # bars of a fresh filter whose estimates are not reported
 ROBUST_MAX_BARS = 300
+ROBUST_PAIRS = 1_000  # slopes per bar at most (a fixed sample of the window's pairs beyond that)
 
 
 def min_obs(window: int) -> int:
@@ -158,9 +166,26 @@ def _row_median(values: np.ndarray) -> np.ndarray:
     return np.where(k > 0, np.where(k % 2 == 1, lo, (lo + hi) / 2), np.nan)
 
 
+@functools.cache
+def robust_pairs(w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (i < j) of a w-bar window whose slopes Theil–Sen takes: all of them, or a fixed
+    sample of ROBUST_PAIRS drawn evenly (the same for every bar and every process)."""
+    i, j = np.triu_indices(w, k=1)
+    if len(i) > ROBUST_PAIRS:
+        pick = np.sort(np.random.default_rng(w).choice(len(i), ROBUST_PAIRS, replace=False))
+        i, j = i[pick], j[pick]
+    return i, j
+
+
+def _median(rows: np.ndarray) -> np.ndarray:
+    """Row medians ignoring NaN; np.median's partition when there is none (the usual case)."""
+    return _row_median(rows) if np.isnan(rows).any() else np.median(rows, axis=1)
+
+
 def theil_sen(x, y, window: int, start: int = 0):
-    """Rolling Theil–Sen β_t (median pairwise slope) and α_t = median(y − β·x), for bars t ≥ start
-    (earlier ones are NaN: the caller already has them). Vectorised over blocks of bars."""
+    """Rolling Theil–Sen β_t (median pairwise slope, see `robust_pairs`) and α_t = median(y − β·x),
+    for bars t ≥ start (earlier ones are NaN: the caller already has them). Vectorised over blocks
+    of bars."""
     x, y, ok = _joint(x, y)
     n = len(x)
     beta, alpha = np.full(n, np.nan), np.full(n, np.nan)
@@ -168,7 +193,7 @@ def theil_sen(x, y, window: int, start: int = 0):
     pad = np.full(w - 1, np.nan)
     xs = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, x]), w)  # row t: bars t-w+1..t
     ys = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, y]), w)
-    i, j = np.triu_indices(w, k=1)
+    i, j = robust_pairs(w)
     block = max(1, 2_000_000 // len(i))
     counts = np.convolve(ok.astype(np.int64), np.ones(w, dtype=np.int64))[:n]  # valid bars per window
     rows = np.nonzero(counts >= min_obs(w))[0]
@@ -179,8 +204,8 @@ def theil_sen(x, y, window: int, start: int = 0):
         dx = bx[:, j] - bx[:, i]
         with np.errstate(divide="ignore", invalid="ignore"):
             slopes = np.where(dx != 0, (by[:, j] - by[:, i]) / dx, np.nan)
-        beta[r] = _row_median(slopes)
-        alpha[r] = _row_median(by - beta[r][:, None] * bx)
+        beta[r] = _median(slopes)
+        alpha[r] = _median(by - beta[r][:, None] * bx)
     return beta, alpha
 
 

@@ -67,6 +67,27 @@ def test_robust_equals_scipy_theilslopes_per_window(pair):
         assert alpha[t] == pytest.approx(ref.intercept, rel=1e-9)
 
 
+def test_robust_on_a_wide_window_is_within_its_stated_error_of_scipy(pair):
+    """w = 300: a fixed sample of ROBUST_PAIRS of the 44,850 slopes. β lies within ±5 percentile
+    points of the exact median of all the window's slopes (scipy's Theil–Sen)."""
+    x, y = pair
+    window = 300
+    assert window * (window - 1) // 2 > hedge.ROBUST_PAIRS
+    beta, _ = hedge.theil_sen(x, y, window)
+    i, j = np.triu_indices(window, k=1)
+    ranks = []
+    for t in range(window - 1, len(x), 19):
+        xs, ys = x[t - window + 1 : t + 1], y[t - window + 1 : t + 1]
+        dx = xs[j] - xs[i]
+        slopes = (ys[j] - ys[i])[dx != 0] / dx[dx != 0]
+        ref = stats.theilslopes(ys, xs, method="joint")
+        assert np.median(slopes) == pytest.approx(ref.slope, rel=1e-12)
+        lo, hi = np.quantile(slopes, [0.45, 0.55])
+        assert lo <= beta[t] <= hi, (t, beta[t], ref.slope)
+        ranks.append(np.mean(slopes < beta[t]))
+    assert len(ranks) > 50 and abs(np.mean(ranks) - 0.5) < 0.01, "no bias"
+
+
 def test_robust_shrugs_off_outliers():
     rng = np.random.default_rng(0)
     x = np.linspace(100, 110, 200)
