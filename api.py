@@ -23,6 +23,7 @@ from components import figures
 from components.tables import TRADE_COLUMNS, trade_rows
 from services import memory, metrics
 from services.alerting import TooSoonForTestAlert
+from services.analysis import TooMuchWork
 from services.backtest import parse_params as parse_backtest
 from services.bars import TIMEFRAMES
 from services.export import PngRenderer, RendererUnavailable
@@ -111,6 +112,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
 
     @api.errorhandler(BadRequest)
     @api.errorhandler(SettingsError)
+    @api.errorhandler(TooMuchWork)
     def bad_request(exc):
         return jsonify(error=str(exc)), 400
 

@@ -4,6 +4,14 @@ Frames, candles, the latest bar, the statistics and the backtest are all read he
 the same for every tab goes through `shared` (single flight): the statistics of a revision, a
 chart's tail for one second, a whole figure for a range are computed once per process, and
 concurrent misses wait for that one computation.
+
+Work is bounded by what was asked. The saved parameters' engine (the live one: pages, alerts)
+covers the whole history; it is pinned, so no request can evict it, and a new one is built on a
+background thread (`warm`), never on the ingest path. Any other parameter set (an API request's
+`hedge=`, `window=`...) gets an engine that starts where the request's range needs it: the range
+plus `warmup_bars` for the windowed methods, the whole history for the recursive ones (cheap:
+O(bars)). A new engine whose estimated cost is over WORK_BUDGET_US is refused (`TooMuchWork`,
+a 400 naming the limit) before any of it is computed.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from collections import OrderedDict
 
 import pandas as pd
 
-from services import metrics, stats
+from services import hedge, metrics, stats
 from services.backtest import BacktestParams, backtest
 from services.bars import bar_open, to_bars
 from services.engine import PairEngine, Params
@@ -21,8 +29,27 @@ from services.singleflight import SingleFlight
 from services.sources import iso_utc
 from services.store import PriceStore
 
-MAX_ENGINES = 4
+MAX_ENGINES = 4  # engines of other parameter sets kept warm, besides the live one
 STATS_EVERY_S = 30
+WORK_BUDGET_US = 1_500_000  # estimated CPU a request may start for a new parameter set
+WARM_WAIT_S = 0.25  # a refresh waits this long for a new engine's history; longer, it is built aside
+
+
+class TooMuchWork(ValueError):
+    """A request would start more computation than WORK_BUDGET_US; the message says what to ask."""
+
+
+def cost_per_bar_us(params: Params) -> float:
+    """Estimated CPU per bar (measured by bench/analytics.py on this class of machine)."""
+    if params.hedge == "robust":
+        return 0.03 * len(hedge.robust_pairs(min(params.window, hedge.ROBUST_MAX_BARS))[0])
+    return 3.0 if params.hedge == "kalman" else 1.0
+
+
+def warmup_bars(params: Params) -> int | None:
+    """Bars before a range that make its values exact: β over `window` bars, then z over `window`
+    spreads. None for the recursive methods (expanding OLS, Kalman): they need the whole history."""
+    return None if params.hedge in hedge.RECURSIVE else 2 * params.window
 
 
 def lateness_s(poll_interval_s: float) -> float:
@@ -36,7 +63,9 @@ class Analyses:
         self.store = store
         self.span_s = span_s
         self._ffill_s = ffill_s  # a function: the source decides it, and opens lazily
-        self._engines: OrderedDict[Params, PairEngine] = OrderedDict()
+        self._engines: OrderedDict[Params, PairEngine] = OrderedDict()  # other parameter sets, LRU
+        self._live: PairEngine | None = None  # the saved parameters' engine: pinned
+        self._warming: dict[PairEngine, threading.Thread] = {}
         self._lock = threading.Lock()
         self.shared = SingleFlight()
 
@@ -44,16 +73,70 @@ class Analyses:
     def _restarted(_params: Params) -> None:
         metrics.ANALYSIS_RECOMPUTES.inc()
 
-    def engine(self, params: Params) -> PairEngine:
-        """The engine for `params`: the few most recently used stay warm (cheap per tick)."""
+    def _new(self, params: Params, anchor_s: int | None = None) -> PairEngine:
+        return PairEngine(params, self.store, self._ffill_s(), self.span_s, self._restarted, anchor_s)
+
+    def live(self, params: Params) -> PairEngine:
+        """The engine of the saved parameters (whole history): pinned, replaced when they change."""
         with self._lock:
+            if self._live is None or self._live.p != params:
+                self._live = self._engines.pop(params, None)
+                if self._live is None or self._live.anchor_s is not None:
+                    self._live = self._new(params)
+            return self._live
+
+    def warm(self, engine: PairEngine, now_s: int, late_s: float) -> bool:
+        """Build a new engine's history on a background thread (once), off the ingest path; wait
+        for it at most WARM_WAIT_S. True when it is built."""
+        with self._lock:
+            builder = self._warming.get(engine)
+            if builder is None:
+                builder = self._warming[engine] = threading.Thread(
+                    target=self._build, args=(engine, now_s, late_s), name="analysis-warm-up", daemon=True
+                )
+                builder.start()
+        builder.join(WARM_WAIT_S)
+        return not builder.is_alive()
+
+    def _build(self, engine: PairEngine, now_s: int, late_s: float) -> None:
+        try:
+            engine.update(now_s, late_s)
+        finally:
+            with self._lock:
+                self._warming.pop(engine, None)
+
+    def engine(self, params: Params, start_s: int | None = None, now_s: int | None = None) -> PairEngine:
+        """The engine for `params`: the live one, or one of the few others kept warm. For another
+        parameter set read from `start_s` on, an engine that starts there (less its warm-up);
+        a new one costing more than WORK_BUDGET_US raises TooMuchWork."""
+        with self._lock:
+            if self._live is not None and self._live.p == params:
+                return self._live
             engine = self._engines.pop(params, None)
-            if engine is None:
-                engine = PairEngine(params, self.store, self._ffill_s(), self.span_s, on_restart=self._restarted)
+            anchor = None
+            if start_s is not None and warmup_bars(params) is not None:
+                anchor = bar_open(int(start_s), params.tf_s) - warmup_bars(params) * params.tf_s
+            if engine is None or (engine.anchor_s is not None and (anchor is None or anchor < engine.anchor_s)):
+                engine = self._new(params, anchor)
+                if now_s is not None:
+                    self._check_budget(engine, now_s)
             self._engines[params] = engine
             while len(self._engines) > MAX_ENGINES:
                 self._engines.popitem(last=False)
         return engine
+
+    @staticmethod
+    def _check_budget(engine: PairEngine, now_s: int) -> None:
+        params = engine.p
+        bars = (int(now_s) - engine.first_bar(now_s)) // params.tf_s + 1
+        cost = bars * cost_per_bar_us(params)
+        if cost > WORK_BUDGET_US:
+            most = int(WORK_BUDGET_US / cost_per_bar_us(params))
+            raise TooMuchWork(
+                f"hedge {params.hedge} (window {params.window}) over {bars:,} bars of {params.tf} is more than "
+                f"one request may compute (at most about {most:,} bars); ask for fewer seconds or a coarser "
+                "tf, or save these parameters on /settings to have them computed for every page"
+            )
 
     def revision(self, params: Params, now_s: int, late_s: float) -> str:
         """Changes whenever final bars of `params` may have changed (a write older than the
@@ -68,7 +151,7 @@ class Analyses:
     def frame(self, params: Params, start_s: int, end_s: int, now_s: int, late_s: float) -> pd.DataFrame:
         """Bars with open time in [start_s, end_s]: the two legs' prices, β, α, spread, rolling
         mean, std and z; final bars, then the provisional ones as they stand at `now_s`."""
-        return self.engine(params).frame(int(start_s), int(end_s), int(now_s), late_s)
+        return self.engine(params, start_s, now_s).frame(int(start_s), int(end_s), int(now_s), late_s)
 
     def ohlc(self, params: Params, start_s: int, end_s: int) -> pd.DataFrame | None:
         """Open, high, low, close of both legs per bar of the timeframe (None at 1 s: no candles)."""
@@ -111,7 +194,7 @@ class Analyses:
 
     def backtest(self, params: Params, bt: BacktestParams, now_s: int, late_s: float) -> dict:
         """The mean-reversion backtest over every final bar of the analysis."""
-        engine = self.engine(params)
+        engine = self.engine(params, None, now_s)
         engine.update(now_s, late_s)
         df = engine.committed_after(None)
         valid = df["zscore"].notna().to_numpy()

@@ -42,11 +42,16 @@ class Params:
 
 
 class PairEngine:
-    def __init__(self, params: Params, store: PriceStore, ffill_s: int, span_s: int, on_restart=None):
+    def __init__(
+        self, params: Params, store: PriceStore, ffill_s: int, span_s: int, on_restart=None, anchor_s: int | None = None
+    ):
+        """`anchor_s`: the first bar computed (None: the whole span). Exact from `anchor_s` plus
+        `warmup_bars` on, for the windowed methods only (a recursive one needs the whole span)."""
         self.p = params
         self.store = store
         self.ffill_s = ffill_s
         self.span_s = span_s
+        self.anchor_s = anchor_s
         self.capacity = span_s // params.tf_s + 2
         self.lock = threading.Lock()
         self.resets = 0  # restarts from the anchor after a write older than the watermark
@@ -144,6 +149,11 @@ class PairEngine:
         self.state = state
         self.end = int(times[-1])
 
+    def first_bar(self, now_s: int) -> int:
+        """The open time of the first bar this engine computes (at its start or restart)."""
+        first = bar_open(now_s - self.span_s + 1, self.p.tf_s)
+        return first if self.anchor_s is None else max(first, bar_open(self.anchor_s, self.p.tf_s))
+
     def final_until(self, now_s: int, lateness_s: float) -> int:
         """Open time of the last bar that is final at `now_s`: it closed at least `lateness_s` ago."""
         tf = self.p.tf_s
@@ -158,7 +168,7 @@ class PairEngine:
             if self.end is not None and earliest is not None and earliest < self.end + tf:
                 self._restart()  # the past of a final bar changed: only a full recompute is exact
             self.seq = self.store.write_seq
-            first = bar_open(now_s - self.span_s + 1, tf) if self.end is None else self.end + tf
+            first = self.first_bar(now_s) if self.end is None else self.end + tf
             if first <= last_final:
                 self._commit(*self._compute(first, last_final))
 

@@ -158,11 +158,13 @@ class MarketService:
         """The current view, without refreshing."""
         settings = settings or self.current_settings()
         now = self.clock()
+        params = self.params(settings)
+        self.analyses.live(params)  # what the pages read is the pinned engine (built once, shared)
         return Snapshot(
             settings,
             now,
             self._status(settings, now),
-            self.params(settings),
+            params,
             lateness_s(settings.poll_interval_s),
             self.store.write_seq,
         )
@@ -197,10 +199,13 @@ class MarketService:
         polled = self._poll(settings, now)
         for ticks in self.gate.collect(now, settings.poll_interval_s, SHARED_TICKS_WAIT_S):
             self._ingest(ticks, settings, now, persist_raw=False)  # the polling process stored them
-        params = self.params(settings)
-        engine = self.analyses.engine(params)
-        engine.update(int(now), lateness_s(settings.poll_interval_s))
-        self.alerting.evaluate(settings, engine)
+        engine = self.analyses.live(self.params(settings))
+        late = lateness_s(settings.poll_interval_s)
+        # New parameters: their history is built off the ingest path, and alerts are evaluated from
+        # the refresh that finds it built (from the saved cursor: no bar is missed).
+        if engine.end is not None or self.analyses.warm(engine, int(now), late):
+            engine.update(int(now), late)
+            self.alerting.evaluate(settings, engine)
         self.ingestion.prune_if_due(now)
         return polled
 
