@@ -5,11 +5,18 @@ history before its first tick (deeper when a longer window or timeframe asks for
 since its last tick, from the database first (the collector, another worker, or this process
 before a restart recorded it), then from the exchange. The stored history is loaded into memory
 once per symbol, and pruned to the configured span every few minutes.
+
+From the exchange, only the last MIN_BACKFILL_S seconds and the holes since the last tick are
+fetched before a live tick is stored. Deeper history (a longer window asks for more) is fetched on
+a background thread per symbol, newest first, at most DEEP_PAGES_PER_S kline pages a second (weight
+2 each: 480 of Binance's 6,000 a minute), so a larger window never holds up polling.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from services import metrics
 from services.binance import BinanceError
@@ -22,6 +29,8 @@ log = logging.getLogger(__name__)
 
 MIN_BACKFILL_S = 900
 PRUNE_EVERY_S = 300
+DEEP_PAGES_PER_S = 4
+DEEP_PAGE_S = 1_000  # seconds of 1 s klines a page (Binance's limit per request)
 
 
 class Ingestion:
@@ -34,6 +43,7 @@ class Ingestion:
         self._history: History | None = None
         self._hydrated: set[str] = set()
         self._history_from: dict[str, int] = {}  # earliest second backfilled, per symbol
+        self._deepening: dict[str, threading.Thread] = {}
         self._last_prune = 0.0
 
     def ffill_s(self) -> int:
@@ -74,13 +84,18 @@ class Ingestion:
             prev = self.store.latest_second(tick.symbol)
             holes = []
             floor = self._history_from.get(tick.symbol)
+            deep = self.link.client() is not None  # history costs requests: deeper parts aside
             if prev is None or floor is None:
-                holes.append((second - span_s, second - 1))
-            else:
-                if floor > second - span_s:
+                near = max(second - span_s, second - MIN_BACKFILL_S) if deep else second - span_s
+                holes.append((near, second - 1))
+                floor = near
+            elif second - prev > ffill + 1:
+                holes.append((max(prev + 1, second - self.history_s), second - 1))
+            if floor > second - span_s:
+                if deep:
+                    self._deepen(tick.symbol, second - span_s, floor - 1, ffill, may_fetch, on_error)
+                elif prev is not None:
                     holes.append((second - span_s, floor - 1))
-                if second - prev > ffill + 1:
-                    holes.append((max(prev + 1, second - self.history_s), second - 1))
             for start, end in holes:
                 if not may_fetch():
                     break
@@ -112,6 +127,36 @@ class Ingestion:
         if rows:
             self._history_from[symbol] = int(rows[0].epoch)
         self._hydrated.add(symbol)
+
+    def _deepen(self, symbol: str, start: int, end: int, ffill: int, may_fetch, on_error) -> None:
+        """Fetch [start, end] of `symbol` on a background thread (one per symbol at a time)."""
+        running = self._deepening.get(symbol)
+        if running is not None and running.is_alive():
+            return
+        self._deepening[symbol] = thread = threading.Thread(
+            target=self._deepen_pages,
+            args=(symbol, start, end, ffill, may_fetch, on_error),
+            name=f"backfill-{symbol}",
+            daemon=True,
+        )
+        thread.start()
+
+    def _deepen_pages(self, symbol: str, start: int, end: int, ffill: int, may_fetch, on_error) -> None:
+        history = self.history()
+        for page_end in range(end, start - 1, -DEEP_PAGE_S):
+            page_start = max(start, page_end - DEEP_PAGE_S + 1)
+            if not may_fetch() or symbol not in self._hydrated:
+                return  # rate-limited, or no longer watched: the next tick starts it again if needed
+            started = time.monotonic()
+            try:
+                fetched = self._fill(symbol, page_start, page_end, ffill)
+            except BinanceError as exc:
+                on_error(exc)
+                return
+            if history is not None:
+                history.save(fetched, [])
+            self._history_from[symbol] = min(page_start, self._history_from.get(symbol, page_start))
+            time.sleep(max(0.0, 1.0 / DEEP_PAGES_PER_S - (time.monotonic() - started)))
 
     def _fill(self, symbol: str, start: int, end: int, ffill: int) -> list[Tick]:
         """Put [start, end] of `symbol` in memory: what the database has, and the rest from the

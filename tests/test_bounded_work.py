@@ -175,3 +175,28 @@ def test_robust_with_a_day_of_history_answers_in_time_and_health_stays_fresh():
     assert max(times) <= 2.0, f"slowest request {max(times):.2f} s"
     assert len(ages) > 20 and all(code == 200 and age < 3 for code, age in ages), ages
     assert np.isfinite([age for _, age in ages]).all()
+
+
+def test_a_larger_windows_deeper_history_is_fetched_aside_within_a_request_budget(fake_binance, tmp_path):
+    """Window 5000 at 1 s needs 15,000 s of history: the refresh fetches the last 15 minutes and
+    returns; the rest comes in pages on a background thread per leg, at most DEEP_PAGES_PER_S a
+    second each."""
+    from services import ingest
+
+    m = MarketService(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path)), SimpleCache())
+    m.save_settings({"window": 5_000})
+    t0 = time.perf_counter()
+    m.refresh()
+    assert time.perf_counter() - t0 < 1.5
+    now = int(time.time())
+    assert np.isfinite(m.store.prices("BTCUSDT", now - 880, now - 10)).all(), "the last 15 minutes, at once"
+    deadline = time.time() + 30
+    while not np.isfinite(m.store.prices("BTCUSDT", now - 14_990, now - 14_900)).all():
+        assert time.time() < deadline, "the deeper history never arrived"
+        m.refresh()
+        time.sleep(0.2)
+    calls = np.array(fake_binance.times["/api/v3/klines"])
+    assert len(calls) >= 30, "the last 15 minutes and the deeper pages, of both legs"
+    per_second = max(np.sum((calls >= t) & (calls < t + 1)) for t in calls)
+    assert ingest.DEEP_PAGES_PER_S == 4
+    assert per_second <= 10, f"{per_second} kline pages in one second (4 a leg, plus the first page of each)"
