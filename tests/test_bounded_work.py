@@ -3,8 +3,6 @@ new parameter set over its budget is a 400, and ingestion never waits for an ana
 `/api/analytics.csv?seconds=60&hedge=robust&window=297` took 78-83 s of CPU with 18 h of history,
 and choosing robust made /api/health stale for 75 s)."""
 
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -16,7 +14,7 @@ import pytest
 import requests
 from cachelib import SimpleCache
 
-from loopback import free_port
+from loopback import free_port, start_sim_app, wait_until_serving
 from services import analysis
 from services.analysis import TooMuchWork, warmup_bars
 from services.engine import PairEngine, Params
@@ -24,7 +22,6 @@ from services.market import MarketService
 from services.settings import AppConfig
 from sim_history import fill_history
 
-ROOT = Path(__file__).resolve().parents[1]
 HOUR = 3_600
 
 
@@ -121,12 +118,7 @@ def test_robust_with_a_day_of_history_answers_in_time_and_health_stays_fresh():
     fill_history(data)
     port = free_port()
     base = f"http://127.0.0.1:{port}/api"
-    app = subprocess.Popen(
-        [sys.executable, "app.py", "--source", "sim", "--port", str(port), "--data-dir", str(data)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    app = start_sim_app(data, port, quiet=True)
     ages, stop = [], threading.Event()
 
     def watch():
@@ -137,14 +129,7 @@ def test_robust_with_a_day_of_history_answers_in_time_and_health_stays_fresh():
                 time.sleep(0.2)
 
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                requests.get(f"{base}/health", timeout=5)
-                break
-            except requests.ConnectionError:
-                assert time.time() < deadline, "the app did not start"
-                time.sleep(0.2)
+        wait_until_serving(app, port)
         watcher = threading.Thread(target=watch)
         watcher.start()
         times = []
@@ -171,7 +156,7 @@ def test_robust_with_a_day_of_history_answers_in_time_and_health_stays_fresh():
     finally:
         stop.set()
         app.terminate()
-        app.wait(timeout=15)
+        app.communicate(timeout=15)
     assert max(times) <= 2.0, f"slowest request {max(times):.2f} s"
     assert len(ages) > 20 and all(code == 200 and age < 3 for code, age in ages), ages
     assert np.isfinite([age for _, age in ages]).all()

@@ -6,8 +6,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,11 +15,9 @@ import requests
 from app import create_app
 from components import ids
 from dash_client import Tab
-from loopback import free_port
+from loopback import free_port, start_sim_app, wait_until_serving
 from services.db import FILENAME, Database
 from services.settings import AppConfig
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def made_database(data_dir: Path) -> Path:
@@ -62,16 +58,6 @@ def foreign_file(path: Path) -> None:
     path.write_bytes(b"%PDF-1.7 not a database at all\n" * 200)
 
 
-def start(data_dir: Path, port: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "app.py", "--source", "sim", "--data-dir", str(data_dir), "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -92,7 +78,7 @@ def test_a_file_the_app_cant_use_stops_the_start_with_one_line_and_is_left_as_it
         extra.unlink()
     spoil(path)
     before = digest(path)
-    proc = start(data, free_port())
+    proc = start_sim_app(data, free_port())
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0, out[-500:]
     last = out.strip().splitlines()[-1]
@@ -106,7 +92,7 @@ def test_a_file_the_app_cant_use_stops_the_start_with_one_line_and_is_left_as_it
 def test_a_data_dir_that_is_a_file_stops_the_start_with_one_line(tmp_path):
     data = tmp_path / "data"
     data.write_text("not a directory")
-    proc = start(data, free_port())
+    proc = start_sim_app(data, free_port())
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "Traceback" not in out
     assert out.strip().splitlines()[-1] == f"error: {data}: the data dir is not a directory"
@@ -119,17 +105,10 @@ def test_a_0_byte_or_missing_file_starts_fresh_and_says_so(tmp_path, empty):
     if empty:
         (data / FILENAME).write_bytes(b"")
     port = free_port()
-    proc = start(data, port)
+    proc = start_sim_app(data, port)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("the app did not start")
+        wait_until_serving(proc, port)
+        assert requests.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=15)
