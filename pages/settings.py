@@ -18,7 +18,7 @@ from services.alerts import RULE_KINDS, Z_KINDS
 from services.bars import TIMEFRAMES
 from services.binance import KNOWN_HOSTS
 from services.market import current_market
-from services.settings import COOLDOWN_MAX_S, POLL_RANGE, WINDOW_RANGE, SettingsError
+from services.settings import COOLDOWN_MAX_S, POLL_RANGE, THRESHOLD_RANGE, WINDOW_RANGE, SettingsError
 
 PATH = "/settings"
 dash.register_page(__name__, path=PATH, name="Settings", title="Settings · Pair Monitor", order=3)
@@ -54,7 +54,8 @@ def layout(**_kwargs):
                 _field(
                     "z threshold",
                     dbc.Input(id=ID.THRESHOLD, type="number", value=s.threshold, step="any"),
-                    "θ: the level of the z alert rules and of the chart bands. Greater than 0.",
+                    f"θ: the level of the z alert rules and of the chart bands, {THRESHOLD_RANGE[0]:g}–"
+                    f"{THRESHOLD_RANGE[1]:g}.",
                 ),
                 _field(
                     "Rolling window",
@@ -158,7 +159,9 @@ def layout(**_kwargs):
                 html.H5("Delivery", className="card-title mb-2"),
                 dbc.FormText(
                     "Every alert is toasted on every open page; turn on “Notify me” in the bar above for "
-                    "browser notifications. A webhook receives each alert as JSON (rule, pair, value, UTC time)."
+                    "browser notifications. A webhook receives each alert as JSON (rule, pair, value, UTC time); "
+                    "it must be a public address, never this app or a private network (unless the app was "
+                    "started with --allow-private-webhooks).",
                 ),
                 dbc.InputGroup(
                     [

@@ -98,12 +98,11 @@ class AlertEvaluator:
         if found:
             self.deliver(self.log.add(sorted(found, key=lambda a: a.second)), settings)
 
-    def _cursor_key(self) -> str:
-        return "alerts:cursor:" + hashlib.sha1(repr(self._key).encode()).hexdigest()
+    def _cursor_key(self, key=None) -> str:
+        return "alerts:cursor:" + hashlib.sha1(repr(key or self._key).encode()).hexdigest()
 
     def _start(self, key, settings: UserSettings, engine: PairEngine) -> None:
-        self._key = key
-        saved = self.db.meta(self._cursor_key())
+        saved = self.db.meta(self._cursor_key(key))
         start = int(saved) if saved is not None and int(saved) <= engine.end else engine.end
         times, at = engine.final_after(start - 1)
         if not len(times) or int(times[0]) != start:
@@ -117,7 +116,7 @@ class AlertEvaluator:
             )
             for rule in settings.rules
         }
-        self._cursor = start
+        self._key, self._cursor = key, start  # only once started: a failed read starts over next time
 
     def deliver(self, alerts: list[Alert], settings: UserSettings) -> None:
         """Alerts this process logged first: to the log (pages toast them) and the webhook."""

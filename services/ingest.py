@@ -14,7 +14,9 @@ a background thread per symbol, newest first, at most DEEP_PAGES_PER_S kline pag
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import threading
 import time
 
@@ -31,6 +33,9 @@ MIN_BACKFILL_S = 900
 PRUNE_EVERY_S = 300
 DEEP_PAGES_PER_S = 4
 DEEP_PAGE_S = 1_000  # seconds of 1 s klines a page (Binance's limit per request)
+# A damaged database file (Database.fault shows it on every page) never stops live ticks: what
+# can't be read is fetched or left out, what can't be written stays in memory.
+DB_MAY_FAIL = contextlib.suppress(sqlite3.DatabaseError)
 
 
 class Ingestion:
@@ -111,7 +116,8 @@ class Ingestion:
         metrics.TICKS_INGESTED.inc(len(live))
         history = self.history()
         if history is not None:
-            history.save(fetched + (live if persist_raw else []), live if persist_raw else [])
+            with DB_MAY_FAIL:  # a damaged file (shown as such): the ticks stay in memory
+                history.save(fetched + (live if persist_raw else []), live if persist_raw else [])
 
     def _hydrate(self, symbol: str, now: float) -> None:
         """Load a symbol's recorded history into memory, once (at start, or when it is picked).
@@ -120,8 +126,11 @@ class Ingestion:
         if symbol in self._hydrated or history is None:
             return
         now = int(now)
-        rows = history.buckets(symbol, now - self.history_s + 1, now)
-        recent = history.recent_ticks(symbol, self.store.raw_ticks)
+        try:
+            rows = history.buckets(symbol, now - self.history_s + 1, now)
+            recent = history.recent_ticks(symbol, self.store.raw_ticks)
+        except sqlite3.DatabaseError:  # a damaged file (shown as such): live ticks go on
+            return
         self.store.add_ticks(rows, raw=False)
         self.store.add_ticks(recent)
         if rows:
@@ -154,7 +163,8 @@ class Ingestion:
                 on_error(exc)
                 return
             if history is not None:
-                history.save(fetched, [])
+                with DB_MAY_FAIL:
+                    history.save(fetched, [])
             self._history_from[symbol] = min(page_start, self._history_from.get(symbol, page_start))
             time.sleep(max(0.0, 1.0 / DEEP_PAGES_PER_S - (time.monotonic() - started)))
 
@@ -162,7 +172,10 @@ class Ingestion:
         """Put [start, end] of `symbol` in memory: what the database has, and the rest from the
         exchange. Returns what came from the exchange."""
         history = self.history()
-        stored = history.buckets(symbol, start, end) if history is not None else []
+        stored = []
+        if history is not None:
+            with DB_MAY_FAIL:  # a damaged file: the exchange fills it all
+                stored = history.buckets(symbol, start, end)
         self.store.add_ticks(stored, raw=False)
         gaps = [(start, end)]
         if stored:
@@ -179,4 +192,5 @@ class Ingestion:
         history = self.history()
         if history is not None and now - self._last_prune >= PRUNE_EVERY_S:
             self._last_prune = now
-            history.prune(now)
+            with DB_MAY_FAIL:
+                history.prune(now)

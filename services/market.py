@@ -37,7 +37,7 @@ from services.binance import INVALID_SYMBOL, BinanceAPIError, BinanceError, Bina
 from services.db import Database
 from services.engine import Params
 from services.gate import PollGate
-from services.ingest import Ingestion
+from services.ingest import DB_MAY_FAIL, Ingestion
 from services.link import SourceLink
 from services.netguard import WebhookPolicy
 from services.notify import WebhookNotifier
@@ -205,7 +205,8 @@ class MarketService:
         # the refresh that finds it built (from the saved cursor: no bar is missed).
         if engine.end is not None or self.analyses.warm(engine, int(now), late):
             engine.update(int(now), late)
-            self.alerting.evaluate(settings, engine)
+            with DB_MAY_FAIL:  # the alert log can't be written: Database.fault says so on every page
+                self.alerting.evaluate(settings, engine)
         self.ingestion.prune_if_due(now)
         return polled
 
