@@ -401,6 +401,14 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         prevent_initial_call=True,
     )
 
+    app.clientside_callback(  # the menu opens and closes on the toggler, and closes on navigating
+        ClientsideFunction(namespace="navbar", function_name="toggle"),
+        Output(ids.NAV_COLLAPSE, "is_open"),
+        Input(ids.NAV_TOGGLER, "n_clicks"),
+        Input(ids.PAGE_LOCATION, "pathname"),
+        State(ids.NAV_COLLAPSE, "is_open"),
+        prevent_initial_call=True,
+    )
     app.clientside_callback(
         ClientsideFunction(namespace="exporter", function_name="png"),
         Output(ids.export_done(MATCH), "data"),

@@ -21,40 +21,62 @@ DEFAULT_RANGE = "15m"
 
 
 def navbar(pages) -> dbc.Navbar:
+    """The brand, the source and freshness badges (always in view, on one line), and the rest:
+    page links, the pair, the legs and "Notify me", behind a toggler below the lg breakpoint (992 px)."""
     links = [dbc.NavLink(p["name"], href=p["relative_path"], active="exact") for p in pages]
+    status = html.Div(
+        [
+            dbc.Badge("…", id=ids.SOURCE_BADGE, color="secondary", className="me-2 source-badge"),
+            dbc.Badge(
+                "waiting for data",
+                id=ids.AGE_BADGE,
+                color="secondary",
+                className="age-badge",
+                title="the pair's oldest leg: age of its last tick (UTC time of that tick)",
+            ),
+        ],
+        className="nav-status d-flex align-items-center ms-auto order-lg-3 ms-lg-3",
+    )
+    menu = dbc.Collapse(
+        [
+            dbc.Nav(links, navbar=True, className="me-auto"),
+            html.Div(
+                [
+                    html.Span(id=ids.NAV_PAIR, className="nav-pair me-3"),
+                    html.Span(id=ids.LEG_BADGES, className="me-2 leg-badges"),
+                    dbc.Switch(
+                        id=ids.NOTIFY,
+                        label="Notify me",
+                        value=False,
+                        persistence=True,
+                        persistence_type="local",
+                        className="mb-0 small text-light notify-switch",
+                    ),
+                ],
+                className="d-flex align-items-center flex-wrap row-gap-1 py-2 py-lg-0",
+            ),
+        ],
+        id=ids.NAV_COLLAPSE,
+        is_open=False,
+        navbar=True,
+        className="order-lg-2",
+    )
     return dbc.Navbar(
         dbc.Container(
             [
-                dbc.NavbarBrand([html.Span("◆ ", className="brand-mark"), "Pair Monitor"], href="/"),
-                dbc.Nav(links, navbar=True, className="me-auto"),
-                html.Div(
-                    [
-                        html.Span(id=ids.NAV_PAIR, className="nav-pair me-3"),
-                        dbc.Badge("…", id=ids.SOURCE_BADGE, color="secondary", className="me-2 source-badge"),
-                        html.Span(id=ids.LEG_BADGES, className="me-2 leg-badges"),
-                        dbc.Badge(
-                            "waiting for data",
-                            id=ids.AGE_BADGE,
-                            color="secondary",
-                            className="age-badge me-3",
-                            title="the pair's oldest leg: age of its last tick (UTC time of that tick)",
-                        ),
-                        dbc.Switch(
-                            id=ids.NOTIFY,
-                            label="Notify me",
-                            value=False,
-                            persistence=True,
-                            persistence_type="local",
-                            className="mb-0 small text-light notify-switch",
-                        ),
-                    ],
-                    className="d-flex align-items-center flex-wrap row-gap-1",
+                dbc.NavbarBrand(
+                    [html.Span("◆ ", className="brand-mark"), html.Span("Pair Monitor", className="brand-name")],
+                    href="/",
                 ),
+                status,
+                dbc.NavbarToggler(id=ids.NAV_TOGGLER, className="ms-2 order-lg-4"),
+                menu,
             ],
             fluid=True,
         ),
         color="dark",
         dark=True,
+        expand="lg",
         className="mb-3 border-bottom border-secondary",
     )
 
@@ -135,7 +157,13 @@ def chart_card(graph_id: str) -> dbc.Card:
                     className="d-flex justify-content-end",
                 ),
                 dcc.Graph(
-                    id=graph_id, config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+                    id=graph_id,
+                    config={
+                        "displaylogo": False,
+                        "responsive": True,
+                        "toImageButtonOptions": {"format": "png", "scale": 2},
+                    },
+                    className="chart",
                 ),
                 dcc.Store(id=ids.export_done(graph_id)),
                 dcc.Store(id=ids.zoom(graph_id)),

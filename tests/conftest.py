@@ -39,6 +39,6 @@ def pytest_setup_options():
     from selenium.webdriver.chrome.options import Options
 
     options = Options()
-    for flag in OFFLINE_FLAGS:
+    for flag in (*OFFLINE_FLAGS, "--window-size=1400,1000"):  # a desktop: the navbar's links in view
         options.add_argument(flag)
     return options
