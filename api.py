@@ -11,7 +11,6 @@ import functools
 import io
 import itertools
 import logging
-import math
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, fields
@@ -203,8 +202,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         try:
             alert = current_market().send_test_alert()
         except TooSoonForTestAlert as exc:
-            wait = math.ceil(exc.retry_after_s)
-            return jsonify(error=str(exc)), 429, {"Retry-After": str(wait)}
+            return jsonify(error=str(exc)), 429, {"Retry-After": str(exc.retry_after_s)}
         return jsonify(alert.as_row()), 201
 
     @api.get("/ticks.csv")

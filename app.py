@@ -256,9 +256,10 @@ def _request_failed(exc: Exception):
     shape Dash sends): one line of JSON, never an HTML page or a traceback."""
     if isinstance(exc, HTTPException):
         return jsonify(error=exc.description), exc.code
-    log.warning("%s %s failed: %r", request.method, request.path, exc)
     if request.path.endswith("_dash-update-component"):
+        log.warning("malformed callback request: %r", exc)
         return jsonify(error="malformed callback request"), 400
+    log.error("%s %s failed", request.method, request.path, exc_info=exc)  # a bug: with its traceback
     return jsonify(error="internal error; see the server log"), 500
 
 

@@ -34,10 +34,11 @@ TEST_ALERT_GAP_S = 5.0  # test alerts are rate-limited: a button held down, or a
 
 
 class TooSoonForTestAlert(Exception):
-    def __init__(self, retry_after_s: float):
-        wait = math.ceil(retry_after_s)
-        super().__init__(f"A test alert was sent less than {TEST_ALERT_GAP_S:g} s ago; try again in {wait} s")
-        self.retry_after_s = retry_after_s
+    def __init__(self, wait_s: float):
+        self.retry_after_s = math.ceil(wait_s)  # whole seconds, as Retry-After says them
+        super().__init__(
+            f"A test alert was sent less than {TEST_ALERT_GAP_S:g} s ago; try again in {self.retry_after_s} s"
+        )
 
 
 def rule_series(rule, cols: dict[str, np.ndarray]) -> np.ndarray:

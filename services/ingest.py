@@ -9,7 +9,8 @@ once per symbol, and pruned to the configured span every few minutes.
 From the exchange, only the last MIN_BACKFILL_S seconds and the holes since the last tick are
 fetched before a live tick is stored. Deeper history (a longer window asks for more) is fetched on
 a background thread per symbol, newest first, at most DEEP_PAGES_PER_S kline pages a second (weight
-2 each: 480 of Binance's 6,000 a minute), so a larger window never holds up polling.
+2 each: 480 of Binance's 6,000 a minute), and stored in one write at the end (one analysis restart,
+not one a page), so a larger window never holds up polling.
 """
 
 from __future__ import annotations
@@ -151,42 +152,57 @@ class Ingestion:
         thread.start()
 
     def _deepen_pages(self, symbol: str, start: int, end: int, ffill: int, may_fetch, on_error) -> None:
+        """Gather [start, end] page by page (newest first, paced), then write it in one go: every
+        write older than the watermark restarts the analysis, so the pages make one restart, not
+        one each. A refusal or an error stops early and writes what was gathered."""
+        gathered, fetched, reached = [], [], None
+        try:
+            for page_end in range(end, start - 1, -DEEP_PAGE_S):
+                page_start = max(start, page_end - DEEP_PAGE_S + 1)
+                if not may_fetch() or symbol not in self._hydrated:
+                    break  # rate-limited, or no longer watched: the next tick starts it again if needed
+                started = time.monotonic()
+                stored, gaps = self._stored(symbol, page_start, page_end, ffill)
+                got = self._fetch(symbol, gaps)
+                gathered += stored + got
+                fetched += got
+                reached = page_start
+                time.sleep(max(0.0, 1.0 / DEEP_PAGES_PER_S - (time.monotonic() - started)))
+        except BinanceError as exc:
+            on_error(exc)
+        if reached is None:
+            return
+        self.store.add_ticks(gathered, raw=False)
         history = self.history()
-        for page_end in range(end, start - 1, -DEEP_PAGE_S):
-            page_start = max(start, page_end - DEEP_PAGE_S + 1)
-            if not may_fetch() or symbol not in self._hydrated:
-                return  # rate-limited, or no longer watched: the next tick starts it again if needed
-            started = time.monotonic()
-            try:
-                fetched = self._fill(symbol, page_start, page_end, ffill)
-            except BinanceError as exc:
-                on_error(exc)
-                return
-            if history is not None:
-                with DB_MAY_FAIL:
-                    history.save(fetched, [])
-            self._history_from[symbol] = min(page_start, self._history_from.get(symbol, page_start))
-            time.sleep(max(0.0, 1.0 / DEEP_PAGES_PER_S - (time.monotonic() - started)))
+        if history is not None:
+            with DB_MAY_FAIL:
+                history.save(fetched, [])
+        self._history_from[symbol] = min(reached, self._history_from.get(symbol, reached))
 
     def _fill(self, symbol: str, start: int, end: int, ffill: int) -> list[Tick]:
         """Put [start, end] of `symbol` in memory: what the database has, and the rest from the
         exchange. Returns what came from the exchange."""
+        stored, gaps = self._stored(symbol, start, end, ffill)
+        self.store.add_ticks(stored, raw=False)
+        fetched = self._fetch(symbol, gaps)
+        self.store.add_ticks(fetched, raw=False)
+        return fetched
+
+    def _stored(self, symbol: str, start: int, end: int, ffill: int) -> tuple[list[Tick], list[tuple[int, int]]]:
+        """What the database has of [start, end], and the gaps (longer than the forward fill) left."""
         history = self.history()
         stored = []
         if history is not None:
             with DB_MAY_FAIL:  # a damaged file: the exchange fills it all
                 stored = history.buckets(symbol, start, end)
-        self.store.add_ticks(stored, raw=False)
-        gaps = [(start, end)]
-        if stored:
-            first, last = int(stored[0].epoch), int(stored[-1].epoch)
-            gaps = [(a, b) for a, b in ((start, first - 1), (last + 1, end)) if b - a + 1 > ffill]
-        fetched = []
-        for a, b in gaps:
-            got = self.link.source().history(symbol, a, b)
-            self.store.add_ticks(got, raw=False)
-            fetched.extend(got)
-        return fetched
+        if not stored:
+            return stored, [(start, end)]
+        first, last = int(stored[0].epoch), int(stored[-1].epoch)
+        return stored, [(a, b) for a, b in ((start, first - 1), (last + 1, end)) if b - a + 1 > ffill]
+
+    def _fetch(self, symbol: str, gaps) -> list[Tick]:
+        """The exchange's 1 s history of `symbol` over `gaps`. Raises BinanceError."""
+        return [tick for a, b in gaps for tick in self.link.source().history(symbol, a, b)]
 
     def prune_if_due(self, now: float) -> None:
         history = self.history()

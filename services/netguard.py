@@ -90,6 +90,10 @@ def _resolve(host: str, port: int) -> list[Address]:
     return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
 
 
+class RefusedAtConnect(NewConnectionError):
+    """The socket reached an address the policy refuses (the DNS answer changed after the check)."""
+
+
 class _Guarded:
     """A urllib3 connection that checks the address it actually connected to."""
 
@@ -101,7 +105,7 @@ class _Guarded:
         why = self.policy.refusal(ipaddress.ip_address(host.split("%")[0]), port)
         if why:
             sock.close()
-            raise NewConnectionError(self, f"webhook target refused at connect time: {why}")
+            raise RefusedAtConnect(self, f"webhook target refused at connect time: {why}")
         return sock
 
 

@@ -28,7 +28,7 @@ from services import metrics
 from services.alerts import Alert
 from services.binance import JitteredRetry
 from services.db import Database
-from services.netguard import TargetRefused, WebhookPolicy, guarded_pool_classes
+from services.netguard import RefusedAtConnect, TargetRefused, WebhookPolicy, guarded_pool_classes
 from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class WebhookNotifier:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            if "refused at connect time" in str(exc):
+            if isinstance(getattr(exc.args[0] if exc.args else None, "reason", None), RefusedAtConnect):
                 return self._record(alert, False, f"not sent: {url} resolved to an address that is refused")
             return self._record(alert, False, f"{url} unreachable ({exc.__class__.__name__})")
         if 300 <= resp.status_code < 400:

@@ -165,7 +165,7 @@ def test_robust_with_a_day_of_history_answers_in_time_and_health_stays_fresh():
 def test_a_larger_windows_deeper_history_is_fetched_aside_within_a_request_budget(fake_binance, tmp_path):
     """Window 5000 at 1 s needs 15,000 s of history: the refresh fetches the last 15 minutes and
     returns; the rest comes in pages on a background thread per leg, at most DEEP_PAGES_PER_S a
-    second each."""
+    second each, and is stored in one write (one restart of the analysis, not one a page)."""
     from services import ingest
 
     m = MarketService(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path)), SimpleCache())
@@ -180,6 +180,9 @@ def test_a_larger_windows_deeper_history_is_fetched_aside_within_a_request_budge
         assert time.time() < deadline, "the deeper history never arrived"
         m.refresh()
         time.sleep(0.2)
+    time.sleep(0.5)  # the other leg's last write
+    m.refresh()
+    assert m.analyses.live(m.snapshot().params).resets <= 2, "one analysis restart a leg, not one a page"
     calls = np.array(fake_binance.times["/api/v3/klines"])
     assert len(calls) >= 30, "the last 15 minutes and the deeper pages, of both legs"
     per_second = max(np.sum((calls >= t) & (calls < t + 1)) for t in calls)
