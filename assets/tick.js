@@ -36,6 +36,18 @@
         return Object.assign({}, figure, {data: data});
     }
 
+    function rowsOf(columns) {  // {field: [values]} (numpy arrays server-side) -> [{field: value}]
+        const fields = Object.keys(columns);
+        const n = fields.length ? columns[fields[0]].length : 0;
+        const rows = new Array(n);
+        for (let i = 0; i < n; i++) {
+            const row = {};
+            fields.forEach(function (f) { row[f] = columns[f][i]; });
+            rows[i] = row;
+        }
+        return rows;
+    }
+
     window.pairmonitorTick = {
         // A chart's zoomed x window from its relayoutData: [x0, x1] after a zoom or pan, null after
         // a reset (autorange); other layout events (a y zoom, autosize) keep what it was.
@@ -64,8 +76,9 @@
                 const isFigure = key.endsWith('.figure');
                 const figure = isFigure ? figures[chart++] : null;
                 if (!(key in tick.values)) { return noUpdate; }
-                if (!isFigure) { return tick.values[key]; }
-                const applied = applyChart(tick.values[key], figure);
+                const value = tick.values[key];
+                if (!isFigure) { return key.endsWith('.rowData') && value && value.columns ? rowsOf(value.columns) : value; }
+                const applied = applyChart(value, figure);
                 if (applied === noUpdate) { delete cursor[key.slice(0, -'.figure'.length)]; }
                 return applied;
             });

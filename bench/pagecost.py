@@ -1,7 +1,7 @@
 """A page's cost per tab: the app's CPU with K real headless Chromium tabs open on a page,
 against a minimal Dash page (one 1 s interval, one callback) measured in the same run.
 
-    python bench/pagecost.py [--tabs 4] [--seconds 40] [--gunicorn]
+    python bench/pagecost.py [--tabs 4] [--seconds 40] [--gunicorn] [--pages /,/analytics,/settings]
 
 Each server runs in its own process (the dev server, as `python app.py` runs it, or gunicorn with
 deploy/gunicorn.conf.py); the app polls the loopback fake Binance of the tests. For each page it
@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("--tabs", type=int, default=4)
     p.add_argument("--seconds", type=float, default=40.0)
     p.add_argument("--gunicorn", action="store_true", help="serve the app with gunicorn -k gthread")
+    p.add_argument("--pages", default="/,/analytics,/settings", help="comma-separated paths to measure")
     args = p.parse_args()
     data = Path(tempfile.mkdtemp(prefix="pagecost-"))
     rows = []
@@ -67,7 +68,7 @@ def main() -> None:
         command, env = app_args(port, data, fake.url, gunicorn=args.gunicorn)
         with serving(command, f"{base}/api/health", data / "app.log", env) as proc:
             time.sleep(3)
-            for page in ("/", "/analytics", "/settings"):
+            for page in args.pages.split(","):
                 rows.append((f"app {page}", measure(proc.pid, base + page, args.tabs, args.seconds)))
     server = "gunicorn -k gthread" if args.gunicorn else "the dev server"
     print(f"{args.tabs} headless Chromium tabs per page, {args.seconds:.0f} s each, {server}")

@@ -45,8 +45,9 @@ X_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
 def utc_x(index: pd.DatetimeIndex) -> list[str]:
-    """UTC wall-clock times as ISO text without a zone (plotly draws them as given)."""
-    return list(index.tz_convert("UTC").strftime(X_FORMAT))
+    """UTC wall-clock times, to the second, as ISO text without a zone (plotly draws them as
+    given), e.g. 2025-10-22T00:00:05."""
+    return np.datetime_as_string(index.tz_convert("UTC").tz_localize(None).to_numpy(), unit="s").tolist()
 
 
 def _values(series: pd.Series) -> list:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
+import numpy as np
 from dash import html
 
 from services.sources import iso_utc
@@ -67,22 +68,21 @@ ALERT_COLUMNS = [
 ]
 
 
-def tick_rows(ticks) -> list[dict]:
-    """Ticks newest first, each with its change from the previous tick of the same symbol."""
-    rows, older = [], {}
+def tick_rows(ticks) -> dict:
+    """Ticks newest first, each with its change from the previous tick of the same symbol, as
+    columns of numpy arrays ({"columns": {field: array}}): Dash encodes an array in one step,
+    where a list of row dicts costs a call per cell, on every tab's tick. `assets/tick.js` turns
+    them into the grid's rows; a missing change (a symbol's first tick) is NaN, sent as null."""
+    times, symbols, prices, changes, older = [], [], [], [], {}
     for t in reversed(ticks):  # oldest first, to know each tick's predecessor
         prev = older.get(t.symbol)
-        rows.append(
-            {
-                "time_utc": iso_utc(t.time),
-                "symbol": t.symbol,
-                "price": t.price,
-                "change": None if prev is None else round(t.price - prev, 10),
-            }
-        )
+        times.append(iso_utc(t.time))
+        symbols.append(t.symbol)
+        prices.append(t.price)
+        changes.append(np.nan if prev is None else round(t.price - prev, 10))
         older[t.symbol] = t.price
-    rows.reverse()
-    return rows
+    columns = {"time_utc": times, "symbol": symbols, "price": prices, "change": changes}
+    return {"columns": {field: np.array(values[::-1]) for field, values in columns.items()}}
 
 
 TRADE_COLUMNS = [

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 # A window whose sample std is below this fraction of its mean level is treated as flat (std 0):
 # the z-score would be noise divided by rounding error.
 FLAT_STD_RTOL = 1e-12
+SMALL_WORK = 100_000  # values summed over all windows below which rolling_zscore skips pandas
 
 
 def forward_fill(values: np.ndarray, limit: int) -> np.ndarray:
@@ -43,14 +45,28 @@ def rolling_zscore(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, 
     """Rolling mean, sample std (ddof=1) and z = (x − mean) / std over `window` buckets.
 
     NaN until the window holds `window` valid values (a NaN inside the window makes the window
-    incomplete) and wherever the std is zero.
+    incomplete) and wherever the std is zero. The few bars of a tick (at most SMALL_WORK values
+    in all windows) are computed window by window in numpy, exactly, without pandas' fixed cost;
+    longer runs use pandas' rolling sums, O(n), on centred values. They agree to about 1e-10
+    relative, except that a window flat after a move is exactly flat only window by window (the
+    rolling sums leave a std of about 1e-6 there, and z ~ 0 instead of undefined).
     """
-    s = pd.Series(x, dtype=float)
-    roll = s.rolling(window, min_periods=window)
-    mean = roll.mean().to_numpy()
-    std = roll.std(ddof=1).to_numpy()
+    x = np.asarray(x, dtype=float)
+    if len(x) * window <= SMALL_WORK:
+        mean, std = np.full(len(x), np.nan), np.full(len(x), np.nan)
+        if len(x) >= window:
+            windows = sliding_window_view(x, window)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean[window - 1 :] = windows.mean(axis=1)
+                std[window - 1 :] = windows.std(axis=1, ddof=1)
+    else:  # centred: the rolling sums' rounding grows with the values' size (a spread of 1e5)
+        finite = x[np.isfinite(x)]
+        centre = float(finite.mean()) if len(finite) else 0.0
+        roll = pd.Series(x - centre).rolling(window, min_periods=window)
+        mean = roll.mean().to_numpy() + centre
+        std = roll.std(ddof=1).to_numpy()
     flat = std <= FLAT_STD_RTOL * np.maximum(np.abs(mean), 1.0)
     std = np.where(flat, 0.0, std)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(flat, np.nan, (s.to_numpy() - mean) / std)
+        z = np.where(flat, np.nan, (x - mean) / std)
     return mean, std, z

@@ -11,6 +11,7 @@ import json
 import math
 import sqlite3
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ COOLDOWN_MAX_S = 86_400
 MAX_RULES = 20
 THRESHOLD_RANGE = (0.01, 100.0)  # |z| below 0.01 is every bar, beyond 100 never: both are typos
 SHOWN_MAX = 80  # an echoed input is cut to this many characters
+CHECK_EVERY_S = 1.0  # a save in another process shows here within this long
 
 
 class SettingsError(ValueError):
@@ -242,8 +244,9 @@ def validate(raw: dict, known_symbols=None, rest_hosts=None) -> UserSettings:
 class SettingsStore:
     """UserSettings persisted in the embedded database (one row, with a version number).
 
-    `current()` re-reads the row only when its version changed (one indexed read per call), so
-    a save in one worker or tab reaches every other on its next tick. A save is one transaction:
+    `current()` looks at the row's version at most once a second (one indexed read, not one per
+    tab's tick) and re-reads the row only when it changed: a save shows at once in the process
+    that made it, and within a second in every other. A save is one transaction:
     a crash mid-save leaves the old settings. A `settings.json` from an older version is taken
     over once.
     """
@@ -253,10 +256,15 @@ class SettingsStore:
         self.legacy = Path(legacy_dir) / "settings.json" if legacy_dir is not None else None
         self._lock = threading.Lock()
         self._version: int | None = None
+        self._checked = -CHECK_EVERY_S  # time.monotonic() of the last look at the version
         self._settings = UserSettings()
         self.load_error: str | None = None
 
     def current(self) -> UserSettings:
+        now = time.monotonic()
+        if now - self._checked < CHECK_EVERY_S:
+            return self._settings
+        self._checked = now
         try:
             rows = self.db.query("SELECT version FROM settings WHERE id = 1")
         except sqlite3.DatabaseError:  # a damaged file (shown as such): the settings in use go on

@@ -10,6 +10,7 @@ from cachelib import SimpleCache
 from plotly.io.json import to_json_plotly
 
 from components import figures
+from components.tables import tick_rows
 from pages import _tick as chart_mod
 from pages._tick import chart
 from services.alerts import Alert
@@ -194,3 +195,18 @@ def test_price_chart_shows_candles_of_the_timeframe(tmp_path, clock):
     c = fig["data"][0]
     k = c["x"].index(pd.Timestamp(now // 300 * 300 - 300, unit="s").strftime("%Y-%m-%dT%H:%M:%S"))
     assert (c["open"][k], c["high"][k], c["low"][k], c["close"][k]) == (btc[0], max(btc), min(btc), btc[-1])
+
+
+def test_the_tick_table_is_sent_as_columns_newest_first_with_each_symbols_change():
+    ticks = [  # newest first, as the store gives them
+        Tick("BTCUSDT", 101.5, utc_from_epoch(1_761_091_200 + 1.5)),
+        Tick("ETHUSDT", 10.0, utc_from_epoch(1_761_091_200 + 0.5)),
+        Tick("BTCUSDT", 100.0, utc_from_epoch(1_761_091_200 + 0.5)),
+    ]
+    columns = tick_rows(ticks)["columns"]
+    assert json.loads(to_json_plotly(columns)) == {
+        "time_utc": ["2025-10-22T00:00:01.500Z", "2025-10-22T00:00:00.500Z", "2025-10-22T00:00:00.500Z"],
+        "symbol": ["BTCUSDT", "ETHUSDT", "BTCUSDT"],
+        "price": [101.5, 10.0, 100.0],
+        "change": [1.5, None, None],  # a symbol's first tick has no change
+    }

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from werkzeug import Response
 
 from loopback import free_port
 from scripted import ScriptedSource
+from services import settings as settings_module
 from services.db import Database
 from services.history import History
 from services.market import MarketService
@@ -76,6 +78,20 @@ def test_a_restarted_service_resumes_from_the_store_and_backfills_only_the_hole(
     hole = (now - 119, now - 1)  # the last tick stored was at now - 120
     assert sorted(calls) == [("AAAUSDT", *hole), ("BBBUSDT", *hole)], f"only the hole is fetched, got {calls}"
     assert not after["AAAUSDT"].iloc[-121:].isna().any(), "the hole is filled"
+
+
+def test_a_settings_save_shows_at_once_here_and_within_a_second_in_another_process(tmp_path, monkeypatch):
+    """Every tab's tick reads the settings; the version is looked at once a second, not per tick."""
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(settings_module.time, "monotonic", lambda: clock["now"])
+    here, there = SettingsStore(Database(tmp_path / "pm.db")), SettingsStore(Database(tmp_path / "pm.db"))
+    assert there.current().symbol_a == "BTCUSDT"
+    saved = here.save(replace(here.current(), symbol_a="SOLUSDT"))
+    assert here.current() == saved, "the process that saved shows it at once"
+    clock["now"] += 0.5
+    assert there.current().symbol_a == "BTCUSDT", "looked less than a second ago"
+    clock["now"] += 0.5
+    assert there.current() == saved
 
 
 def test_several_processes_write_at_once_without_errors(tmp_path):
