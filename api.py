@@ -13,7 +13,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 
 from flask import Blueprint, Response, g, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
@@ -32,8 +32,10 @@ from services.notify import DELIVERY_HEADER
 from services.settings import (
     SettingsError,
     UserSettings,
+    pair_name,
     parse_bool,
     parse_choice,
+    parse_pair,
     parse_symbol,
     parse_threshold,
     parse_window,
@@ -153,6 +155,36 @@ def create_api(renderer: PngRenderer) -> Blueprint:
             raise BadRequest(f"unknown field {shown(unknown[0])}; the fields are {', '.join(sorted(SETTINGS_FIELDS))}")
         return jsonify(asdict(current_market().save_settings(raw)))
 
+    @api.get("/pairs")
+    def pairs():
+        """The watchlist, each pair with its parameters and live figures."""
+        market = current_market()
+        return jsonify([market.pair_row(s, g.snap.now) for s in market.watchlist()])
+
+    @api.post("/pairs")
+    def add_pair():
+        """Watch another pair, JSON {"a": "SOLUSDT", "b": "BNBUSDT"}: 201 with its row, or 400
+        with the reason (a symbol not trading, the same twice, already watched, 20 already)."""
+        raw = request.get_json(silent=True)
+        if not isinstance(raw, dict) or set(raw) - {"a", "b"}:
+            raise BadRequest('send a JSON object {"a": "SYMBOL", "b": "SYMBOL"}')
+        market = current_market()
+        added = market.add_pair(raw.get("a"), raw.get("b"))
+        return jsonify(market.pair_row(added, g.snap.now)), 201
+
+    @api.delete("/pairs/<name>")
+    def remove_pair(name):
+        """Stop watching a pair (its history stays until it ages out): 204, 404 if it is not
+        watched, 409 for the last one."""
+        pair = parse_pair(name)  # a 400 when it is not a pair at all
+        try:
+            current_market().remove_pair(pair)
+        except KeyError as exc:
+            return jsonify(error=exc.args[0]), 404
+        except SettingsError as exc:
+            return jsonify(error=str(exc)), 409
+        return "", 204
+
     @api.get("/analytics.csv")
     @exporting
     def analytics_csv():
@@ -209,8 +241,11 @@ def create_api(renderer: PngRenderer) -> Blueprint:
     @exporting
     def ticks_csv():
         market = current_market()
-        raw = request.args.get("symbol")
-        symbols = g.snap.settings.pair if raw is None else (_symbol(market, raw, "symbol"),)
+        raw, pair = request.args.get("symbol"), request.args.get("pair")
+        if raw is not None:
+            symbols = (_symbol(market, raw, "symbol"),)
+        else:
+            symbols = g.snap.settings.pair if pair is None else _watched(market, parse_pair(pair)).pair
         limit = _int_param("limit", MAX_TICKS, 1, MAX_TICKS)
         rows = ([iso_utc(t.time), t.symbol, t.price] for t in reversed(market.recent_ticks(g.snap, limit, symbols)))
         return _csv_rows(["timestamp_utc", "symbol", "price"], rows, "ticks.csv")
@@ -229,7 +264,8 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         def render() -> bytes:
             """Every point of the range (no downsampling in an export)."""
             df = market.frame(g.snap, start_s, end_s, params)
-            alerts = market.alerts.log(settings.pair_label, since_s=start_s) if params == g.snap.params else []
+            saved = params == market.params(settings)  # the rules' alerts are for the saved parameters
+            alerts = market.alerts.log(settings.pair_label, since_s=start_s) if saved else []
             ohlc = market.ohlc(g.snap, start_s, end_s, params) if kind == "price" else None
             fig = figures.chart_figure(kind, df, params, threshold, alerts, ohlc)
             return renderer.render(fig, width=width, height=height)
@@ -254,24 +290,34 @@ def metrics_response() -> Response:
 
 
 def _symbol(market, value, name):
-    return parse_symbol(value, set(market.symbols()) | set(g.snap.settings.pair), name)
+    return parse_symbol(value, set(market.symbols()) | {sym for s in market.watchlist() for sym in s.pair}, name)
+
+
+def _watched(market, pair):
+    """The settings of `pair` (in that order of its legs), which must be watched; else a 400."""
+    watched = market.settings_store.for_pair(pair)
+    if watched is None:
+        names = ", ".join(pair_name(s.pair) for s in market.watchlist())
+        raise BadRequest(
+            f"{pair[0]}/{pair[1]} is not a watched pair (watched: {names}); add it on /settings or with POST /api/pairs"
+        )
+    return watched if watched.pair == pair else replace(watched, symbol_a=pair[0], symbol_b=pair[1])
 
 
 def _analytics_params():
-    """The analysis parameters of a request: the saved ones, overridden by a, b (which must be
-    the pair being recorded), window, hedge, tf and log."""
+    """The analysis parameters of a request: a watched pair's saved ones (pair=A-B, or a= and b=;
+    the first pair of the watchlist by default), overridden by window, hedge, tf and log."""
     market = current_market()
-    settings = g.snap.settings
+    first = g.snap.settings
     args = request.args
-    pair = (
-        _symbol(market, args.get("a", settings.symbol_a), "a"),
-        _symbol(market, args.get("b", settings.symbol_b), "b"),
-    )
-    if pair != settings.pair:
-        raise BadRequest(
-            f"only the watched pair {settings.pair_label} is recorded; "
-            f"change the pair on /settings to get {pair[0]}/{pair[1]}"
+    if "pair" in args:
+        pair = parse_pair(args["pair"])
+    else:
+        pair = (
+            parse_symbol(args.get("a", first.symbol_a), None, "a"),
+            parse_symbol(args.get("b", first.symbol_b), None, "b"),
         )
+    settings = _watched(market, pair)
     params = market.params(
         settings,
         window=parse_window(args.get("window", settings.window)),

@@ -32,7 +32,7 @@ from services.db import Database, DatabaseProblem
 from services.export import PngRenderer
 from services.market import MarketService
 from services.replay import ReplayError
-from services.settings import AppConfig, SettingsError, parse_url
+from services.settings import MAX_PAIRS, AppConfig, SettingsError, parse_pairs, parse_url
 from services.status import MarketStatus
 from services.webguard import host_name, is_loopback
 
@@ -53,6 +53,7 @@ ENV = {
     "replay_speed": "REPLAY_SPEED",
     "allow_private_webhooks": "ALLOW_PRIVATE_WEBHOOKS",
     "allowed_hosts": "ALLOWED_HOSTS",
+    "pairs": "PAIRS",
 }
 MAX_BODY_BYTES = 1 << 20  # no page sends more in one request; a bigger body gets a 413
 CACHE_THRESHOLD = 0  # no count file: AtomicFileSystemCache sweeps expired entries itself
@@ -72,6 +73,8 @@ def config_from_env(environ=os.environ) -> AppConfig:
                 values[name] = raw.lower() in ("1", "true", "yes", "on")
             elif kind == "int":
                 values[name] = int(raw)
+            elif name == "pairs":
+                values[name] = parse_pairs(raw)
             else:
                 values[name] = (
                     tuple(raw.split())
@@ -80,6 +83,8 @@ def config_from_env(environ=os.environ) -> AppConfig:
                     if name in ("fallback_urls", "allowed_hosts")
                     else raw
                 )
+        except SettingsError as exc:
+            raise SystemExit(f"{var}: {exc}") from None
         except ValueError:
             raise SystemExit(f"{var} must be a whole number, got {raw!r}") from None
     return AppConfig(**values)
@@ -161,6 +166,14 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         "forwards (env ALLOWED_HOSTS, comma- or space-separated); other Host headers get a 400",
     )
     p.add_argument(
+        "--pairs",
+        default=None,
+        metavar="A-B,C-D",
+        help="the pairs to watch on the first start, e.g. BTCUSDT-ETHUSDT,SOLUSDT-BNBUSDT (at most "
+        f"{MAX_PAIRS}); after that Settings and /api/pairs own the watchlist (env PAIRS; default the "
+        "saved pair, BTCUSDT-ETHUSDT)",
+    )
+    p.add_argument(
         "--collector",
         action="store_true",
         help="run only ingestion and alerting (no web server, no browser needed), writing to the "
@@ -176,6 +189,10 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
             parse_url(url, "--binance-url / --fallback-urls", required=True)
         except SettingsError as exc:
             p.error(str(exc))
+    try:
+        pairs = env.pairs if a.pairs is None else parse_pairs(a.pairs)
+    except SettingsError as exc:
+        p.error(f"--pairs: {exc}")
     return AppConfig(
         source=a.source,
         binance_url=a.binance_url,
@@ -190,6 +207,7 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         replay_speed=a.replay_speed,
         allow_private_webhooks=a.allow_private_webhooks,
         allowed_hosts=tuple(a.allowed_hosts),
+        pairs=pairs,
     ), a.collector
 
 

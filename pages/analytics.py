@@ -25,11 +25,10 @@ from pages._tick import chart, cursor_store, key, register_view
 from services.bars import TIMEFRAMES
 from services.market import current_market
 from services.settings import SettingsError, parse_window
+from services.stats import DEFAULT_CORR_WINDOW
 
 PATH = "/analytics"
 dash.register_page(__name__, path=PATH, name="Spread & z-score", title="Spread & z-score · Pair Monitor", order=1)
-
-DEFAULT_CORR_WINDOW = 60
 
 
 def layout(**_kwargs):

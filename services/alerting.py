@@ -1,4 +1,4 @@
-"""Alert evaluation: the rules of the watched pair over each final bar, once, in time order.
+"""Alert evaluation: the rules of each watched pair over each of its final bars, once, in time order.
 
 The last evaluated bar is kept in the database per pair, parameters and rules (every few seconds),
 so after a restart the bars backfilled into the hole are evaluated too (nothing missed); a rule change starts from
@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -50,34 +51,53 @@ def rule_series(rule, cols: dict[str, np.ndarray]) -> np.ndarray:
     return cols["a" if rule.leg == "A" else "b"]
 
 
+def _cursor_key(key) -> str:
+    return "alerts:cursor:" + hashlib.sha1(repr(key).encode()).hexdigest()
+
+
+@dataclass
+class _Run:
+    """A pair's evaluation: what it is for (parameters, threshold, rules), the last bar evaluated,
+    the last one saved in the database, and each rule's state."""
+
+    key: tuple
+    cursor: int
+    saved: int
+    states: dict[str, RuleState]
+
+
 class AlertEvaluator:
     def __init__(self, db: Database, log_: AlertLog, notifier: WebhookNotifier):
         self.db = db
         self.log = log_
         self.notifier = notifier
-        self._key = None
-        self._cursor: int | None = None
-        self._saved = 0  # the last bar whose evaluation is saved in the database
-        self._states: dict[str, RuleState] = {}
+        self._runs: dict[tuple[str, str], _Run] = {}  # per watched pair
+
+    def keep(self, pairs) -> None:
+        """Forget the evaluation state of pairs no longer watched (their cursors stay saved)."""
+        for pair in [p for p in self._runs if p not in pairs]:
+            del self._runs[pair]
 
     def evaluate(self, settings: UserSettings, engine: PairEngine) -> None:
-        """Run the rules over every final bar of `engine` not evaluated yet (the engine is up to date)."""
+        """Run the pair's rules over every final bar of its `engine` not evaluated yet (the engine
+        is up to date)."""
         if engine.end is None:
             return
         params = engine.p
         key = (params, settings.threshold, settings.rules)
-        if key != self._key:
-            self._start(key, settings, engine)
-        if engine.end <= self._cursor:
+        run = self._runs.get(params.pair)
+        if run is None or run.key != key:
+            run = self._runs[params.pair] = self._start(key, settings, engine)
+        if engine.end <= run.cursor:
             return  # no bar became final since the last look (most ticks of most tabs)
-        seconds, cols = engine.final_after(self._cursor)
+        seconds, cols = engine.final_after(run.cursor)
         if not len(seconds):
             return
         found = []
         for rule in settings.rules:
             values = rule_series(rule, cols)
             bound = rule.bound(settings.threshold)
-            fired, self._states[rule.key] = evaluate_rule(rule, bound, values, seconds, self._states[rule.key])
+            fired, run.states[rule.key] = evaluate_rule(rule, bound, values, seconds, run.states[rule.key])
             found += [
                 Alert(
                     int(seconds[i]),
@@ -92,23 +112,22 @@ class AlertEvaluator:
                 )
                 for i in fired
             ]
-        self._cursor = int(seconds[-1])
-        if found or self._cursor - self._saved >= CURSOR_SAVE_EVERY_S:
-            self.db.set_meta(self._cursor_key(), str(self._cursor))
-            self._saved = self._cursor
+        run.cursor = int(seconds[-1])
+        if found or run.cursor - run.saved >= CURSOR_SAVE_EVERY_S:
+            self.db.set_meta(_cursor_key(key), str(run.cursor))
+            run.saved = run.cursor
         if found:
             self.deliver(self.log.add(sorted(found, key=lambda a: a.second)), settings)
 
-    def _cursor_key(self, key=None) -> str:
-        return "alerts:cursor:" + hashlib.sha1(repr(key or self._key).encode()).hexdigest()
-
-    def _start(self, key, settings: UserSettings, engine: PairEngine) -> None:
-        saved = self.db.meta(self._cursor_key(key))
+    def _start(self, key, settings: UserSettings, engine: PairEngine) -> _Run:
+        """A pair's evaluation from its saved cursor (or its newest bar); raises if the database
+        can't be read, so that the next refresh starts over."""
+        saved = self.db.meta(_cursor_key(key))
         start = int(saved) if saved is not None and int(saved) <= engine.end else engine.end
         times, at = engine.final_after(start - 1)
         if not len(times) or int(times[0]) != start:
             start, (_, at) = engine.end, engine.final_after(engine.end - 1)
-        self._states = {
+        states = {
             rule.key: initial_state(
                 rule,
                 rule.bound(settings.threshold),
@@ -117,7 +136,7 @@ class AlertEvaluator:
             )
             for rule in settings.rules
         }
-        self._key, self._cursor = key, start  # only once started: a failed read starts over next time
+        return _Run(key, start, 0, states)
 
     def deliver(self, alerts: list[Alert], settings: UserSettings) -> None:
         """Alerts this process logged first: to the log (pages toast them) and the webhook."""

@@ -272,9 +272,16 @@ class AlertLog:
         sql = ("WHERE " + " AND ".join(c for c, _ in where)) if where else ""
         return self._rows(sql, tuple(a for _, a in where), limit)
 
-    def count(self, pair: str) -> int | None:
-        """How many alerts `pair` has in the log (None when the log can't be read)."""
-        rows = self._read("SELECT count(*) FROM alerts WHERE pair = ?", (pair,))
+    def count(self, pair: str, since_s: int | None = None) -> int | None:
+        """How many alerts `pair` has in the log (None when the log can't be read); with
+        `since_s`, the rules' alerts at bars from then on (test alerts left out)."""
+        if since_s is None:
+            rows = self._read("SELECT count(*) FROM alerts WHERE pair = ?", (pair,))
+        else:
+            rows = self._read(
+                "SELECT count(*) FROM alerts WHERE pair = ? AND second >= ? AND rule_key NOT LIKE ?",
+                (pair, since_s, TEST_PREFIX + "%"),
+            )
         return rows[0][0] if rows else None
 
     def since(self, alert_id: int, limit: int = 20) -> list[Alert]:

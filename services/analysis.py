@@ -64,7 +64,7 @@ class Analyses:
         self.span_s = span_s
         self._ffill_s = ffill_s  # a function: the source decides it, and opens lazily
         self._engines: OrderedDict[Params, PairEngine] = OrderedDict()  # other parameter sets, LRU
-        self._live: PairEngine | None = None  # the saved parameters' engine: pinned
+        self._live: dict[tuple[str, str], PairEngine] = {}  # each watched pair's saved parameters: pinned
         self._warming: dict[PairEngine, threading.Thread] = {}
         self._lock = threading.Lock()
         self.shared = SingleFlight()
@@ -77,17 +77,26 @@ class Analyses:
         return PairEngine(params, self.store, self._ffill_s(), self.span_s, self._restarted, anchor_s)
 
     def live(self, params: Params) -> PairEngine:
-        """The engine of the saved parameters (whole history): pinned, replaced when they change."""
+        """The engine of a watched pair's saved parameters (whole history): pinned, replaced when
+        they change."""
         with self._lock:
-            if self._live is None or self._live.p != params:
-                self._live = self._engines.pop(params, None)
-                if self._live is None or self._live.anchor_s is not None:
-                    self._live = self._new(params)
-            return self._live
+            engine = self._live.get(params.pair)
+            if engine is None or engine.p != params:
+                engine = self._engines.pop(params, None)
+                if engine is None or engine.anchor_s is not None:
+                    engine = self._new(params)
+                self._live[params.pair] = engine
+            return engine
 
-    def warm(self, engine: PairEngine, now_s: int, late_s: float) -> bool:
+    def keep_live(self, pairs) -> None:
+        """Unpin the engines of pairs no longer watched."""
+        with self._lock:
+            for pair in [p for p in self._live if p not in pairs]:
+                del self._live[pair]
+
+    def warm(self, engine: PairEngine, now_s: int, late_s: float, wait_s: float = WARM_WAIT_S) -> bool:
         """Build a new engine's history on a background thread (once), off the ingest path; wait
-        for it at most WARM_WAIT_S. True when it is built."""
+        for it at most `wait_s`. True when it is built."""
         with self._lock:
             builder = self._warming.get(engine)
             if builder is None:
@@ -95,7 +104,7 @@ class Analyses:
                     target=self._build, args=(engine, now_s, late_s), name="analysis-warm-up", daemon=True
                 )
                 builder.start()
-        builder.join(WARM_WAIT_S)
+        builder.join(wait_s)
         return not builder.is_alive()
 
     def _build(self, engine: PairEngine, now_s: int, late_s: float) -> None:
@@ -110,8 +119,9 @@ class Analyses:
         parameter set read from `start_s` on, an engine that starts there (less its warm-up);
         a new one costing more than WORK_BUDGET_US raises TooMuchWork."""
         with self._lock:
-            if self._live is not None and self._live.p == params:
-                return self._live
+            live = self._live.get(params.pair)
+            if live is not None and live.p == params:
+                return live
             engine = self._engines.pop(params, None)
             anchor = None
             if start_s is not None and warmup_bars(params) is not None:

@@ -42,11 +42,13 @@ CREATE TABLE IF NOT EXISTS alerts (
     value REAL, level REAL, zscore REAL, spread REAL, created_ns INTEGER NOT NULL,
     UNIQUE (rule_key, pair, second));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pairs (
+    position INTEGER PRIMARY KEY, a TEXT NOT NULL, b TEXT NOT NULL, body TEXT NOT NULL);
 """
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-TABLES = frozenset({"buckets", "ticks", "settings", "alerts", "meta"})
+TABLES = frozenset({"buckets", "ticks", "settings", "alerts", "meta", "pairs"})
 WHAT_TO_DO = (
     "The file is left as it is: move it aside and start again for a new database (the history is "
     "backfilled from the exchange), or restore a backup"

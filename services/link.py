@@ -71,9 +71,10 @@ class SourceLink:
         wanted = settings.binance_url.rstrip("/")
         return wanted if wanted in self.config.rest_hosts() else self.config.binance_url.rstrip("/")
 
-    def follow(self, settings: UserSettings) -> bool:
-        """Talk to the REST host the settings name; True when it changed (errors start over)."""
-        for sym in [s for s in self.halted if s not in settings.pair]:
+    def follow(self, settings: UserSettings, symbols) -> bool:
+        """Talk to the REST host the settings name, about `symbols` (the watched ones); True when
+        the host changed (errors start over)."""
+        for sym in [s for s in self.halted if s not in symbols]:
             del self.halted[sym]
         client = self.client()
         want = self.wanted_host(settings)

@@ -18,8 +18,11 @@ Behind the façade, each piece has one job:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
+import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +34,7 @@ from flask import current_app
 from services import metrics
 from services.alerting import AlertEvaluator
 from services.alerts import Alert, AlertLog
-from services.analysis import Analyses, lateness_s
+from services.analysis import WARM_WAIT_S, Analyses, lateness_s
 from services.backtest import BacktestParams
 from services.binance import INVALID_SYMBOL, BinanceAPIError, BinanceError, BinanceRateLimited
 from services.db import Database
@@ -41,13 +44,23 @@ from services.ingest import DB_MAY_FAIL, Ingestion
 from services.link import SourceLink
 from services.netguard import WebhookPolicy
 from services.notify import WebhookNotifier
-from services.settings import AppConfig, SettingsStore, UserSettings, validate
+from services.settings import (
+    AppConfig,
+    SettingsError,
+    SettingsStore,
+    UserSettings,
+    pair_name,
+    parse_symbol,
+    validate,
+)
 from services.sources import Tick, iso_utc
+from services.stats import DEFAULT_CORR_WINDOW
 from services.status import LegStatus, MarketStatus, UpstreamError
 from services.store import PriceStore
 
 log = logging.getLogger(__name__)
 
+LEG_STATES = ("live", "waiting", "stale", "disconnected")  # better to worse
 REFRESH_WAIT_S = 1.0  # a tick waits this long at most for a poll already in flight in this process
 SHARED_TICKS_WAIT_S = 0.5  # and this long for the ticks another process is polling this interval
 
@@ -69,6 +82,11 @@ class Snapshot:
         return int(self.now)
 
 
+def watched_symbols(book) -> tuple[str, ...]:
+    """Every symbol of the watched pairs, once each, in watchlist order."""
+    return tuple(dict.fromkeys(sym for s in book for sym in s.pair))
+
+
 class MarketService:
     def __init__(self, config: AppConfig, cache, clock=None, source=None):
         """`clock` defaults to the source's own (wall time, or replay time for a replay)."""
@@ -77,6 +95,8 @@ class MarketService:
         self._clock = clock
         self.db = Database(config.data_dir)
         self.settings_store = SettingsStore(self.db, legacy_dir=config.data_dir)
+        with contextlib.suppress(sqlite3.DatabaseError):  # a damaged file (shown as such): the saved pair
+            self.settings_store.seed(config.pairs)
         self.store = PriceStore(config.history_s)
         self.alerts = AlertLog(self.db)
         self.notifier = WebhookNotifier(self.db, WebhookPolicy(config.allow_private_webhooks, config.host, config.port))
@@ -104,8 +124,26 @@ class MarketService:
         return self._clock() if self._clock else self.source().now()
 
     def current_settings(self) -> UserSettings:
-        """The saved settings (one indexed read: a save anywhere shows on the next tick)."""
+        """The first watched pair's settings (read at most once a second per process)."""
         return self.settings_store.current()
+
+    def watchlist(self) -> tuple[UserSettings, ...]:
+        """Every watched pair's settings, in order."""
+        return self.settings_store.watchlist()
+
+    def add_pair(self, a, b) -> UserSettings:
+        """Watch another pair: both symbols trading, different, not watched yet, at most
+        MAX_PAIRS in all. Raises SettingsError with the reason; nothing changes then."""
+        known = set(self.symbols())
+        pair = (parse_symbol(a, known, "Symbol A"), parse_symbol(b, known, "Symbol B"))
+        if pair[0] == pair[1]:
+            raise SettingsError(f"The two symbols must differ (both are {pair[0]})")
+        return self.settings_store.add_pair(pair)
+
+    def remove_pair(self, pair) -> None:
+        """Stop watching `pair`; its history stays until it ages out. KeyError if not watched,
+        SettingsError for the last pair."""
+        self.settings_store.remove_pair(pair)
 
     def params(self, settings: UserSettings, **overrides) -> Params:
         """The analysis parameters of `settings`, with overrides."""
@@ -192,40 +230,48 @@ class MarketService:
             self._refresh_lock.release()
 
     def _refresh(self, settings: UserSettings) -> bool:
-        self.ingestion.retain(settings.pair)
-        if self.link.follow(settings):
+        """One poll of every watched symbol (one request), then every pair's analysis and rules.
+        `settings` is the pair the caller shows: its new engine is waited for (briefly)."""
+        book = self.watchlist()
+        symbols = watched_symbols(book)
+        self.ingestion.retain(symbols)
+        if self.link.follow(settings, symbols):
             self.last_error = None
         now = self.clock()
-        polled = self._poll(settings, now)
+        polled = self._poll(settings, symbols, now)
         for ticks in self.gate.collect(now, settings.poll_interval_s, SHARED_TICKS_WAIT_S):
-            self._ingest(ticks, settings, now, persist_raw=False)  # the polling process stored them
-        engine = self.analyses.live(self.params(settings))
+            self._ingest(ticks, book, symbols, now, persist_raw=False)  # the polling process stored them
         late = lateness_s(settings.poll_interval_s)
-        # New parameters: their history is built off the ingest path, and alerts are evaluated from
-        # the refresh that finds it built (from the saved cursor: no bar is missed).
-        if engine.end is not None or self.analyses.warm(engine, int(now), late):
-            engine.update(int(now), late)
-            with DB_MAY_FAIL:  # the alert log can't be written: Database.fault says so on every page
-                self.alerting.evaluate(settings, engine)
+        self.analyses.keep_live({s.pair for s in book})
+        self.alerting.keep({s.pair for s in book})
+        for pair_settings in book:
+            engine = self.analyses.live(self.params(pair_settings))
+            # New parameters: their history is built off the ingest path, and alerts are evaluated
+            # from the refresh that finds it built (from the saved cursor: no bar is missed).
+            wait = WARM_WAIT_S if pair_settings.pair == settings.pair else 0.0
+            if engine.end is not None or self.analyses.warm(engine, int(now), late, wait):
+                engine.update(int(now), late)
+                with DB_MAY_FAIL:  # the alert log can't be written: Database.fault says so on every page
+                    self.alerting.evaluate(pair_settings, engine)
         self.ingestion.prune_if_due(now)
         return polled
 
-    def _poll(self, settings: UserSettings, now: float) -> bool:
-        key = self.gate.claim(settings.pair, settings.poll_interval_s, now)
+    def _poll(self, settings: UserSettings, symbols: tuple[str, ...], now: float) -> bool:
+        key = self.gate.claim(symbols, settings.poll_interval_s, now)
         if key is None:
             return False
         if self.link.recheck_due(now):
-            self._check_trading(settings, now)
-        symbols = self.link.pollable(settings.pair)
-        if not symbols or not self.gate.begin_flight():
+            self._check_trading(symbols, now)
+        pollable = self.link.pollable(symbols)
+        if not pollable or not self.gate.begin_flight():
             return False  # nothing to poll, or another process's poll still waits for its answer
         started = time.perf_counter()
         try:
-            ticks = self.source().poll(symbols)
+            ticks = self.source().poll(pollable)
         except BinanceError as exc:
             self._record_error(exc)
             if isinstance(exc, BinanceAPIError) and exc.code == INVALID_SYMBOL:
-                self._check_trading(settings, now)
+                self._check_trading(symbols, now)
             return True
         finally:
             self.gate.end_flight()
@@ -233,14 +279,14 @@ class MarketService:
             metrics.POLL_SECONDS.observe(time.perf_counter() - started)
         self.last_error = None
         self.gate.publish(key, ticks, settings.poll_interval_s)
-        self._ingest(ticks, settings, now, persist_raw=True)
+        self._ingest(ticks, self.watchlist(), symbols, now, persist_raw=True)
         return True
 
-    def _ingest(self, ticks: list[Tick], settings: UserSettings, now: float, persist_raw: bool) -> None:
-        span = self.ingestion.backfill_span(settings.window, self.params(settings).tf_s)
+    def _ingest(self, ticks: list[Tick], book, symbols, now: float, persist_raw: bool) -> None:
+        span = max(self.ingestion.backfill_span(s.window, self.params(s).tf_s) for s in book)
         self.ingestion.ingest(
             ticks,
-            settings.pair,
+            symbols,
             span,
             now,
             persist_raw,
@@ -248,9 +294,9 @@ class MarketService:
             on_error=self._record_error,
         )
 
-    def _check_trading(self, settings: UserSettings, now: float) -> None:
+    def _check_trading(self, symbols, now: float) -> None:
         try:
-            self.link.check_trading(settings.pair, now)
+            self.link.check_trading(symbols, now)
         except BinanceError as exc:
             self._record_error(exc)
 
@@ -300,6 +346,48 @@ class MarketService:
             webhook=self.notifier.status(),
             database_error=self.db.fault,
         )
+
+    def pair_row(self, settings: UserSettings, now: float) -> dict:
+        """A watched pair's parameters and live figures, as /api/pairs (and the overview) give
+        them: the legs' prices, β, spread, z, half-life, ADF p-value, its state (the worse leg:
+        live, waiting, stale or disconnected) and its alerts today (UTC). A pair whose analysis
+        is still being built has its parameters and state, and no figures yet."""
+        params = self.params(settings)
+        late = lateness_s(settings.poll_interval_s)
+        built = self.analyses.live(params).end is not None
+        latest = self.analyses.latest(params, int(now), late, self.source().interval_s) if built else None
+        stats = self.analyses.statistics(params, DEFAULT_CORR_WINDOW, now, late) if built else {}
+        stale_after = self.stale_after_s(settings)
+        legs = [self._leg(sym, self.store.last_tick(sym), now, stale_after).state for sym in settings.pair]
+        midnight = int(now // 86_400 * 86_400)
+
+        def figure(value) -> float | None:
+            return float(value) if value is not None and math.isfinite(value) else None
+
+        return {
+            "pair": pair_name(settings.pair),
+            "a": settings.symbol_a,
+            "b": settings.symbol_b,
+            "hedge": settings.hedge,
+            "tf": settings.timeframe,
+            "window": settings.window,
+            "threshold": settings.threshold,
+            "log": settings.log_prices,
+            **{
+                key: figure(None if latest is None else latest[col])
+                for key, col in (
+                    ("price_a", settings.symbol_a),
+                    ("price_b", settings.symbol_b),
+                    ("beta", "beta"),
+                    ("spread", "spread"),
+                    ("zscore", "zscore"),
+                )
+            },
+            "half_life_bars": figure(stats.get("half_life_bars")),
+            "adf_pvalue": figure((stats.get("adf") or {}).get("pvalue")),
+            "state": max(legs, key=LEG_STATES.index),
+            "alerts_today": self.alerts.count(settings.pair_label, since_s=midnight),
+        }
 
     def _leg(self, sym: str, tick: Tick | None, now: float, stale_after: float) -> LegStatus:
         """Live, stale (with its age), or disconnected (with the reason)."""

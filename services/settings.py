@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -51,6 +52,7 @@ class AppConfig:
     replay_speed: str = "1"
     allow_private_webhooks: bool = False  # webhooks may go to private and loopback addresses
     allowed_hosts: tuple[str, ...] = ()  # Host header names served besides loopback and --host
+    pairs: tuple[tuple[str, str], ...] = ()  # the watchlist on the first start (--pairs)
 
     def rest_hosts(self) -> tuple[str, ...]:
         """The REST hosts the app may talk to: the known Binance hosts, --binance-url and
@@ -241,14 +243,48 @@ def validate(raw: dict, known_symbols=None, rest_hosts=None) -> UserSettings:
     return settings
 
 
-class SettingsStore:
-    """UserSettings persisted in the embedded database (one row, with a version number).
+PAIR_FIELDS = ("symbol_a", "symbol_b", "threshold", "window", "hedge", "timeframe", "log_prices", "rules")
+MAX_PAIRS = 20
+PAIR_RE = re.compile(r"^([A-Z0-9]{2,20})-([A-Z0-9]{2,20})$")
 
-    `current()` looks at the row's version at most once a second (one indexed read, not one per
-    tab's tick) and re-reads the row only when it changed: a save shows at once in the process
-    that made it, and within a second in every other. A save is one transaction:
-    a crash mid-save leaves the old settings. A `settings.json` from an older version is taken
-    over once.
+
+def parse_pair(value) -> tuple[str, str]:
+    """A pair as URLs and the API write it, "BTCUSDT-ETHUSDT" (any case) -> ("BTCUSDT", "ETHUSDT")."""
+    match = PAIR_RE.match(str(value or "").strip().upper()) if isinstance(value, str) else None
+    if match is None:
+        raise SettingsError(f"A pair is two symbols joined by '-', e.g. BTCUSDT-ETHUSDT; got {shown(value)}")
+    if match[1] == match[2]:
+        raise SettingsError(f"The two symbols must differ (both are {shown(match[1])})")
+    return match[1], match[2]
+
+
+def parse_pairs(value) -> tuple[tuple[str, str], ...]:
+    """--pairs / PAIRS: "BTCUSDT-ETHUSDT,SOLUSDT-BNBUSDT" ("" for none)."""
+    pairs = tuple(parse_pair(p) for p in str(value or "").split(",") if p.strip())
+    if len(pairs) > MAX_PAIRS:
+        raise SettingsError(f"At most {MAX_PAIRS} pairs are watched, got {len(pairs)}")
+    if len({frozenset(p) for p in pairs}) < len(pairs):
+        raise SettingsError("A pair is listed twice")
+    return pairs
+
+
+def pair_name(pair) -> str:
+    return "-".join(pair)
+
+
+class SettingsStore:
+    """The settings and the watchlist, persisted in the embedded database with one version number.
+
+    The watchlist is a list of pairs, each with its own analysis (threshold, window, hedge,
+    timeframe, log prices) and alert rules; the poll interval, the webhook and the REST host are
+    shared by all. Each pair reads as a `UserSettings` (its fields and the shared ones); the first
+    pair is `current()`, the one a page shows when it names none. The `settings` row holds the
+    first pair's UserSettings (the format of earlier versions), the `pairs` table every pair.
+
+    The version is looked at at most once a second (one indexed read, not one per tab's tick)
+    and the rows re-read only when it changed: a change shows at once in the process that made
+    it, and within a second in every other. Every change is one transaction: a crash mid-save
+    leaves the old settings. A `settings.json` from an older version is taken over once.
     """
 
     def __init__(self, db: Database, legacy_dir=None):
@@ -257,33 +293,82 @@ class SettingsStore:
         self._lock = threading.Lock()
         self._version: int | None = None
         self._checked = -CHECK_EVERY_S  # time.monotonic() of the last look at the version
-        self._settings = UserSettings()
+        self._book: tuple[UserSettings, ...] = (UserSettings(),)
         self.load_error: str | None = None
 
     def current(self) -> UserSettings:
+        """The first pair's settings."""
+        return self.watchlist()[0]
+
+    def watchlist(self) -> tuple[UserSettings, ...]:
+        """Every watched pair's settings, in the watchlist's order."""
         now = time.monotonic()
         if now - self._checked < CHECK_EVERY_S:
-            return self._settings
+            return self._book
         self._checked = now
         try:
             rows = self.db.query("SELECT version FROM settings WHERE id = 1")
+            if not rows:
+                self._take_over_legacy()
+            elif rows[0][0] != self._version:
+                with self._lock:
+                    self._reload()
         except sqlite3.DatabaseError:  # a damaged file (shown as such): the settings in use go on
-            return self._settings
-        if not rows:
-            self._take_over_legacy()
-        elif rows[0][0] != self._version:
-            with self._lock:
-                self._reload()
-        return self._settings
+            pass
+        return self._book
+
+    def for_pair(self, pair) -> UserSettings | None:
+        """The settings of a watched pair (in either order of its symbols), or None."""
+        wanted = frozenset(pair)
+        return next((s for s in self.watchlist() if frozenset(s.pair) == wanted), None)
 
     def _reload(self) -> None:
-        version, body = self.db.query("SELECT version, body FROM settings WHERE id = 1")[0]
         try:
-            self._settings = validate({**asdict(UserSettings()), **json.loads(body)})
+            with self.db.connection() as conn:
+                version, book = self._read(conn)
+            self._book, self._version = book, version
             self.load_error = None
-        except (ValueError, AttributeError, TypeError) as exc:
+        except (ValueError, AttributeError, TypeError, KeyError) as exc:
             self.load_error = f"The saved settings are unreadable ({exc}); keeping the settings in use"
-        self._version = version
+            self._version = self.db.query("SELECT version FROM settings WHERE id = 1")[0][0]  # not re-read each tick
+
+    @staticmethod
+    def _read(conn) -> tuple[int, tuple[UserSettings, ...]]:
+        """(version, watchlist) as stored: the `settings` row alone is a watchlist of its one pair
+        (a database of an earlier version, or one not seeded yet). Raises ValueError & co."""
+        row = conn.execute("SELECT version, body FROM settings WHERE id = 1").fetchone()
+        version, first = (row[0], validate({**asdict(UserSettings()), **json.loads(row[1])})) if row else (0, None)
+        first = first or UserSettings()
+        pairs = conn.execute("SELECT a, b, body FROM pairs ORDER BY position").fetchall()
+        book = tuple(
+            validate({**asdict(first), **json.loads(body), "symbol_a": a, "symbol_b": b}) for a, b, body in pairs
+        )
+        return version, book or (first,)
+
+    def _write(self, conn, version: int, book) -> None:
+        book = tuple(replace(s, **_shared(book[0])) for s in book)
+        conn.execute(
+            "INSERT INTO settings (id, body, version) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE "
+            "SET body = excluded.body, version = excluded.version",
+            (json.dumps(asdict(book[0])), version + 1),
+        )
+        conn.execute("DELETE FROM pairs")
+        conn.executemany(
+            "INSERT INTO pairs (position, a, b, body) VALUES (?, ?, ?, ?)",
+            [
+                (i, s.symbol_a, s.symbol_b, json.dumps({k: v for k, v in asdict(s).items() if k in PAIR_FIELDS[2:]}))
+                for i, s in enumerate(book)
+            ],
+        )
+        self._book, self._version = book, version + 1
+
+    def _change(self, edit) -> tuple[UserSettings, ...]:
+        """Apply `edit(watchlist) -> new watchlist` in one write transaction (raising leaves
+        everything as it was)."""
+        with self._lock, self.db.write() as conn:
+            version, book = self._read(conn)
+            self._write(conn, version, tuple(edit(list(book))))
+            return self._book
 
     def _take_over_legacy(self) -> None:
         if self.legacy is None or not self.legacy.exists():
@@ -295,15 +380,67 @@ class SettingsStore:
             self.load_error = f"{self.legacy} is unreadable ({exc}); using the defaults"
             self.legacy = None
 
-    def save(self, settings: UserSettings) -> UserSettings:
-        body = json.dumps(asdict(settings))
+    def save(self, settings: UserSettings, pair=None) -> UserSettings:
+        """Save `settings`: its shared fields for every pair, its own for the watched `pair` (the
+        first when None), which it may change to another pair of symbols (not one watched)."""
+
+        def edit(book):
+            at = 0 if pair is None else _index(book, pair)
+            if any(i != at and frozenset(s.pair) == frozenset(settings.pair) for i, s in enumerate(book)):
+                raise SettingsError(f"{settings.pair_label} is already in the watchlist")
+            book = [replace(s, **_shared(settings)) for s in book]
+            book[at] = settings
+            return book
+
+        book = self._change(edit)
+        return next(s for s in book if s.pair == settings.pair)
+
+    def add_pair(self, pair) -> UserSettings:
+        """Watch `pair` (validated symbols), with the first pair's analysis and rules to start from."""
+
+        def edit(book):
+            if any(frozenset(s.pair) == frozenset(pair) for s in book):
+                raise SettingsError(f"{pair_name(pair)} is already in the watchlist")
+            if len(book) >= MAX_PAIRS:
+                raise SettingsError(f"At most {MAX_PAIRS} pairs are watched; remove one first")
+            return [*book, replace(book[0], symbol_a=pair[0], symbol_b=pair[1])]
+
+        return self._change(edit)[-1]
+
+    def remove_pair(self, pair) -> None:
+        """Stop watching `pair` (its history stays until it ages out). KeyError if it is not
+        watched; SettingsError for the last one."""
+
+        def edit(book):
+            at = _index(book, pair)
+            if len(book) == 1:
+                raise SettingsError("The watchlist keeps at least one pair; add another first")
+            return book[:at] + book[at + 1 :]
+
+        self._change(edit)
+
+    def seed(self, pairs) -> None:
+        """On the first start (no watchlist stored yet), watch `pairs` (--pairs), each with the
+        saved (or default) analysis; without `pairs`, the saved pair. After that the watchlist is
+        changed from Settings and the API only."""
+        self.watchlist()  # takes over a settings.json of an older version first
         with self._lock, self.db.write() as conn:
-            row = conn.execute("SELECT version FROM settings WHERE id = 1").fetchone()
-            version = (row[0] if row else 0) + 1
-            conn.execute(
-                "INSERT INTO settings (id, body, version) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE "
-                "SET body = excluded.body, version = excluded.version",
-                (body, version),
-            )
-            self._settings, self._version = settings, version
-        return settings
+            if conn.execute("SELECT 1 FROM pairs LIMIT 1").fetchone():
+                return
+            version, book = self._read(conn)
+            if pairs:
+                book = tuple(replace(book[0], symbol_a=a, symbol_b=b) for a, b in pairs)
+            self._write(conn, version, book)
+
+
+def _shared(settings: UserSettings) -> dict:
+    """The fields every pair shares (poll interval, webhook, REST host)."""
+    return {k: v for k, v in asdict(settings).items() if k not in PAIR_FIELDS}
+
+
+def _index(book, pair) -> int:
+    wanted = frozenset(pair)
+    for i, s in enumerate(book):
+        if frozenset(s.pair) == wanted:
+            return i
+    raise KeyError(f"{pair_name(pair)} is not in the watchlist")

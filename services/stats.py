@@ -9,6 +9,7 @@ import pandas as pd
 from statsmodels.tsa.stattools import adfuller
 
 ADF_MIN_OBS = 20
+DEFAULT_CORR_WINDOW = 60  # bars of the legs' return correlation, unless a page asks for another
 ADF_MAX_OBS = 5_000  # the last N valid observations; adfuller's lag search is O(N·lags)
 
 

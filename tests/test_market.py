@@ -10,6 +10,7 @@ import pytest
 from cachelib import SimpleCache
 
 from scripted import ScriptedSource
+from services import settings as settings_module
 from services.binance import BinanceClient
 from services.cache import AtomicFileSystemCache
 from services.market import MarketService
@@ -190,10 +191,11 @@ def test_settings_survive_a_restart_and_bad_input_changes_nothing(tmp_path, cloc
     assert (s.symbol_a, s.symbol_b, s.threshold, s.window, s.poll_interval_s) == ("SOLUSDT", "BNBUSDT", 2.5, 120, 2.0)
 
 
-def test_corrupt_saved_settings_keep_the_defaults_and_say_so(tmp_path, clock):
+def test_corrupt_saved_settings_keep_the_defaults_and_say_so(tmp_path, clock, monkeypatch):
+    monkeypatch.setattr(settings_module, "CHECK_EVERY_S", 0.0)  # another process's write, seen at once
     market = sim_market(tmp_path, clock)
     with market.db.write() as conn:
-        conn.execute("INSERT INTO settings VALUES (1, '{not json', 1)")
+        conn.execute("UPDATE settings SET body = '{not json', version = version + 1")
     assert market.current_settings().pair == ("BTCUSDT", "ETHUSDT")
     assert "unreadable" in market.snapshot().status.settings_error
 
