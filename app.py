@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import fields
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import dash
 import dash_bootstrap_components as dbc
@@ -32,7 +33,7 @@ from services.db import Database, DatabaseProblem
 from services.export import PngRenderer
 from services.market import MarketService
 from services.replay import ReplayError
-from services.settings import MAX_PAIRS, AppConfig, SettingsError, parse_pairs, parse_url
+from services.settings import MAX_PAIRS, AppConfig, SettingsError, pair_name, parse_pair, parse_pairs, parse_url
 from services.status import MarketStatus
 from services.webguard import host_name, is_loopback
 
@@ -331,8 +332,24 @@ def _banner(status: MarketStatus, auto: bool) -> list:
     return banner
 
 
-def _shell(snap, auto: bool) -> tuple:
-    """Navbar badges, the status banner and the interval, from the tick's snapshot."""
+def _pair_asked(market, search) -> tuple[tuple[str, str] | None, str | None]:
+    """The pair a page's URL names (?pair=A-B), and what to say when it is not one watched."""
+    raw = parse_qs(search[1:] if isinstance(search, str) else "").get("pair", [None])[0]
+    if raw is None:
+        return None, None
+    first = pair_name(market.current_settings().pair)
+    try:
+        pair = parse_pair(raw)
+    except SettingsError as exc:
+        return None, f"{exc}. Showing {first}."
+    if market.settings_store.for_pair(pair) is None:
+        return None, f"{pair_name(pair)} is not in the watchlist (add it on Settings). Showing {first}."
+    return pair, None
+
+
+def _shell(snap, auto: bool, note: str | None = None) -> tuple:
+    """Navbar badges, the status banner (with `note`, about the URL's pair) and the interval,
+    from the tick's snapshot."""
     status = snap.status
     age_text, age_color = _age_badge(status)
     source_text, source_color = (
@@ -347,7 +364,7 @@ def _shell(snap, auto: bool) -> tuple:
         age_text,
         age_color,
         leg_badges(status.legs),
-        _banner(status, auto),
+        _banner(status, auto) + ([dbc.Alert(note, color="warning", className="py-2 small")] if note else []),
         int(snap.settings.poll_interval_s * 1000),
     )
 
@@ -380,26 +397,29 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         Output(ids.TICK, "data"),
         Input(ids.INTERVAL, "n_intervals"),
         Input(ids.PAGE_LOCATION, "pathname"),
+        Input(ids.PAGE_LOCATION, "search"),
         Input(ids.view(ALL), "value"),
         Input(ids.zoom(ALL), "data"),
         State(ids.ALERT_SEEN, "data"),
         State(ids.cursor(ALL), "data"),
     )
-    def tick(_n, pathname, _view_values, _zooms, seen, _cursors):
+    def tick(_n, pathname, search, _view_values, _zooms, seen, _cursors):
         """The tab's one request per tick: one refresh, then everything the tick changed (shell,
-        toasts, and the open page's cards, tables and chart updates) from one snapshot."""
+        toasts, and the open page's cards, tables and chart updates) from one snapshot, of the
+        pair the URL names (?pair=A-B) or the watchlist's first."""
         started = time.perf_counter()
         market = app.server.extensions["market"]
-        snap = market.tick()
+        pair, note = _pair_asked(market, search)
+        snap = market.tick(pair)
         path = "/" + app.strip_relative_path(pathname if isinstance(pathname, str) else "/")
         page = VIEWS.get(path)
-        view = {item["id"]["name"]: item.get("value") for item in ctx.inputs_list[2]}
-        view["zoom"] = {item["id"]["graph"]: item.get("value") for item in ctx.inputs_list[3]}
+        view = {item["id"]["name"]: item.get("value") for item in ctx.inputs_list[3]}
+        view["zoom"] = {item["id"]["graph"]: item.get("value") for item in ctx.inputs_list[4]}
         held = next((c.get("value") for c in ctx.states_list[1] if c["id"]["page"] == path), None)
         held = held if isinstance(held, dict) else {}  # what the page has applied (a store anyone can set)
         values, page_cursor = page.build(market, snap, view, held) if page else ({}, {})
         out = (
-            *_shell(snap, market.config.source == "auto"),
+            *_shell(snap, market.config.source == "auto", note),
             *_toasts(market.alerts, seen),
             {"path": path, "values": values, "cursor": page_cursor},
         )
@@ -420,6 +440,13 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         prevent_initial_call=True,
     )
 
+    app.clientside_callback(  # the page links keep the URL's pair
+        ClientsideFunction(namespace="navbar", function_name="links"),
+        Output(ids.nav_link(ALL), "href"),
+        Output(ids.nav_link(ALL), "active"),
+        Input(ids.PAGE_LOCATION, "pathname"),
+        Input(ids.PAGE_LOCATION, "search"),
+    )
     app.clientside_callback(  # the menu opens and closes on the toggler, and closes on navigating
         ClientsideFunction(namespace="navbar", function_name="toggle"),
         Output(ids.NAV_COLLAPSE, "is_open"),

@@ -59,9 +59,9 @@ def main() -> None:
             try:
                 for _ in range(args.loads):
                     time.sleep(random.random())
-                    driver.get(base + "/")
+                    driver.get(base + "/live")
                     for _ in range(args.tabs - 1):
-                        driver.execute_script("window.open(arguments[0], '_blank');", base + "/")
+                        driver.execute_script("window.open(arguments[0], '_blank');", base + "/live")
                     driver.switch_to.window(driver.window_handles[0])
                     time.sleep(4)
                     driver.execute_script(WATCH, Live.CARD_PRICE[0])

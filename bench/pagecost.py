@@ -1,7 +1,7 @@
 """A page's cost per tab: the app's CPU with K real headless Chromium tabs open on a page,
 against a minimal Dash page (one 1 s interval, one callback) measured in the same run.
 
-    python bench/pagecost.py [--tabs 4] [--seconds 40] [--gunicorn] [--pages /,/analytics,/settings]
+    python bench/pagecost.py [--tabs 4] [--seconds 40] [--gunicorn] [--pages /live,/analytics,/settings,/]
 
 Each server runs in its own process (the dev server, as `python app.py` runs it, or gunicorn with
 deploy/gunicorn.conf.py); the app polls the loopback fake Binance of the tests. For each page it
@@ -52,7 +52,7 @@ def main() -> None:
     p.add_argument("--tabs", type=int, default=4)
     p.add_argument("--seconds", type=float, default=40.0)
     p.add_argument("--gunicorn", action="store_true", help="serve the app with gunicorn -k gthread")
-    p.add_argument("--pages", default="/,/analytics,/settings", help="comma-separated paths to measure")
+    p.add_argument("--pages", default="/live,/analytics,/settings,/", help="comma-separated paths to measure")
     args = p.parse_args()
     data = Path(tempfile.mkdtemp(prefix="pagecost-"))
     rows = []

@@ -69,7 +69,7 @@ def main(seconds: float = 20.0):
         time.sleep(5)
         calls, span = count(fake, seconds)
         print(f"1 tab : {calls} ticker/price calls in {span:.1f} s = {calls / span:.2f} per second")
-        for path in ("/", "/settings", "/analytics"):
+        for path in ("/", "/live", "/settings", "/analytics"):
             driver.execute_script("window.open(arguments[0], '_blank');", url + path)
         time.sleep(5)
         calls, span = count(fake, seconds)

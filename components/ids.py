@@ -18,6 +18,7 @@ TICK = "tick-payload"  # what one tick changed, for the open page's clientside c
 CURSOR = "page-cursor"  # pattern type: what the open page holds (per chart: what it shows, its last final bar)
 PAGE_LOCATION = "_pages_location"  # dash.page_container's location
 
+NAV_LINK = "nav-link"  # pattern type of the navbar's page links
 VIEW = "view"  # pattern type of a page's view controls (range, correlation window): the tick reads them
 ZOOM = "zoom"  # pattern type of a chart's zoomed x window ([x0, x1] or None), kept from its relayoutData
 
@@ -27,6 +28,11 @@ EXPORT_DONE = "export-png-done"
 
 def view(name: str) -> dict:
     return {"type": VIEW, "name": name}
+
+
+def nav_link(path: str) -> dict:
+    """A page's link in the navbar (its href keeps the URL's ?pair=)."""
+    return {"type": NAV_LINK, "path": path}
 
 
 def cursor(path: str) -> dict:
@@ -47,6 +53,12 @@ def export_done(graph_id: str) -> dict:
 
 
 RANGE = view("range")
+
+
+class Overview:
+    ROWS = "overview-rows"
+    COUNT = "overview-count"
+    SORT = view("sort")
 
 
 class Live:

@@ -23,7 +23,10 @@ DEFAULT_RANGE = "15m"
 def navbar(pages) -> dbc.Navbar:
     """The brand, the source and freshness badges (always in view, on one line), and the rest:
     page links, the pair, the legs and "Notify me", behind a toggler below the lg breakpoint (992 px)."""
-    links = [dbc.NavLink(p["name"], href=p["relative_path"], active="exact") for p in pages]
+    links = [
+        dbc.NavLink(p["name"], href=p["relative_path"], id=ids.nav_link(p["relative_path"]), active=False)
+        for p in pages
+    ]
     status = html.Div(
         [
             dbc.Badge("…", id=ids.SOURCE_BADGE, color="secondary", className="me-2 source-badge"),

@@ -24,15 +24,15 @@ from components.layout import (
 from pages._tick import chart, cursor_store, key, register_view
 from services.bars import TIMEFRAMES
 from services.market import current_market
-from services.settings import SettingsError, parse_window
+from services.settings import SettingsError, pair_in, parse_window
 from services.stats import DEFAULT_CORR_WINDOW
 
 PATH = "/analytics"
-dash.register_page(__name__, path=PATH, name="Spread & z-score", title="Spread & z-score · Pair Monitor", order=1)
+dash.register_page(__name__, path=PATH, name="Spread & z-score", title="Spread & z-score · Pair Monitor", order=2)
 
 
-def layout(**_kwargs):
-    s = current_market().current_settings()
+def layout(pair=None, **_kwargs):
+    s = current_market().settings_for(pair_in(pair))
     controls = dbc.Row(
         [
             dbc.Col(
@@ -260,18 +260,21 @@ def build(market, snap, view, cursor):
     Input(ID.WINDOW_APPLY, "n_clicks"),
     Input(ID.WINDOW, "n_submit"),
     State(ID.WINDOW, "value"),
+    State(ids.PAGE_LOCATION, "search"),
     prevent_initial_call=True,
 )
-def apply_params(hedge, timeframe, log, _clicks, _submit, window):
-    """Hedge, timeframe and log apply at once; the window on Apply. Saved for every page and tab."""
+def apply_params(hedge, timeframe, log, _clicks, _submit, window, search):
+    """Hedge, timeframe and log apply at once; the window on Apply. Saved, for the URL's pair, for
+    every page and tab."""
     change = {"hedge": hedge, "timeframe": timeframe, "log_prices": log}
     if ctx.triggered_id in (ID.WINDOW_APPLY, ID.WINDOW):
         change["window"] = window
     market = current_market()
-    if all(getattr(market.current_settings(), k) == v for k, v in change.items()):
+    pair = pair_in(search)
+    if all(getattr(market.settings_for(pair), k) == v for k, v in change.items()):
         return no_update
     try:
-        saved = market.save_settings(change)
+        saved = market.save_settings(change, pair)
     except SettingsError as exc:
         return error_text(str(exc))
     return ok_text(

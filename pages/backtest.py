@@ -15,9 +15,9 @@ from components.layout import chart_card, error_text, stat_card
 from components.tables import TRADE_COLUMNS, table_card, trade_rows
 from services.backtest import BacktestParams, parse_params
 from services.market import current_market
-from services.settings import SettingsError
+from services.settings import SettingsError, pair_in
 
-dash.register_page(__name__, path="/backtest", name="Backtest", title="Backtest · Pair Monitor", order=2)
+dash.register_page(__name__, path="/backtest", name="Backtest", title="Backtest · Pair Monitor", order=3)
 
 RERUN_MS = 15_000
 
@@ -45,8 +45,8 @@ def _number(component_id, label, value, help_text):
     )
 
 
-def layout(**_kwargs):
-    threshold = current_market().current_settings().threshold
+def layout(pair=None, **_kwargs):
+    threshold = current_market().settings_for(pair_in(pair)).threshold
     d = BacktestParams()
     controls = dbc.Row(
         [

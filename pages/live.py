@@ -13,8 +13,8 @@ from components.tables import TICK_COLUMNS, table_card, tick_rows
 from pages._tick import chart, cursor_store, key, register_view
 from services.sources import iso_utc
 
-PATH = "/"
-dash.register_page(__name__, path=PATH, name="Live ticks", title="Live ticks · Pair Monitor", order=0)
+PATH = "/live"
+dash.register_page(__name__, path=PATH, name="Live ticks", title="Live ticks · Pair Monitor", order=1)
 
 TICK_ROWS = 60
 

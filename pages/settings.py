@@ -9,6 +9,7 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import ALL, Input, Output, State, callback, ctx, dcc, html
 
+from components import ids
 from components.ids import Settings as ID
 from components.layout import error_text, hedge_options, ok_text
 from components.tables import ALERT_COLUMNS, grid
@@ -18,10 +19,10 @@ from services.alerts import RULE_KINDS, Z_KINDS
 from services.bars import TIMEFRAMES
 from services.binance import KNOWN_HOSTS
 from services.market import current_market
-from services.settings import COOLDOWN_MAX_S, POLL_RANGE, THRESHOLD_RANGE, WINDOW_RANGE, SettingsError
+from services.settings import COOLDOWN_MAX_S, POLL_RANGE, THRESHOLD_RANGE, WINDOW_RANGE, SettingsError, pair_in
 
 PATH = "/settings"
-dash.register_page(__name__, path=PATH, name="Settings", title="Settings · Pair Monitor", order=3)
+dash.register_page(__name__, path=PATH, name="Settings", title="Settings · Pair Monitor", order=4)
 
 ALERT_ROWS = 500
 
@@ -33,9 +34,9 @@ def _field(label: str, control, help_text: str) -> dbc.Row:
     )
 
 
-def layout(**_kwargs):
+def layout(pair=None, **_kwargs):
     market = current_market()
-    s = market.current_settings()
+    s = market.settings_for(pair_in(pair))
     options = sorted(set(market.symbols()) | set(s.pair))  # a leg that stopped trading still shows
     form = dbc.Card(
         dbc.CardBody(
@@ -97,7 +98,7 @@ def layout(**_kwargs):
                     "inside by its hysteresis, and stays quiet for its cooldown after an alert. Rules run in "
                     "the server (and the collector), whether or not a page is open."
                 ),
-                html.Div(_rule_list(market), id=ID.RULES, className="my-2"),
+                html.Div(_rule_list(s), id=ID.RULES, className="my-2"),
                 dbc.Row(
                     [
                         dbc.Col(
@@ -244,8 +245,8 @@ def layout(**_kwargs):
     )
 
 
-def _rule_list(market) -> list:
-    s = market.current_settings()
+def _rule_list(s) -> list:
+    """The alert rules of a pair's settings `s`, each with its Remove button."""
     if not s.rules:
         return [html.Div("No rules: no alerts will fire.", className="text-warning small")]
     return [
@@ -277,9 +278,11 @@ def _rule_list(market) -> list:
     State(ID.HEDGE, "value"),
     State(ID.TIMEFRAME, "value"),
     State(ID.LOG, "value"),
+    State(ids.PAGE_LOCATION, "search"),
     prevent_initial_call=True,
 )
-def save(_n, a, b, threshold, window, poll, hedge, timeframe, log):
+def save(_n, a, b, threshold, window, poll, hedge, timeframe, log, search):
+    """Save the form for the pair the URL names (the first pair without one)."""
     try:
         saved = current_market().save_settings(
             {
@@ -291,7 +294,8 @@ def save(_n, a, b, threshold, window, poll, hedge, timeframe, log):
                 "hedge": hedge,
                 "timeframe": timeframe,
                 "log_prices": log,
-            }
+            },
+            pair_in(search),
         )
     except SettingsError as exc:
         return error_text(f"Not saved: {exc}")
@@ -323,11 +327,14 @@ def clear_alerts(_n):
     State(ID.RULE_LEG, "value"),
     State(ID.RULE_HYST, "value"),
     State(ID.RULE_COOLDOWN, "value"),
+    State(ids.PAGE_LOCATION, "search"),
     prevent_initial_call=True,
 )
-def edit_rules(_add, deletes, kind, level, leg, hysteresis, cooldown):
+def edit_rules(_add, deletes, kind, level, leg, hysteresis, cooldown, search):
+    """Add or remove a rule of the pair the URL names (the first pair without one)."""
     market = current_market()
-    rules = [asdict(r) for r in market.current_settings().rules]
+    pair = pair_in(search)
+    rules = [asdict(r) for r in market.settings_for(pair).rules]
     trigger = ctx.triggered_id
     if isinstance(trigger, dict):  # a Remove button; list re-renders also fire this with no click
         index = trigger.get("index")
@@ -347,10 +354,10 @@ def edit_rules(_add, deletes, kind, level, leg, hysteresis, cooldown):
         )
         done = "Rule added."
     try:
-        market.save_settings({"rules": rules})
+        saved = market.save_settings({"rules": rules}, pair)
     except SettingsError as exc:
         return dash.no_update, error_text(f"Not saved: {exc}")
-    return _rule_list(market), ok_text(done)
+    return _rule_list(saved), ok_text(done)
 
 
 @callback(

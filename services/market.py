@@ -170,25 +170,30 @@ class MarketService:
             self._record_error(exc)
             return pair
 
-    def save_settings(self, raw: dict) -> UserSettings:
+    def settings_for(self, pair) -> UserSettings:
+        """The settings of the watched `pair` (a page's ?pair=), else of the first pair."""
+        return (self.settings_store.for_pair(pair) if pair else None) or self.current_settings()
+
+    def save_settings(self, raw: dict, pair=None) -> UserSettings:
         """Validate a (partial) settings change against the source's symbols and persist it. A
         newly picked symbol must be trading; the pair already watched may stay even if one leg
         stopped (so that rules, webhook or host can still be changed).
 
         Raises SettingsError with a user-facing message; nothing is saved then.
         """
-        current = self.current_settings()
+        current = self.settings_for(pair)
         merged = {**asdict(current), **raw}
         symbols = set(self.symbols()) | set(current.pair)
         settings = validate(merged, symbols, self.config.rest_hosts())
         if settings.webhook_url != current.webhook_url:
             self.notifier.policy.check(settings.webhook_url)  # resolves the host: only when it changes
-        return self.settings_store.save(settings)
+        return self.settings_store.save(settings, pair=current.pair)
 
     # --- the tick --------------------------------------------------------------------------
-    def tick(self) -> Snapshot:
-        """Refresh, then the snapshot every read of this tick goes through."""
-        settings = self.current_settings()
+    def tick(self, pair=None) -> Snapshot:
+        """Refresh, then the snapshot every read of this tick goes through: of the watched `pair`
+        (a page's ?pair=), else of the first pair."""
+        settings = self.settings_for(pair)
         self.refresh(settings)
         return self.snapshot(settings)
 

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from services.alerts import DEFAULT_RULES, LEGS, RULE_KINDS, Rule
 from services.bars import TIMEFRAMES
@@ -256,6 +256,17 @@ def parse_pair(value) -> tuple[str, str]:
     if match[1] == match[2]:
         raise SettingsError(f"The two symbols must differ (both are {shown(match[1])})")
     return match[1], match[2]
+
+
+def pair_in(query) -> tuple[str, str] | None:
+    """The pair a page's URL names: ?pair=A-B in its query string ("?a=1&pair=..."), or a
+    layout's `pair` argument; None when there is none, or it is not a pair."""
+    if isinstance(query, str) and "=" in query:
+        query = parse_qs(query.lstrip("?")).get("pair", [None])[0]
+    try:
+        return parse_pair(query) if query else None
+    except SettingsError:
+        return None
 
 
 def parse_pairs(value) -> tuple[tuple[str, str], ...]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 from werkzeug import Response
@@ -19,7 +20,7 @@ from components.ids import Live as live
 from components.ids import Settings as settings
 from loopback import free_port
 from services.db import Database
-from services.settings import AppConfig, SettingsStore, validate
+from services.settings import AppConfig, SettingsStore, UserSettings, validate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DEFAULTS = {"symbol_a": "BTCUSDT", "symbol_b": "ETHUSDT", "threshold": 2.0, "poll_interval_s": 1}
@@ -36,9 +37,10 @@ def sim_app(data_dir):
 
 
 def saved_settings(data_dir):
-    """What the app saved (None before any save), read as another process would."""
-    store = SettingsStore(Database(data_dir))
-    return store.current() if Database(data_dir).query("SELECT 1 FROM settings") else None
+    """What the app saved, read as another process would: None while it is what the app started
+    with (the defaults, stored at its first start)."""
+    saved = SettingsStore(Database(data_dir)).current()
+    return None if saved == UserSettings() else saved
 
 
 def wait_for(predicate, timeout=15, message="condition"):
@@ -78,6 +80,7 @@ def set_input(dash_duo, component_id, value):
 
 def test_live_page_updates_and_says_simulated(dash_duo, sim_app):
     dash_duo.start_server(sim_app)
+    navigate(dash_duo, "Live ticks")  # the overview is the home page
     dash_duo.wait_for_text_to_equal(f"#{ids.SOURCE_BADGE}", "Simulated data", timeout=15)
     wait_for(
         lambda: re.fullmatch(r"live · \d+\.\d s \(\d\d:\d\d:\d\dZ\)", dash_duo.find_element(f"#{ids.AGE_BADGE}").text),
@@ -209,7 +212,7 @@ def test_four_tabs_cause_one_upstream_call_per_second(dash_duo, fake_binance, da
     dash_duo.wait_for_contains_text(f"#{ids.AGE_BADGE}", "live", timeout=20)
     assert dash_duo.find_element(f"#{ids.SOURCE_BADGE}").text.startswith("Binance")
     driver = dash_duo.driver
-    for path in ("/analytics", "/settings", "/"):
+    for path in ("/analytics", "/settings", "/live"):
         driver.execute_script("window.open(arguments[0], '_blank');", dash_duo.server_url + path)
     assert len(driver.window_handles) == 4
     time.sleep(3)  # every tab loaded and ticking
@@ -224,6 +227,7 @@ def test_four_tabs_cause_one_upstream_call_per_second(dash_duo, fake_binance, da
 def test_upstream_failure_shows_stale_never_live(dash_duo, fake_binance, data_dir):
     app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
     dash_duo.start_server(app)
+    navigate(dash_duo, "Live ticks")
     dash_duo.wait_for_contains_text(f"#{ids.AGE_BADGE}", "live", timeout=20)
     fake_binance.fail_next(
         "/api/v3/ticker/price", 503, {"code": -1001, "msg": "Internal error; unable to process"}, times=1_000
@@ -439,6 +443,7 @@ def test_every_plotted_closed_bar_equals_the_csv_after_a_minute_of_late_ticks(da
     market = app.server.extensions["market"]
     dash_duo.start_server(app)
     dash_duo.wait_for_contains_text(f"#{ids.AGE_BADGE}", "live", timeout=20)
+    navigate(dash_duo, "Live ticks")
     driver = dash_duo.driver
     for _ in range(3):  # the analytics tab we read, and two more busy ones
         driver.execute_script("window.open(arguments[0], '_blank');", dash_duo.server_url + "/analytics")
@@ -551,3 +556,60 @@ def test_a_page_that_renders_after_its_first_ticks_still_gets_whole_charts(dash_
     last = z["data"][0]["last"]
     wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH)["data"][0]["last"] > last, message="tails after it")
     assert dash_duo.get_logs() == []
+
+
+@pytest.fixture
+def book_app(data_dir):
+    pairs = (("BTCUSDT", "ETHUSDT"), ("SOLUSDT", "BNBUSDT"), ("XRPUSDT", "ADAUSDT"))
+    return create_app(AppConfig(source="sim", data_dir=str(data_dir), history_s=3_600, pairs=pairs))
+
+
+def book_rows(dash_duo):
+    """The overview's rows as {pair, z, adf, state}, in the order shown."""
+    return dash_duo.driver.execute_script(
+        "return Array.from(document.querySelectorAll('#" + ids.Overview.ROWS + " a.book-row')).map(r => {"
+        " const v = Array.from(r.querySelectorAll('.book-value')).map(c => c.innerText.trim());"
+        " return {href: r.getAttribute('href'), pair: v[0].split(' ')[0], z: v[2], adf: v[6], state: v[7]}; });"
+    )
+
+
+def test_the_overview_shows_every_pair_as_the_api_does_sorts_by_z_and_opens_a_pair(dash_duo, book_app):
+    dash_duo.start_server(book_app)
+    rows = wait_for(lambda: (r := book_rows(dash_duo)) and all(x["z"] != "–" for x in r) and r, message="3 rows")
+    assert [r["pair"] for r in rows] == ["BTCUSDT/ETHUSDT", "SOLUSDT/BNBUSDT", "XRPUSDT/ADAUSDT"]
+    assert dash_duo.find_element(f"#{ids.Overview.COUNT}").text == "Watchlist · 3 pairs"
+    api = {r["pair"]: r for r in requests.get(dash_duo.server_url + "/api/pairs", timeout=10).json()}
+    for row in rows:
+        name = row["pair"].replace("/", "-")
+        assert row["href"] == f"/analytics?pair={name}" and row["state"] == api[name]["state"] == "live"
+        # z moves every second; the ADF p-value is recomputed every 30 s: read within that
+        assert row["adf"] == format(api[name]["adf_pvalue"], ".3f") or time.time() % 30 < 2
+        assert re.fullmatch(r"[+-]\d+\.\d\d", row["z"])
+    dash_duo.driver.find_element(By.XPATH, "//label[normalize-space()='|z|']").click()
+
+    def by_z():
+        shown = book_rows(dash_duo)
+        z = [abs(float(r["z"])) for r in shown]
+        return shown if z == sorted(z, reverse=True) and len(shown) == 3 else None
+
+    wait_for(by_z, message="rows sorted by |z|")
+    dash_duo.driver.find_element(By.XPATH, "//a[contains(@href,'pair=SOLUSDT-BNBUSDT')]").click()
+    dash_duo.wait_for_text_to_equal(f"#{ids.NAV_PAIR}", "SOLUSDT/BNBUSDT", timeout=10)
+    assert dash_duo.driver.current_url.endswith("/analytics?pair=SOLUSDT-BNBUSDT")
+    wait_for(lambda: figure(dash_duo, analytics.Z_GRAPH), message="the pair's z chart")
+    assert "SOLUSDT" in dash_duo.find_element(f"#{analytics.SPREAD_GRAPH}").text
+    live_link = dash_duo.driver.find_element(By.LINK_TEXT, "Live ticks")
+    assert live_link.get_attribute("href").endswith("/live?pair=SOLUSDT-BNBUSDT"), "the pair goes along"
+    live_link.click()
+    dash_duo.wait_for_text_to_equal(f"#{live.CARD_TITLE[0]}", "SOLUSDT", timeout=10)
+    dash_duo.driver.back()
+    dash_duo.wait_for_text_to_equal(f"#{ids.NAV_PAIR}", "SOLUSDT/BNBUSDT", timeout=10)
+    assert "/analytics?pair=SOLUSDT-BNBUSDT" in dash_duo.driver.current_url
+    assert dash_duo.get_logs() == []
+
+
+def test_a_pair_not_in_the_watchlist_is_said_and_the_first_shown(dash_duo, book_app):
+    dash_duo.start_server(book_app)
+    dash_duo.driver.get(dash_duo.server_url + "/analytics?pair=DOGEUSDT-ETHUSDT")
+    dash_duo.wait_for_contains_text(f"#{ids.STATUS_BANNER}", "DOGEUSDT-ETHUSDT is not in the watchlist", timeout=10)
+    assert dash_duo.find_element(f"#{ids.NAV_PAIR}").text == "BTCUSDT/ETHUSDT"

@@ -140,7 +140,7 @@ def test_damage_found_while_running_shows_on_every_page_and_in_health_and_live_d
         r = client.post("/_dash-update-component", json=body)
         return r.status_code, r.get_json()
 
-    for path in ("/", "/analytics", "/backtest", "/settings"):
+    for path in ("/", "/live", "/analytics", "/backtest", "/settings"):
         shell = Tab(post, path).tick()
         banner = json.dumps(shell[ids.STATUS_BANNER])
         assert "The database is damaged" in banner and "malformed" in banner, path

@@ -24,7 +24,7 @@ from services.settings import AppConfig, SettingsError
 from services.sources import BinanceSource
 
 TICKER = "/api/v3/ticker/price"
-PAGES = ["/", "/analytics", "/backtest", "/settings"]
+PAGES = ["/", "/live", "/analytics", "/backtest", "/settings"]
 PAIR = ("BTCUSDT", "ETHUSDT")
 
 
@@ -86,7 +86,7 @@ class Rig:
             for page in dash.page_registry.values():
                 page["layout"]()  # renders from the service's current state, no exception
         responses = []
-        for path in ("/", "/analytics", "/settings"):
+        for path in ("/live", "/analytics", "/settings", "/"):
             resp = self.http.post("/_dash-update-component", json=tick_payload(1, path))
             assert resp.status_code == 200, resp.data[:300]
             responses.append(json.loads(resp.data)["response"])

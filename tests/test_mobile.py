@@ -10,7 +10,7 @@ from components import ids
 from services.settings import AppConfig
 
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True}
-PAGES = ("/", "/analytics", "/backtest", "/settings")
+PAGES = ("/", "/live", "/analytics", "/backtest", "/settings")
 
 
 def on_a_phone(dash_duo):
@@ -83,3 +83,22 @@ def test_the_menu_opens_navigates_and_closes(dash_duo, phone_app):
     dash_duo.wait_for_no_elements(f"#{ids.NAV_COLLAPSE}.show", timeout=5)
     assert overflow(dash_duo) == []
     assert dash_duo.get_logs() == []
+
+
+def test_the_overview_is_a_card_per_pair_on_a_phone(dash_duo, tmp_path):
+    pairs = (("BTCUSDT", "ETHUSDT"), ("SOLUSDT", "BNBUSDT"))
+    app = create_app(AppConfig(source="sim", data_dir=str(tmp_path / "data"), history_s=3_600, pairs=pairs))
+    dash_duo.start_server(app)
+    on_a_phone(dash_duo)
+    driver = dash_duo.driver
+    driver.get(dash_duo.server_url + "/")
+    dash_duo.wait_for_contains_text(f"#{ids.Overview.ROWS}", "SOLUSDT/BNBUSDT", timeout=20)
+    assert not driver.find_element(By.CSS_SELECTOR, ".book-header").is_displayed(), "no table header"
+    cards = driver.find_elements(By.CSS_SELECTOR, "a.book-row")
+    assert len(cards) == 2
+    for card in cards:
+        box = card.rect
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["height"] > 150, "a card, in the screen"
+        labels = [e.text for e in card.find_elements(By.CSS_SELECTOR, ".book-label") if e.is_displayed()]
+        assert {"z", "Spread", "ADF p", "State", "Alerts today"} <= set(labels), "each figure says what it is"
+    assert overflow(dash_duo) == []

@@ -106,7 +106,7 @@ def test_statistics_are_computed_once_however_many_tabs_miss_together(tmp_path, 
     assert all(r["adf"] == results[0]["adf"] for r in results)
 
 
-@pytest.mark.parametrize("path", ["/", "/analytics", "/settings", "/backtest", "/nowhere"])
+@pytest.mark.parametrize("path", ["/", "/live", "/analytics", "/settings", "/backtest", "/nowhere"])
 def test_every_page_tick_is_one_request_that_answers(tmp_path, path):
     from app import create_app
     from dash_client import Tab
@@ -133,7 +133,8 @@ def test_every_page_tick_is_one_request_that_answers(tmp_path, path):
     [
         (["not", "a", "path"], {"range": "15m"}, None),
         ("/analytics", {"range": ["15m"], "corr": {"x": 1}}, {"an-z-graph": {"key": 1, "final": "soon"}}),
-        ("/", {"range": None}, {"live-price-graph": "garbage", "ticks": [1, 2]}),
+        ("/live", {"range": None}, {"live-price-graph": "garbage", "ticks": [1, 2]}),
+        ("/", {"sort": ["|z|"]}, "garbage"),
         ("/settings", {}, ["not", "a", "dict"]),
     ],
 )

@@ -1,0 +1,77 @@
+"""The book: every watched pair on one screen, the stretched spreads first if asked; a row
+opens that pair's Spread & z-score page."""
+
+from __future__ import annotations
+
+import dash
+import dash_bootstrap_components as dbc
+import numpy as np
+from dash import html
+
+from components.book import book_row, header, sparkline
+from components.ids import Overview as ID
+from components.layout import button_group
+from pages._tick import cursor_store, key, register_view
+
+PATH = "/"
+dash.register_page(__name__, path=PATH, name="Overview", title="Overview · Pair Monitor", order=0)
+
+SORTS = {"watchlist": "Watchlist order", "|z|": "|z|, largest first"}
+SPARK_S = 3_600  # the sparkline's span
+SPARK_POINTS = 120  # one every 30 s
+SPARK_EVERY_S = SPARK_S // SPARK_POINTS
+
+
+def layout(**_kwargs):
+    return dbc.Container(
+        [
+            html.Div(
+                [
+                    html.H5(id=ID.COUNT, className="mb-0 me-auto"),
+                    html.Span("Sort", className="me-2 text-muted small"),
+                    button_group(ID.SORT, SORTS, "watchlist", "sort-picker"),
+                ],
+                className="d-flex align-items-center flex-wrap gap-2 mb-3",
+            ),
+            html.Div([header(), html.Div(id=ID.ROWS)], className="book"),
+            cursor_store(PATH),
+        ],
+        fluid=True,
+    )
+
+
+def _spark(market, snap, settings) -> str:
+    """The last hour of a pair's z, at most SPARK_POINTS bars of it (the newest included),
+    redrawn every SPARK_EVERY_S, for every tab."""
+    params = market.params(settings)
+    end = snap.now_s // SPARK_EVERY_S * SPARK_EVERY_S
+
+    def draw():
+        z = market.frame(snap, end - SPARK_S + 1, end, params)["zscore"].to_numpy()
+        step = max(1, len(z) // SPARK_POINTS)  # 1 s bars: one in 30; 1m bars: each
+        return sparkline(z[::-1][::step][::-1], settings.threshold)
+
+    return market.shared(("spark", params, settings.threshold, end), draw)
+
+
+def build(market, snap, view, _cursor):
+    """Every pair's row, each tick (prices and z move every second), computed once a second for
+    every tab."""
+    order = view.get("sort") if view.get("sort") in SORTS else "watchlist"
+
+    def rows():
+        book = market.watchlist()
+        figures = [market.pair_row(s, snap.now) for s in book]
+        if order == "|z|":
+            ranked = np.argsort(
+                [-abs(r["zscore"]) if r["zscore"] is not None else np.inf for r in figures], kind="stable"
+            )
+            book, figures = [book[i] for i in ranked], [figures[i] for i in ranked]
+        return [book_row(r, _spark(market, snap, s) if r["zscore"] is not None else "") for s, r in zip(book, figures)]
+
+    shown = market.shared(("book", order, snap.now_s, snap.seq), rows)
+    count = f"Watchlist · {len(shown)} pair{'s' if len(shown) != 1 else ''}"
+    return {key(ID.ROWS, "children"): shown, key(ID.COUNT, "children"): count}, {}
+
+
+register_view(PATH, [(ID.ROWS, "children"), (ID.COUNT, "children")], build)
