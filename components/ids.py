@@ -123,6 +123,12 @@ class Settings:
     HOST_INFO = "set-host-info"
     HOST_BUTTON = "set-host"  # pattern type; url = the REST host it switches to
     HOST_MSG = "set-host-msg"
+    WATCHLIST = "set-watchlist"
+    PAIR_ADD_A = "set-pair-add-a"
+    PAIR_ADD_B = "set-pair-add-b"
+    PAIR_ADD = "set-pair-add"
+    PAIR_MSG = "set-pair-msg"
+    PAIR_REMOVE = "set-pair-remove"  # pattern type; pair = "A-B"
 
 
 class Backtest:

@@ -19,7 +19,17 @@ from services.alerts import RULE_KINDS, Z_KINDS
 from services.bars import TIMEFRAMES
 from services.binance import KNOWN_HOSTS
 from services.market import current_market
-from services.settings import COOLDOWN_MAX_S, POLL_RANGE, THRESHOLD_RANGE, WINDOW_RANGE, SettingsError, pair_in
+from services.settings import (
+    COOLDOWN_MAX_S,
+    MAX_PAIRS,
+    POLL_RANGE,
+    THRESHOLD_RANGE,
+    WINDOW_RANGE,
+    SettingsError,
+    pair_in,
+    pair_name,
+    parse_pair,
+)
 
 PATH = "/settings"
 dash.register_page(__name__, path=PATH, name="Settings", title="Settings · Pair Monitor", order=4)
@@ -41,7 +51,7 @@ def layout(pair=None, **_kwargs):
     form = dbc.Card(
         dbc.CardBody(
             [
-                html.H5("Pair and alerts", className="card-title mb-3"),
+                html.H5(f"Pair and alerts · {s.pair_label}", className="card-title mb-3"),
                 _field(
                     "Symbol A",
                     dcc.Dropdown(id=ID.SYMBOL_A, options=options, value=s.symbol_a, clearable=False),
@@ -196,6 +206,29 @@ def layout(pair=None, **_kwargs):
         ),
         className="mb-3",
     )
+    watchlist = dbc.Card(
+        dbc.CardBody(
+            [
+                html.H5("Watchlist", className="card-title mb-2"),
+                html.Div(_watchlist(market.watchlist(), s.pair), id=ID.WATCHLIST),
+                dbc.Row(
+                    [
+                        dbc.Col(dcc.Dropdown(id=ID.PAIR_ADD_A, options=options, placeholder="Symbol A"), width=5),
+                        dbc.Col(dcc.Dropdown(id=ID.PAIR_ADD_B, options=options, placeholder="Symbol B"), width=4),
+                        dbc.Col(dbc.Button("Add pair", id=ID.PAIR_ADD, color="info", size="sm"), width=3),
+                    ],
+                    className="g-2 align-items-center mt-2",
+                ),
+                dbc.FormText(
+                    f"Up to {MAX_PAIRS} pairs, polled together in one request. A new pair starts from the first "
+                    "pair's analysis and rules; edit it here after picking it. A removed pair's history stays "
+                    "until it ages out."
+                ),
+                html.Div(id=ID.PAIR_MSG, className="mt-2"),
+            ]
+        ),
+        className="mb-3",
+    )
     host = dbc.Card(
         dbc.CardBody(
             [
@@ -238,11 +271,71 @@ def layout(pair=None, **_kwargs):
     )
     return dbc.Container(
         [
-            dbc.Row([dbc.Col([form, host], lg=5), dbc.Col([rules, delivery, log], lg=7)], className="g-3"),
+            dbc.Row([dbc.Col([watchlist, form, host], lg=5), dbc.Col([rules, delivery, log], lg=7)], className="g-3"),
             cursor_store(PATH),
         ],
         fluid=True,
     )
+
+
+def _watchlist(book, editing) -> dbc.ListGroup:
+    """The watched pairs: the one being edited marked, the others a link to edit them, each with
+    its Remove button (not the last one)."""
+    items = []
+    for s in book:
+        name = pair_name(s.pair)
+        label = (
+            html.Strong(f"{s.pair_label} (editing)")
+            if s.pair == editing
+            else dcc.Link(s.pair_label, href=f"{PATH}?pair={name}", title="Edit this pair's analysis and rules")
+        )
+        remove = dbc.Button(
+            "Remove",
+            id={"type": ID.PAIR_REMOVE, "pair": name},
+            color="danger",
+            outline=True,
+            size="sm",
+            disabled=len(book) == 1,
+        )
+        items.append(
+            dbc.ListGroupItem(
+                [label, html.Small(f"{s.hedge} · {s.timeframe} · window {s.window} · θ {s.threshold:g}"), remove],
+                className="d-flex justify-content-between align-items-center gap-2 py-1",
+            )
+        )
+    return dbc.ListGroup(items)
+
+
+@callback(
+    Output(ID.WATCHLIST, "children"),
+    Output(ID.PAIR_MSG, "children"),
+    Input(ID.PAIR_ADD, "n_clicks"),
+    Input({"type": ID.PAIR_REMOVE, "pair": ALL}, "n_clicks"),
+    State(ID.PAIR_ADD_A, "value"),
+    State(ID.PAIR_ADD_B, "value"),
+    State(ids.PAGE_LOCATION, "search"),
+    prevent_initial_call=True,
+)
+def edit_watchlist(_add, removes, a, b, search):
+    """Add the picked pair, or remove one (its Remove button)."""
+    market = current_market()
+    trigger = ctx.triggered_id
+    try:
+        if isinstance(trigger, dict):  # a Remove button; a re-rendered list also fires this with no click
+            if not any(removes):
+                return dash.no_update, dash.no_update
+            pair = parse_pair(trigger.get("pair"))
+            market.remove_pair(pair)
+            done = f"Removed {pair[0]}/{pair[1]}; its history stays until it ages out."
+        else:
+            added = market.add_pair(a, b)
+            done = f"Watching {added.pair_label}."
+    except KeyError as exc:
+        return dash.no_update, error_text(exc.args[0])
+    except SettingsError as exc:
+        return dash.no_update, error_text(f"Not changed: {exc}")
+    editing = market.settings_for(pair_in(search)).pair
+    return _watchlist(market.watchlist(), editing), ok_text(done)
 
 
 def _rule_list(s) -> list:
@@ -269,6 +362,7 @@ def _rule_list(s) -> list:
 
 @callback(
     Output(ID.SAVE_MSG, "children"),
+    Output(ids.PAGE_LOCATION, "search", allow_duplicate=True),
     Input(ID.SAVE, "n_clicks"),
     State(ID.SYMBOL_A, "value"),
     State(ID.SYMBOL_B, "value"),
@@ -282,7 +376,9 @@ def _rule_list(s) -> list:
     prevent_initial_call=True,
 )
 def save(_n, a, b, threshold, window, poll, hedge, timeframe, log, search):
-    """Save the form for the pair the URL names (the first pair without one)."""
+    """Save the form for the pair the URL names (the first pair without one); a pair given other
+    symbols is named so in the URL."""
+    editing = pair_in(search)
     try:
         saved = current_market().save_settings(
             {
@@ -295,15 +391,16 @@ def save(_n, a, b, threshold, window, poll, hedge, timeframe, log, search):
                 "timeframe": timeframe,
                 "log_prices": log,
             },
-            pair_in(search),
+            editing,
         )
     except SettingsError as exc:
-        return error_text(f"Not saved: {exc}")
+        return error_text(f"Not saved: {exc}"), dash.no_update
+    renamed = editing is not None and saved.pair != editing
     return ok_text(
         f"Saved: {saved.pair_label}, θ = {saved.threshold:g}, window {saved.window} × "
         f"{saved.timeframe}, {saved.hedge} hedge, poll {saved.poll_interval_s:g} s. "
         "Applies to every page and tab."
-    )
+    ), f"?pair={pair_name(saved.pair)}" if renamed else dash.no_update
 
 
 @callback(

@@ -68,8 +68,19 @@ def grid_rows(dash_duo, grid_id):
     return dash_duo.driver.find_elements(By.CSS_SELECTOR, f"#{grid_id} .ag-center-cols-container .ag-row")
 
 
+def click(dash_duo, element):
+    """Scroll `element` to the middle of the window at once, then click it. (Bootstrap scrolls
+    smoothly: WebDriver's own scrolling clicks where the element was mid-animation.)"""
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center', behavior: 'instant'});", element)
+    element.click()
+
+
 def navigate(dash_duo, link_text):
-    dash_duo.driver.find_element(By.LINK_TEXT, link_text).click()
+    click(dash_duo, dash_duo.driver.find_element(By.LINK_TEXT, link_text))
+
+
+def press(dash_duo, component_id):
+    click(dash_duo, dash_duo.find_element(f"#{component_id}"))
 
 
 def set_input(dash_duo, component_id, value):
@@ -124,7 +135,7 @@ def test_threshold_saved_on_settings_moves_the_bands_on_analytics(dash_duo, sim_
     dash_duo.start_server(sim_app)
     navigate(dash_duo, "Settings")
     set_input(dash_duo, settings.THRESHOLD, "1.5")
-    dash_duo.find_element(f"#{settings.SAVE}").click()
+    press(dash_duo, settings.SAVE)
     dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Saved", timeout=10)
     assert saved_settings(data_dir).threshold == 1.5
     navigate(dash_duo, "Spread & z-score")
@@ -138,7 +149,7 @@ def test_invalid_settings_show_a_message_and_change_nothing(dash_duo, sim_app, d
     dash_duo.start_server(sim_app)
     navigate(dash_duo, "Settings")
     set_input(dash_duo, settings.THRESHOLD, "-3")
-    dash_duo.find_element(f"#{settings.SAVE}").click()
+    press(dash_duo, settings.SAVE)
     dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Not saved: Threshold must be from 0.01 to 100")
     assert saved_settings(data_dir) is None
     set_input(dash_duo, settings.THRESHOLD, "2")
@@ -153,7 +164,7 @@ def test_invalid_settings_show_a_message_and_change_nothing(dash_duo, sim_app, d
     )
     option.click()
     dash_duo.wait_for_contains_text(f"#{settings.SYMBOL_B}", "BTCUSDT")
-    dash_duo.find_element(f"#{settings.SAVE}").click()
+    press(dash_duo, settings.SAVE)
     dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "must differ")
     assert saved_settings(data_dir) is None
     navigate(dash_duo, "Spread & z-score")
@@ -170,7 +181,7 @@ def test_alerts_fire_show_in_the_log_and_on_the_chart_and_clear(dash_duo, sim_ap
     navigate(dash_duo, "Settings")
     set_input(dash_duo, settings.THRESHOLD, "0.3")
     set_input(dash_duo, settings.WINDOW, "10")
-    dash_duo.find_element(f"#{settings.SAVE}").click()
+    press(dash_duo, settings.SAVE)
     dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Saved")
     # (an alert at the old threshold may have fired before the save: look for one at the new one)
     row = wait_for(
@@ -299,10 +310,6 @@ def test_rate_limit_is_explained_with_a_countdown(dash_duo, fake_binance, data_d
     calls = fake_binance.count("/api/v3/ticker/price")
     time.sleep(3)
     assert fake_binance.count("/api/v3/ticker/price") == calls, "no request inside the window"
-
-
-def click(dash_duo, element):
-    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", element)
 
 
 def test_alert_rules_are_added_validated_and_removed_on_settings(dash_duo, sim_app, data_dir):
@@ -613,3 +620,28 @@ def test_a_pair_not_in_the_watchlist_is_said_and_the_first_shown(dash_duo, book_
     dash_duo.driver.get(dash_duo.server_url + "/analytics?pair=DOGEUSDT-ETHUSDT")
     dash_duo.wait_for_contains_text(f"#{ids.STATUS_BANNER}", "DOGEUSDT-ETHUSDT is not in the watchlist", timeout=10)
     assert dash_duo.find_element(f"#{ids.NAV_PAIR}").text == "BTCUSDT/ETHUSDT"
+
+
+def test_settings_adds_edits_and_removes_watched_pairs(dash_duo, sim_app, data_dir):
+    dash_duo.start_server(sim_app)
+    navigate(dash_duo, "Settings")
+    dash_duo.select_dcc_dropdown(f"#{settings.PAIR_ADD_A}", value="SOLUSDT")
+    dash_duo.select_dcc_dropdown(f"#{settings.PAIR_ADD_B}", value="ETHUSDT")
+    dash_duo.find_element(f"#{settings.PAIR_ADD}").click()
+    dash_duo.wait_for_contains_text(f"#{settings.PAIR_MSG}", "Watching SOLUSDT/ETHUSDT", timeout=10)
+    dash_duo.find_element(f"#{settings.PAIR_ADD}").click()  # the same pair again
+    dash_duo.wait_for_contains_text(f"#{settings.PAIR_MSG}", "already in the watchlist", timeout=10)
+    dash_duo.driver.find_element(By.LINK_TEXT, "SOLUSDT/ETHUSDT").click()  # edit it
+    dash_duo.wait_for_contains_text(f"#{settings.WATCHLIST}", "SOLUSDT/ETHUSDT (editing)", timeout=10)
+    set_input(dash_duo, settings.THRESHOLD, "2.7")
+    press(dash_duo, settings.SAVE)
+    dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Saved: SOLUSDT/ETHUSDT, θ = 2.7", timeout=10)
+    book = {"-".join(s.pair): s for s in SettingsStore(Database(data_dir)).watchlist()}
+    assert book["SOLUSDT-ETHUSDT"].threshold == 2.7 and book["BTCUSDT-ETHUSDT"].threshold == 2.0, "its own θ"
+    buttons = dash_duo.driver.find_elements(By.XPATH, f"//div[@id='{settings.WATCHLIST}']//button[.='Remove']")
+    click(dash_duo, buttons[1])
+    dash_duo.wait_for_contains_text(f"#{settings.PAIR_MSG}", "Removed SOLUSDT/ETHUSDT", timeout=10)
+    assert [s.pair for s in SettingsStore(Database(data_dir)).watchlist()] == [("BTCUSDT", "ETHUSDT")]
+    assert dash_duo.driver.find_element(By.XPATH, f"//div[@id='{settings.WATCHLIST}']//button").get_attribute(
+        "disabled"
+    ), "the last pair can't be removed"
