@@ -2,16 +2,19 @@
 against a minimal Dash page (one 1 s interval, one callback) measured in the same run.
 
     python bench/pagecost.py [--tabs 4] [--seconds 40] [--gunicorn] [--pages /live,/analytics,/settings,/]
+                             [--pairs 20]
 
 Each server runs in its own process (the dev server, as `python app.py` runs it, or gunicorn with
 deploy/gunicorn.conf.py); the app polls the loopback fake Binance of the tests. For each page it
-prints the server's cores in all, per tab, and as a multiple of the minimal page's. Needs Debian's
+prints the server's cores in all, per tab, and as a multiple of the minimal page's. With --pairs N
+the app watches N pairs of seven symbols the fake exchange trades (N ≤ 21). Needs Debian's
 chromium and chromium-driver (as the browser tests do).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import time
@@ -23,6 +26,8 @@ from selenium.webdriver.chrome.options import Options
 
 from chromium import OFFLINE_FLAGS
 from loopback import free_port
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT")
 
 
 def browser() -> webdriver.Chrome:
@@ -53,6 +58,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=40.0)
     p.add_argument("--gunicorn", action="store_true", help="serve the app with gunicorn -k gthread")
     p.add_argument("--pages", default="/live,/analytics,/settings,/", help="comma-separated paths to measure")
+    p.add_argument("--pairs", type=int, default=1, help="pairs watched (1 to 21)")
     args = p.parse_args()
     data = Path(tempfile.mkdtemp(prefix="pagecost-"))
     rows = []
@@ -65,13 +71,16 @@ def main() -> None:
     with fake_exchange() as fake:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        command, env = app_args(port, data, fake.url, gunicorn=args.gunicorn)
-        with serving(command, f"{base}/api/health", data / "app.log", env) as proc:
+        fake.trading.update({s: "TRADING" for s in SYMBOLS})
+        pairs = ",".join(f"{a}-{b}" for a, b in itertools.combinations(SYMBOLS, 2))
+        env = {"PAIRS": ",".join(pairs.split(",")[: args.pairs])}
+        command, app_env = app_args(port, data, fake.url, gunicorn=args.gunicorn)
+        with serving(command, f"{base}/api/health", data / "app.log", {**app_env, **env}) as proc:
             time.sleep(3)
             for page in args.pages.split(","):
                 rows.append((f"app {page}", measure(proc.pid, base + page, args.tabs, args.seconds)))
     server = "gunicorn -k gthread" if args.gunicorn else "the dev server"
-    print(f"{args.tabs} headless Chromium tabs per page, {args.seconds:.0f} s each, {server}")
+    print(f"{args.tabs} headless Chromium tabs per page, {args.seconds:.0f} s each, {server}, {args.pairs} pair(s)")
     print(f"{'page':>20} {'cores':>8} {'per tab':>9} {'× floor':>8}")
     for name, cores in rows:
         print(f"{name:>20} {cores:>8.3f} {cores / args.tabs:>9.4f} {cores / floor:>8.1f}")

@@ -57,7 +57,8 @@ def _spark(market, snap, settings) -> str:
 def build(market, snap, view, _cursor):
     """Every pair's row, each tick (prices and z move every second), computed once a second for
     every tab."""
-    order = view.get("sort") if view.get("sort") in SORTS else "watchlist"
+    asked = view.get("sort")
+    order = asked if isinstance(asked, str) and asked in SORTS else "watchlist"  # a crafted request may send anything
 
     def rows():
         book = market.watchlist()

@@ -109,6 +109,7 @@ class MarketService:
         self._refresh_lock = threading.Lock()
         self.last_error: UpstreamError | None = None
         self.upstream_polls = 0
+        self._analysed = None  # (second, store write, watchlist, pair shown) of the last analysis pass
 
     # --- source and settings -------------------------------------------------------------
     def source(self):
@@ -247,6 +248,9 @@ class MarketService:
         for ticks in self.gate.collect(now, settings.poll_interval_s, SHARED_TICKS_WAIT_S):
             self._ingest(ticks, book, symbols, now, persist_raw=False)  # the polling process stored them
         late = lateness_s(settings.poll_interval_s)
+        analysed = (int(now), self.store.write_seq, book, settings.pair)
+        if analysed == self._analysed:
+            return polled  # another tab of this second: nothing new for any pair's analysis
         self.analyses.keep_live({s.pair for s in book})
         self.alerting.keep({s.pair for s in book})
         for pair_settings in book:
@@ -258,6 +262,7 @@ class MarketService:
                 engine.update(int(now), late)
                 with DB_MAY_FAIL:  # the alert log can't be written: Database.fault says so on every page
                     self.alerting.evaluate(pair_settings, engine)
+        self._analysed = analysed
         self.ingestion.prune_if_due(now)
         return polled
 
