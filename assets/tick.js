@@ -48,6 +48,13 @@
         return rows;
     }
 
+    // A value as its output takes it: a table's columns become its rows; {render, data} is drawn
+    // by window.pairmonitorRender[render] (components made in the browser from plain data).
+    function plain(key, value) {
+        if (value && value.render) { return window.pairmonitorRender[value.render](value.data); }
+        return key.endsWith('.rowData') && value && value.columns ? rowsOf(value.columns) : value;
+    }
+
     window.pairmonitorTick = {
         // A chart's zoomed x window from its relayoutData: [x0, x1] after a zoom or pan, null after
         // a reset (autorange); other layout events (a y zoom, autosize) keep what it was.
@@ -77,7 +84,7 @@
                 const figure = isFigure ? figures[chart++] : null;
                 if (!(key in tick.values)) { return noUpdate; }
                 const value = tick.values[key];
-                if (!isFigure) { return key.endsWith('.rowData') && value && value.columns ? rowsOf(value.columns) : value; }
+                if (!isFigure) { return plain(key, value); }
                 const applied = applyChart(value, figure);
                 if (applied === noUpdate) { delete cursor[key.slice(0, -'.figure'.length)]; }
                 return applied;

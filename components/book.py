@@ -1,5 +1,6 @@
 """Pure builders for the overview of the watchlist: one row per pair (a card on a phone), the z
-bar against ±θ, and the sparkline of the last hour of z."""
+bar against ±θ, and the sparkline of the last hour of z. The rows travel as plain data and are
+drawn in the browser (assets/book.js)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 from urllib.parse import quote
 
 import numpy as np
-from dash import dcc, html
+from dash import html
 
 STATE_COLORS = {"live": "success", "waiting": "secondary", "stale": "danger", "disconnected": "danger"}
 COLUMNS = ("Pair", "Last prices", "z", "Spread", "β", "Half-life", "ADF p", "State", "Alerts today", "z, last hour")
@@ -25,30 +26,16 @@ def z_color(z: float | None, threshold: float) -> str:
     return "danger" if abs(z) >= threshold else "warning" if abs(z) >= threshold / 2 else "success"
 
 
-def z_bar(z: float | None, threshold: float) -> html.Div:
-    """z as a bar from the centre line, on a scale of ±2θ, with ticks at ±θ, and its value."""
+def z_view(z: float | None, threshold: float) -> dict:
+    """z as a bar from the centre line on a scale of ±2θ (ticks at ±θ): its colour, its fill and
+    its text."""
     color = z_color(z, threshold)
-    if z is None:
-        fill = {}
-    else:
+    fill = {}
+    if z is not None:
         share = max(-1.0, min(1.0, z / (2 * threshold))) * 50  # % of the track's width
         fill = {"left": f"{50 + min(share, 0):.1f}%", "width": f"{abs(share):.1f}%"}
-    return html.Div(
-        [
-            html.Div(
-                [
-                    html.Div(className=f"zbar-fill bg-{color}", style=fill),
-                    html.Div(className="zbar-theta", style={"left": "25%"}),
-                    html.Div(className="zbar-theta", style={"left": "75%"}),
-                    html.Div(className="zbar-zero"),
-                ],
-                className="zbar",
-                title=f"z against ±θ = ±{threshold:g} (the bar spans ±{2 * threshold:g})",
-            ),
-            html.Span(_num(z, "+.2f"), className=f"zbar-value text-{color}"),
-        ],
-        className="d-flex align-items-center",
-    )
+    title = f"z against ±θ = ±{threshold:g} (the bar spans ±{2 * threshold:g})"
+    return {"color": color, "fill": fill, "text": _num(z, "+.2f"), "title": title}
 
 
 def sparkline(values, threshold: float) -> str:
@@ -84,43 +71,29 @@ def sparkline(values, threshold: float) -> str:
     return "data:image/svg+xml;utf8," + quote(svg)
 
 
-def _cell(label: str, value, class_name: str = "") -> html.Div:
-    """A cell, labelled on a phone (where each row is a card); the header labels it on a desktop."""
-    return html.Div(
-        [html.Span(label, className="book-label"), html.Span(value, className="book-value")],
-        className=f"book-cell {class_name}".strip(),
-    )
-
-
 def header() -> html.Div:
     return html.Div([html.Div(c, className="book-cell") for c in COLUMNS], className="book-row book-header")
 
 
-def book_row(row: dict, spark: str) -> dcc.Link:
-    """A pair's row (GET /api/pairs's figures): a link to its Spread & z-score page."""
+def row_view(row: dict, spark: str) -> dict:
+    """What the browser draws for a pair's row (assets/book.js: a link to the pair's Spread &
+    z-score page, one labelled cell per column), from its GET /api/pairs figures: plain strings,
+    one cheap encoding for every tab, where components would cost a call per property."""
     state, half_life = row["state"], row["half_life_bars"]
-    return dcc.Link(
-        [
-            _cell(
-                COLUMNS[0],
-                [
-                    html.Strong(f"{row['a']}/{row['b']}"),
-                    html.Small(f" {row['hedge']} · {row['tf']}", className="text-muted"),
-                ],
-            ),
-            _cell(COLUMNS[1], f"{_num(row['price_a'], ',.8g')} / {_num(row['price_b'], ',.8g')}"),
-            _cell(COLUMNS[2], z_bar(row["zscore"], row["threshold"]), "book-z"),
-            _cell(COLUMNS[3], _num(row["spread"], ",.6g")),
-            _cell(COLUMNS[4], _num(row["beta"], ".4g")),
-            _cell(COLUMNS[5], _num(half_life, ",.1f") + (" bars" if half_life is not None else "")),
-            _cell(COLUMNS[6], _num(row["adf_pvalue"], ".3f")),
-            _cell(COLUMNS[7], html.Span(state, className=f"badge bg-{STATE_COLORS.get(state, 'secondary')}")),
-            _cell(COLUMNS[8], _num(row["alerts_today"], "d")),
-            _cell(
-                COLUMNS[9], html.Img(src=spark, alt=f"z of {row['pair']}, last hour") if spark else "–", "book-spark"
-            ),
-        ],
-        href=f"/analytics?pair={row['pair']}",
-        className="book-row",
-        title=f"Open {row['a']}/{row['b']} on Spread & z-score",
-    )
+    cells = [
+        {"pair": f"{row['a']}/{row['b']}", "sub": f"{row['hedge']} · {row['tf']}"},
+        {"text": f"{_num(row['price_a'], ',.8g')} / {_num(row['price_b'], ',.8g')}"},
+        {"z": z_view(row["zscore"], row["threshold"]), "cls": "book-z"},
+        {"text": _num(row["spread"], ",.6g")},
+        {"text": _num(row["beta"], ".4g")},
+        {"text": _num(half_life, ",.1f") + (" bars" if half_life is not None else "")},
+        {"text": _num(row["adf_pvalue"], ".3f")},
+        {"badge": state, "color": STATE_COLORS.get(state, "secondary")},
+        {"text": _num(row["alerts_today"], "d")},
+        {"spark": spark, "alt": f"z of {row['pair']}, last hour", "cls": "book-spark"},
+    ]
+    return {
+        "href": f"/analytics?pair={row['pair']}",
+        "title": f"Open {row['a']}/{row['b']} on Spread & z-score",
+        "cells": [{"label": label, **cell} for label, cell in zip(COLUMNS, cells)],
+    }

@@ -53,8 +53,9 @@ def register_view(path: str, outputs, build) -> None:
     """Register a page's view: `build(market, snap, view, cursor) -> (values, cursor)`, where
     `view` holds the page's view controls ({name: value}, and "zoom": {graph id: [x0, x1]}) and
     `values` maps "id.prop" (one of `outputs`) to its new value; outputs left out keep what they
-    show. A table's "rowData" may be sent as {"columns": {field: numpy array}} (one cheap
-    encoding for the whole table): the browser makes it rows."""
+    show. A table's "rowData" may be sent as {"columns": {field: numpy array}}, and children as
+    {"render": name, "data": plain data} (window.pairmonitorRender[name] makes the components):
+    one cheap encoding per tab, where component trees cost a call per property."""
     outputs = tuple(outputs)
     VIEWS[path] = PageView(path, outputs, build)
     spec = json.dumps({"path": path, "outputs": [key(i, p) for i, p in outputs]})

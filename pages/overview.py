@@ -8,7 +8,7 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import html
 
-from components.book import book_row, header, sparkline
+from components.book import header, row_view, sparkline
 from components.ids import Overview as ID
 from components.layout import button_group
 from pages._tick import cursor_store, key, register_view
@@ -68,11 +68,11 @@ def build(market, snap, view, _cursor):
                 [-abs(r["zscore"]) if r["zscore"] is not None else np.inf for r in figures], kind="stable"
             )
             book, figures = [book[i] for i in ranked], [figures[i] for i in ranked]
-        return [book_row(r, _spark(market, snap, s) if r["zscore"] is not None else "") for s, r in zip(book, figures)]
+        return [row_view(r, _spark(market, snap, s) if r["zscore"] is not None else "") for s, r in zip(book, figures)]
 
     shown = market.shared(("book", order, snap.now_s, snap.seq), rows)
     count = f"Watchlist · {len(shown)} pair{'s' if len(shown) != 1 else ''}"
-    return {key(ID.ROWS, "children"): shown, key(ID.COUNT, "children"): count}, {}
+    return {key(ID.ROWS, "children"): {"render": "book", "data": shown}, key(ID.COUNT, "children"): count}, {}
 
 
 register_view(PATH, [(ID.ROWS, "children"), (ID.COUNT, "children")], build)

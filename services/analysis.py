@@ -19,12 +19,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+import numpy as np
 import pandas as pd
 
 from services import hedge, metrics, stats
 from services.backtest import BacktestParams, backtest
 from services.bars import bar_open, to_bars
-from services.engine import PairEngine, Params
+from services.engine import COLUMNS, PairEngine, Params
 from services.singleflight import SingleFlight
 from services.sources import iso_utc
 from services.store import PriceStore
@@ -180,10 +181,15 @@ class Analyses:
     def latest(self, params: Params, now_s: int, late_s: float, step_s: int) -> pd.Series | None:
         """The newest bar with prices (the open bar, or the one before while the open bar has
         none yet): current prices, β, spread, mean, std, z."""
-        step = max(params.tf_s, step_s)
-        df = self.frame(params, now_s - 2 * step + 1, now_s, now_s, late_s)
-        priced = df[df[list(params.pair)].notna().all(axis=1)]
-        return priced.iloc[-1] if len(priced) else (df.iloc[-1] if len(df) else None)
+        start = now_s - 2 * max(params.tf_s, step_s) + 1
+        times, cols = self.engine(params, start, now_s).arrays(int(start), int(now_s), int(now_s), late_s)
+        if not len(times):
+            return None
+        priced = np.flatnonzero(~np.isnan(cols["a"]) & ~np.isnan(cols["b"]))
+        i = priced[-1] if len(priced) else len(times) - 1
+        a, b = params.pair
+        values = {a: cols["a"][i], b: cols["b"][i], **{c: cols[c][i] for c in COLUMNS[2:]}}
+        return pd.Series(values, name=pd.Timestamp(int(times[i]), unit="s", tz="UTC"))
 
     def statistics(self, params: Params, corr_window: int, now: float, late_s: float) -> dict:
         """ADF, half-life and return correlation over the final bars (the last

@@ -176,6 +176,10 @@ class PairEngine:
     def frame(self, start_s: int, end_s: int, now_s: int, lateness_s: float = 0) -> pd.DataFrame:
         """Bars whose open time is in [start_s, end_s]: the final ones, then the provisional ones
         (closed inside the lateness window, and the open bar) as they stand now."""
+        return self._frame(*self.arrays(start_s, end_s, now_s, lateness_s))
+
+    def arrays(self, start_s: int, end_s: int, now_s: int, lateness_s: float = 0):
+        """`frame`'s bars as (open times, {column: values}), without building a DataFrame."""
         self.update(now_s, lateness_s)
         tf = self.p.tf_s
         with self.lock:
@@ -188,7 +192,7 @@ class PairEngine:
                 keep = (t2 >= start_s) & (t2 <= last)
                 times = np.concatenate([times, t2[keep]])
                 cols = {c: np.concatenate([cols[c], c2[c][keep]]) for c in COLUMNS}
-        return self._frame(times, cols)
+        return times, cols
 
     def _provisional(self, open_bar: int):
         """The bars after the last final one, up to the open bar, as they stand: computed once per
