@@ -158,8 +158,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
     @api.get("/pairs")
     def pairs():
         """The watchlist, each pair with its parameters and live figures."""
-        market = current_market()
-        return jsonify([market.pair_row(s, g.snap.now) for s in market.watchlist()])
+        return jsonify([row for _, row in current_market().pair_rows(g.snap)])
 
     @api.post("/pairs")
     def add_pair():

@@ -14,7 +14,6 @@ import threading
 import time
 from dataclasses import fields
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import dash
 import dash_bootstrap_components as dbc
@@ -33,7 +32,16 @@ from services.db import Database, DatabaseProblem
 from services.export import PngRenderer
 from services.market import MarketService
 from services.replay import ReplayError
-from services.settings import MAX_PAIRS, AppConfig, SettingsError, pair_name, parse_pair, parse_pairs, parse_url
+from services.settings import (
+    MAX_PAIRS,
+    AppConfig,
+    SettingsError,
+    pair_name,
+    parse_pair,
+    parse_pairs,
+    parse_url,
+    query_pair,
+)
 from services.status import MarketStatus
 from services.webguard import host_name, is_loopback
 
@@ -334,15 +342,15 @@ def _banner(status: MarketStatus, auto: bool) -> list:
 
 def _pair_asked(market, search) -> tuple[tuple[str, str] | None, str | None]:
     """The pair a page's URL names (?pair=A-B), and what to say when it is not one watched."""
-    raw = parse_qs(search[1:] if isinstance(search, str) else "").get("pair", [None])[0]
+    raw = query_pair(search)
     if raw is None:
         return None, None
-    first = pair_name(market.current_settings().pair)
     try:
         pair = parse_pair(raw)
     except SettingsError as exc:
-        return None, f"{exc}. Showing {first}."
+        return None, f"{exc}. Showing {pair_name(market.current_settings().pair)}."
     if market.settings_store.for_pair(pair) is None:
+        first = pair_name(market.current_settings().pair)
         return None, f"{pair_name(pair)} is not in the watchlist (add it on Settings). Showing {first}."
     return pair, None
 

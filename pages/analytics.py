@@ -24,7 +24,7 @@ from components.layout import (
 from pages._tick import chart, cursor_store, key, register_view
 from services.bars import TIMEFRAMES
 from services.market import current_market
-from services.settings import SettingsError, pair_in, parse_window
+from services.settings import SettingsError, pair_in, parse_window, query_pair
 from services.stats import DEFAULT_CORR_WINDOW
 
 PATH = "/analytics"
@@ -270,7 +270,7 @@ def apply_params(hedge, timeframe, log, _clicks, _submit, window, search):
     if ctx.triggered_id in (ID.WINDOW_APPLY, ID.WINDOW):
         change["window"] = window
     market = current_market()
-    pair = pair_in(search)
+    pair = pair_in(query_pair(search))
     if all(getattr(market.settings_for(pair), k) == v for k, v in change.items()):
         return no_update
     try:

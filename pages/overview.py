@@ -3,9 +3,10 @@ opens that pair's Spread & z-score page."""
 
 from __future__ import annotations
 
+import math
+
 import dash
 import dash_bootstrap_components as dbc
-import numpy as np
 from dash import html
 
 from components.book import header, row_view, sparkline
@@ -61,14 +62,10 @@ def build(market, snap, view, _cursor):
     order = asked if isinstance(asked, str) and asked in SORTS else "watchlist"  # a crafted request may send anything
 
     def rows():
-        book = market.watchlist()
-        figures = [market.pair_row(s, snap.now) for s in book]
+        pairs = market.pair_rows(snap)
         if order == "|z|":
-            ranked = np.argsort(
-                [-abs(r["zscore"]) if r["zscore"] is not None else np.inf for r in figures], kind="stable"
-            )
-            book, figures = [book[i] for i in ranked], [figures[i] for i in ranked]
-        return [row_view(r, _spark(market, snap, s) if r["zscore"] is not None else "") for s, r in zip(book, figures)]
+            pairs = sorted(pairs, key=lambda p: -abs(p[1]["zscore"]) if p[1]["zscore"] is not None else math.inf)
+        return [row_view(r, _spark(market, snap, s) if r["zscore"] is not None else "") for s, r in pairs]
 
     shown = market.shared(("book", order, snap.now_s, snap.seq), rows)
     count = f"Watchlist · {len(shown)} pair{'s' if len(shown) != 1 else ''}"

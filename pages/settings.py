@@ -29,6 +29,7 @@ from services.settings import (
     pair_in,
     pair_name,
     parse_pair,
+    query_pair,
 )
 
 PATH = "/settings"
@@ -334,7 +335,7 @@ def edit_watchlist(_add, removes, a, b, search):
         return dash.no_update, error_text(exc.args[0])
     except SettingsError as exc:
         return dash.no_update, error_text(f"Not changed: {exc}")
-    editing = market.settings_for(pair_in(search)).pair
+    editing = market.settings_for(pair_in(query_pair(search))).pair
     return _watchlist(market.watchlist(), editing), ok_text(done)
 
 
@@ -378,7 +379,7 @@ def _rule_list(s) -> list:
 def save(_n, a, b, threshold, window, poll, hedge, timeframe, log, search):
     """Save the form for the pair the URL names (the first pair without one); a pair given other
     symbols is named so in the URL."""
-    editing = pair_in(search)
+    editing = pair_in(query_pair(search))
     try:
         saved = current_market().save_settings(
             {
@@ -430,7 +431,7 @@ def clear_alerts(_n):
 def edit_rules(_add, deletes, kind, level, leg, hysteresis, cooldown, search):
     """Add or remove a rule of the pair the URL names (the first pair without one)."""
     market = current_market()
-    pair = pair_in(search)
+    pair = pair_in(query_pair(search))
     rules = [asdict(r) for r in market.settings_for(pair).rules]
     trigger = ctx.triggered_id
     if isinstance(trigger, dict):  # a Remove button; list re-renders also fire this with no click

@@ -244,7 +244,7 @@ class MarketService:
         if self.link.follow(settings, symbols):
             self.last_error = None
         now = self.clock()
-        polled = self._poll(settings, symbols, now)
+        polled = self._poll(settings, book, symbols, now)
         for ticks in self.gate.collect(now, settings.poll_interval_s, SHARED_TICKS_WAIT_S):
             self._ingest(ticks, book, symbols, now, persist_raw=False)  # the polling process stored them
         late = lateness_s(settings.poll_interval_s)
@@ -266,7 +266,7 @@ class MarketService:
         self.ingestion.prune_if_due(now)
         return polled
 
-    def _poll(self, settings: UserSettings, symbols: tuple[str, ...], now: float) -> bool:
+    def _poll(self, settings: UserSettings, book, symbols: tuple[str, ...], now: float) -> bool:
         key = self.gate.claim(symbols, settings.poll_interval_s, now)
         if key is None:
             return False
@@ -289,7 +289,7 @@ class MarketService:
             metrics.POLL_SECONDS.observe(time.perf_counter() - started)
         self.last_error = None
         self.gate.publish(key, ticks, settings.poll_interval_s)
-        self._ingest(ticks, self.watchlist(), symbols, now, persist_raw=True)
+        self._ingest(ticks, book, symbols, now, persist_raw=True)
         return True
 
     def _ingest(self, ticks: list[Tick], book, symbols, now: float, persist_raw: bool) -> None:
@@ -355,6 +355,14 @@ class MarketService:
             rest_host_note=self.link.url_note,
             webhook=self.notifier.status(),
             database_error=self.db.fault,
+        )
+
+    def pair_rows(self, snap: Snapshot) -> list[tuple[UserSettings, dict]]:
+        """Every watched pair's settings and figures (`pair_row`), computed once per second and
+        store write for every tab (the overview) and API client (/api/pairs)."""
+        book = self.watchlist()
+        return self.shared(
+            ("pairs", snap.now_s, snap.seq, book), lambda: [(s, self.pair_row(s, snap.now)) for s in book]
         )
 
     def pair_row(self, settings: UserSettings, now: float) -> dict:

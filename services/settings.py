@@ -258,13 +258,16 @@ def parse_pair(value) -> tuple[str, str]:
     return match[1], match[2]
 
 
-def pair_in(query) -> tuple[str, str] | None:
-    """The pair a page's URL names: ?pair=A-B in its query string ("?a=1&pair=..."), or a
-    layout's `pair` argument; None when there is none, or it is not a pair."""
-    if isinstance(query, str) and "=" in query:
-        query = parse_qs(query.lstrip("?")).get("pair", [None])[0]
+def query_pair(search) -> str | None:
+    """The raw value of ?pair= in a URL's query string ("?pair=A-B&..."), or None."""
+    return parse_qs(search.lstrip("?")).get("pair", [None])[0] if isinstance(search, str) else None
+
+
+def pair_in(value) -> tuple[str, str] | None:
+    """A page's ?pair= (a layout's `pair` argument, or `query_pair` of its URL) as a pair; None
+    when there is none, or it is not a pair (the page then shows the first pair)."""
     try:
-        return parse_pair(query) if query else None
+        return parse_pair(value) if value else None
     except SettingsError:
         return None
 

@@ -14,13 +14,12 @@ import pytest
 import requests
 from cachelib import SimpleCache
 
-from loopback import free_port, start_sim_app, wait_until_serving
 from services import analysis
 from services.analysis import TooMuchWork, warmup_bars
 from services.engine import PairEngine, Params
 from services.market import MarketService
 from services.settings import AppConfig
-from sim_history import fill_history
+from sim_history import a_day_of_sim, fill_history
 
 HOUR = 3_600
 
@@ -114,12 +113,7 @@ def test_a_new_live_analysis_is_built_off_the_ingest_path(market, monkeypatch):
 
 @pytest.mark.slow
 def test_robust_with_a_day_of_history_answers_in_time_and_health_stays_fresh():
-    data = Path(tempfile.mkdtemp(prefix="robust-"))
-    fill_history(data)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/api"
-    app = start_sim_app(data, port, quiet=True)
-    ages, stop = [], threading.Event()
+    ages, stop, times = [], threading.Event(), []
 
     def watch():
         with requests.Session() as s:
@@ -128,35 +122,32 @@ def test_robust_with_a_day_of_history_answers_in_time_and_health_stays_fresh():
                 ages.append((r.status_code, r.json()["age_s"]))
                 time.sleep(0.2)
 
-    try:
-        wait_until_serving(app, port)
+    with a_day_of_sim("robust-") as (port, _app):
+        base = f"http://127.0.0.1:{port}/api"
         watcher = threading.Thread(target=watch)
         watcher.start()
-        times = []
-        for _ in range(3):  # a new parameter set each time: nothing is reused
-            for hedge, window in [("robust", 297), ("rolling-ols", 300), ("kalman", 60)]:
-                t0 = time.perf_counter()
-                r = requests.get(f"{base}/analytics.csv?seconds=60&hedge={hedge}&window={window}", timeout=60)
-                times.append(time.perf_counter() - t0)
-                assert r.status_code == 200 and r.text.count("\n") == 61
-                window += 1
-            requests.patch(f"{base}/settings", json={"window": 60 + len(times)}, timeout=30)
-        whole_day = requests.get(f"{base}/analytics.csv?seconds=86400&hedge=robust&window=297", timeout=60)
-        assert whole_day.status_code == 400 and "at most about" in whole_day.json()["error"]
-        t0 = time.perf_counter()
-        saved = requests.patch(f"{base}/settings", json={"hedge": "robust", "window": 297}, timeout=30)
-        assert saved.status_code == 200 and time.perf_counter() - t0 < 2
-        time.sleep(8)  # the day of robust bars is built aside meanwhile
-        day = requests.get(f"{base}/analytics.csv?seconds=86400", timeout=60)
-        assert day.status_code == 200
-        z = pd.read_csv(pd.io.common.StringIO(day.text))["zscore"]
-        assert z.notna().mean() > 0.99, "the saved robust analysis covers the whole day"
-        stop.set()
-        watcher.join()
-    finally:
-        stop.set()
-        app.terminate()
-        app.communicate(timeout=15)
+        try:
+            for _ in range(3):  # a new parameter set each time: nothing is reused
+                for hedge, window in [("robust", 297), ("rolling-ols", 300), ("kalman", 60)]:
+                    t0 = time.perf_counter()
+                    r = requests.get(f"{base}/analytics.csv?seconds=60&hedge={hedge}&window={window}", timeout=60)
+                    times.append(time.perf_counter() - t0)
+                    assert r.status_code == 200 and r.text.count("\n") == 61
+                    window += 1
+                requests.patch(f"{base}/settings", json={"window": 60 + len(times)}, timeout=30)
+            whole_day = requests.get(f"{base}/analytics.csv?seconds=86400&hedge=robust&window=297", timeout=60)
+            assert whole_day.status_code == 400 and "at most about" in whole_day.json()["error"]
+            t0 = time.perf_counter()
+            saved = requests.patch(f"{base}/settings", json={"hedge": "robust", "window": 297}, timeout=30)
+            assert saved.status_code == 200 and time.perf_counter() - t0 < 2
+            time.sleep(8)  # the day of robust bars is built aside meanwhile
+            day = requests.get(f"{base}/analytics.csv?seconds=86400", timeout=60)
+            assert day.status_code == 200
+            z = pd.read_csv(pd.io.common.StringIO(day.text))["zscore"]
+            assert z.notna().mean() > 0.99, "the saved robust analysis covers the whole day"
+        finally:
+            stop.set()  # before the app stops: the watcher asks it until then
+            watcher.join()
     assert max(times) <= 2.0, f"slowest request {max(times):.2f} s"
     assert len(ages) > 20 and all(code == 200 and age < 3 for code, age in ages), ages
     assert np.isfinite([age for _, age in ages]).all()

@@ -1,15 +1,11 @@
 """A flood of big exports neither eats the app's memory nor starves /api/health (before: 500
 day-long CSVs, 20 at a time, took RSS from 252 to 994 MiB for good and health to 19.6 s)."""
 
-import tempfile
-from pathlib import Path
-
 import pytest
 import requests
 
 from flood import flood
-from loopback import free_port, start_sim_app, wait_until_serving
-from sim_history import fill_history
+from sim_history import a_day_of_sim
 
 DAY = 86_400
 
@@ -21,22 +17,14 @@ def rss_mib(pid: int) -> float:
 
 @pytest.mark.slow
 def test_day_long_csv_exports_stream_queue_and_give_their_memory_back():
-    data = Path(tempfile.mkdtemp(prefix="flood-"))
-    fill_history(data)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    app = start_sim_app(data, port, quiet=True)
-    try:
-        wait_until_serving(app, port)
+    with a_day_of_sim("flood-") as (port, app):
+        base = f"http://127.0.0.1:{port}"
         first = requests.get(f"{base}/api/analytics.csv?seconds={DAY}", timeout=60)
         assert first.status_code == 200 and first.text.count("\n") == DAY + 1
         assert first.text.splitlines()[-2].split(",")[1] != "", "a day of real prices, not empty rows"
         start = rss_mib(app.pid)
         result = flood(base, 40, 10, DAY)
         end = rss_mib(app.pid)
-    finally:
-        app.terminate()
-        app.communicate(timeout=15)
     health = sorted(result["health_s"])
     assert result["statuses"] == {200: 40}, "every export is answered: they queue for a slot"
     assert end <= 1.5 * start, f"RSS {start:.0f} -> {end:.0f} MiB"
