@@ -12,11 +12,13 @@ import io
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, fields, replace
 
 from flask import Blueprint, Response, g, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import http_date
 
 from components import figures
 from components.tables import TRADE_COLUMNS, trade_rows
@@ -29,6 +31,7 @@ from services.export import PngRenderer, RendererUnavailable
 from services.hedge import METHODS
 from services.market import current_market
 from services.notify import DELIVERY_HEADER
+from services.scanner import COLUMNS, ScanError
 from services.settings import (
     SettingsError,
     UserSettings,
@@ -52,6 +55,8 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_ROWS = 2_000  # CSV answers are streamed in pieces of this many rows
 EXPORT_SLOTS = 2  # exports (CSV, PNG) computed or sent at once per process; the rest wait...
 EXPORT_WAIT_S = 30.0  # ...this long for a slot (in line), then get a 503 with Retry-After
+SCAN_WAIT_S = 20.0  # /api/scan waits this long for a scan it started, then answers 202
+SCAN_POLL_S = 0.25
 
 
 def csv_text(value):
@@ -116,6 +121,10 @@ def create_api(renderer: PngRenderer) -> Blueprint:
     @api.errorhandler(TooMuchWork)
     def bad_request(exc):
         return jsonify(error=str(exc)), 400
+
+    @api.errorhandler(ScanError)
+    def scan_failed(exc):
+        return jsonify(error=str(exc)), exc.status
 
     @api.errorhandler(HTTPException)
     def http_error(exc):
@@ -274,6 +283,36 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         except RendererUnavailable as exc:
             return jsonify(error=str(exc)), 503
         return Response(png, mimetype="image/png")
+
+    @api.get("/scan")
+    def scan():
+        """The scanner's ranked pairs (CSV, or JSON with format=json) for quote & top, or symbols,
+        with tf and lookback. A cached result answers at once; else a scan starts in a process of
+        its own (one at a time, however many ask) and this waits up to SCAN_WAIT_S for it, then
+        answers 202 with its progress and a Retry-After."""
+        market = current_market()
+        req = market.scan_request(request.args)
+        fmt = parse_choice(request.args.get("format", "csv"), ("csv", "json"), "format")
+        scanner = market.scanner()
+        key = scanner.key(req)
+        deadline = time.monotonic() + SCAN_WAIT_S
+        while (result := scanner.cached(req)) is None:
+            failed = market.scans.error(key)
+            if failed:
+                raise failed
+            market.scans.start(req, key)
+            if time.monotonic() >= deadline:
+                progress = market.scans.progress(key) or {}
+                return jsonify(status="running", **progress), 202, {"Retry-After": "2"}
+            time.sleep(SCAN_POLL_S)
+        headers = {"Last-Modified": http_date(result.computed_at)}
+        if fmt == "json":
+            return jsonify(result.as_json()), 200, headers
+        universe = f"{len(req.symbols)}-symbols" if req.symbols else f"{req.quote}-top{req.top}"
+        name = f"scan_{universe}_{req.tf}_{req.lookback}.csv"
+        resp = _csv_rows(list(COLUMNS), ([r[c] for c in COLUMNS] for r in result.rows), name)
+        resp.headers.update(headers)
+        return resp
 
     @api.route("/<path:rest>")
     def not_found(rest):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dash
 import dash_bootstrap_components as dbc
+import diskcache
 from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, dcc, html
 from flask import jsonify, request
 from flask_caching import Cache
@@ -238,6 +239,8 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
         update_title=None,  # Bootswatch Darkly is served from assets/ (offline)
         suppress_callback_exceptions=True,
         on_error=_callback_failed,
+        # the scanner's scans: each in a process of its own, their progress and results on disk
+        background_callback_manager=dash.DiskcacheManager(diskcache.Cache(str(Path(config.data_dir) / "jobs"))),
     )
     server = app.server
     server.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES

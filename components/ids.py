@@ -142,3 +142,22 @@ class Backtest:
     TRADES = "bt-trades"
     CSV_LINK = "bt-csv"
     TIMER = "bt-timer"
+
+
+class Scanner:
+    MODE = "scan-mode"  # "top" (by 24 h quote volume) or "list" (typed symbols)
+    QUOTE = "scan-quote"
+    TOP = "scan-top"
+    SYMBOLS = "scan-symbols"
+    TIMEFRAME = "scan-tf"
+    LOOKBACK = "scan-lookback"
+    BUDGET = "scan-budget"
+    SCAN = "scan-run"
+    CANCEL = "scan-cancel"
+    PROGRESS_ROW = "scan-progress-row"
+    PROGRESS = "scan-progress"
+    MSG = "scan-msg"
+    SUMMARY = "scan-summary"
+    SKIPPED = "scan-skipped"
+    RESULTS = "scan-results"
+    ADD_MSG = "scan-add-msg"

@@ -176,11 +176,11 @@ def chart_card(graph_id: str) -> dbc.Card:
     )
 
 
-def button_group(component_id, values, value, class_name: str = "") -> dbc.RadioItems:
-    """Radio choices drawn as a row of small toggle buttons."""
+def button_group(component_id, values, value, class_name: str = "", labels=None) -> dbc.RadioItems:
+    """Radio choices drawn as a row of small toggle buttons (labelled by `labels[v]` or `v`)."""
     return dbc.RadioItems(
         id=component_id,
-        options=[{"label": v, "value": v} for v in values],
+        options=[{"label": (labels or {}).get(v, v), "value": v} for v in values],
         value=value,
         inline=True,
         className=f"btn-group {class_name}".strip(),

@@ -33,7 +33,7 @@ from services.settings import (
 )
 
 PATH = "/settings"
-dash.register_page(__name__, path=PATH, name="Settings", title="Settings · Pair Monitor", order=4)
+dash.register_page(__name__, path=PATH, name="Settings", title="Settings · Pair Monitor", order=5)
 
 ALERT_ROWS = 500
 

@@ -32,6 +32,11 @@ KNOWN_HOSTS = {  # the REST hosts the Settings page offers (with --binance-url a
     BINANCE_US_URL: "api.binance.us (Binance.US: its own symbols)",
 }
 KLINES_MAX_LIMIT = 1000
+WEIGHT = {  # request weight of each call the app makes (Binance's published numbers)
+    "exchangeInfo": 20,
+    "ticker/24hr": 80,  # every symbol, no `symbols` parameter
+    "klines": 2,
+}
 INVALID_SYMBOL = -1121  # Binance error code: the symbol does not exist (or no longer does)
 MAX_CLOCK_SKEW_S = 1.5  # beyond this the local clock is corrected by the exchange's Date header
 
@@ -273,10 +278,22 @@ class BinanceClient:
         except (IndexError, TypeError, ValueError) as exc:
             raise BinanceBadResponse("klines answer is not a list of 12-field rows") from exc
 
-    def trading_symbols(self) -> list[str]:
-        """Symbols whose status is TRADING, sorted."""
+    def ticker_24h_quote_volumes(self) -> dict[str, float]:
+        """Every symbol's quote-asset volume over the last 24 h, in ONE request (weight 80)."""
+        body, _ = self._get("/api/v3/ticker/24hr", {"type": "MINI"})
+        try:
+            return {row["symbol"]: float(row["quoteVolume"]) for row in body}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BinanceBadResponse("ticker/24hr answer is not a list of {symbol, quoteVolume}") from exc
+
+    def trading_quotes(self) -> dict[str, str]:
+        """TRADING symbols and their quote asset (exchangeInfo, weight 20)."""
         body, _ = self._get("/api/v3/exchangeInfo", {"symbolStatus": "TRADING"})
         try:
-            return sorted(s["symbol"] for s in body["symbols"] if s.get("status", "TRADING") == "TRADING")
+            return {s["symbol"]: s["quoteAsset"] for s in body["symbols"] if s.get("status", "TRADING") == "TRADING"}
         except (KeyError, TypeError) as exc:
-            raise BinanceBadResponse("exchangeInfo answer has no symbols list") from exc
+            raise BinanceBadResponse("exchangeInfo answer has no symbols list with quote assets") from exc
+
+    def trading_symbols(self) -> list[str]:
+        """Symbols whose status is TRADING, sorted."""
+        return sorted(self.trading_quotes())

@@ -36,7 +36,7 @@ from services.alerting import AlertEvaluator
 from services.alerts import Alert, AlertLog
 from services.analysis import WARM_WAIT_S, Analyses, lateness_s
 from services.backtest import BacktestParams
-from services.binance import INVALID_SYMBOL, BinanceAPIError, BinanceError, BinanceRateLimited
+from services.binance import INVALID_SYMBOL, BinanceAPIError, BinanceClient, BinanceError, BinanceRateLimited
 from services.db import Database
 from services.engine import Params
 from services.gate import PollGate
@@ -44,6 +44,7 @@ from services.ingest import DB_MAY_FAIL, Ingestion
 from services.link import SourceLink
 from services.netguard import WebhookPolicy
 from services.notify import WebhookNotifier
+from services.scanner import DetachedScans, Scanner, ScanRequest, parse_request
 from services.settings import (
     AppConfig,
     SettingsError,
@@ -53,7 +54,7 @@ from services.settings import (
     parse_symbol,
     validate,
 )
-from services.sources import Tick, iso_utc
+from services.sources import BinanceSource, Tick, iso_utc
 from services.stats import DEFAULT_CORR_WINDOW
 from services.status import LegStatus, MarketStatus, UpstreamError
 from services.store import PriceStore
@@ -110,6 +111,7 @@ class MarketService:
         self.last_error: UpstreamError | None = None
         self.upstream_polls = 0
         self._analysed = None  # (second, store write, watchlist, pair shown) of the last analysis pass
+        self.scans = DetachedScans(lambda: self.scanner(own_connection=True), cache)
 
     # --- source and settings -------------------------------------------------------------
     def source(self):
@@ -468,6 +470,20 @@ class MarketService:
 
     def recent_ticks(self, snap: Snapshot, limit: int = 50, symbols=None) -> list[Tick]:
         return self.store.recent_ticks(symbols or snap.settings.pair, limit)
+
+    # --- the scanner -----------------------------------------------------------------------
+    def scanner(self, own_connection: bool = False) -> Scanner:
+        """A scanner of the source. `own_connection`: in a process of its own (a forked scan), a
+        Binance source talks through a new session, never the parent's pooled sockets."""
+        source = self.source()
+        client = getattr(source, "client", None)
+        if own_connection and client is not None:
+            source = BinanceSource(BinanceClient(client.base_url, clock=client.clock))
+        return Scanner(source, self.cache, self.gate, clock=self.clock)
+
+    def scan_request(self, args) -> ScanRequest:
+        """A scan request, its typed symbols checked against the trading ones. Raises ScanError."""
+        return parse_request(args, set(self.symbols()) if args.get("symbols") else None)
 
     def send_test_alert(self) -> Alert:
         """A test alert through every channel (log, toasts on every page, webhook)."""

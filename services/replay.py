@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from services.binance import BinanceError
-from services.sources import Tick, iso_utc, utc_from_epoch
+from services.sources import Tick, iso_utc, last_of_each_bar, utc_from_epoch
 
 SYMBOL_IN_NAME = re.compile(r"(?:^|[-_])([A-Z0-9]{5,20})-(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d)-")
 WARM_START_S = 3 * 3_600
@@ -117,6 +117,7 @@ class ReplaySource:
     kind = "replay"
     backfill_all = True  # history is a local file: load all of it up to the replay time
     store_key = None  # replay time restarts with the process: its buckets are not persisted
+    request_weight = None
 
     def __init__(self, specs, speed: float | str = 1.0, wall=time.time):
         self.recordings = {r.symbol: r for r in (load_recording(s) for s in specs)}
@@ -167,3 +168,14 @@ class ReplaySource:
         end_s = min(int(end_s), int(self.now()))
         lo, hi = np.searchsorted(rec.times, [start_s, end_s + 1])
         return [Tick(symbol, float(p), utc_from_epoch(int(t))) for t, p in zip(rec.times[lo:hi], rec.closes[lo:hi])]
+
+    def markets(self, quote: str) -> dict[str, float]:
+        """The recorded symbols quoted in `quote` (a recording has no 24 h volume: all 0)."""
+        return {s: 0.0 for s in self.symbols() if s.endswith(quote)}
+
+    def bar_closes(self, symbol: str, interval_s: int, bars: int) -> tuple[np.ndarray, np.ndarray]:
+        """The recording's closes up to the replay time, as bars of `interval_s` (at least its own)."""
+        rec = self._recording(symbol)
+        if interval_s < rec.interval_s or interval_s % rec.interval_s:
+            raise BinanceError(f"{symbol} is recorded in {rec.interval_s} s bars; {interval_s} s bars cannot be made")
+        return last_of_each_bar(rec.times, rec.closes, interval_s, int(self.now()) + 1, bars)

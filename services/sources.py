@@ -7,6 +7,13 @@ one it has:
 - `poll(symbols)`: the latest price of each symbol, ONE upstream call;
 - `history(symbol, start_s, end_s)`: last price of each UTC second in [start_s, end_s], to
   backfill the store at start, on a pair change and after a hole.
+
+and two more for the scanner (services/scanner.py):
+
+- `markets(quote)`: every TRADING symbol quoted in `quote`, with its 24 h quote volume;
+- `bar_closes(symbol, interval_s, bars)`: the closes of the last `bars` closed bars.
+
+`request_weight` says what each call costs on the exchange (None: nothing, a local source).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from datetime import UTC, datetime
 import numpy as np
 from scipy.signal import lfilter
 
-from services.binance import KLINES_MAX_LIMIT, BinanceClient, BinanceError
+from services.binance import KLINES_MAX_LIMIT, WEIGHT, BinanceClient, BinanceError
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +53,22 @@ def iso_utc(when: float | datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def last_of_each_bar(times, closes, interval_s: int, now_s: int, bars: int) -> tuple[np.ndarray, np.ndarray]:
+    """From prices stamped with their second (ascending), each closed bar's last price: the
+    open times and closes of the last `bars` bars of `interval_s` that ended by `now_s`."""
+    times = np.asarray(times, np.int64)
+    bar = times // interval_s
+    done = bar < int(now_s) // interval_s
+    bar, prices = bar[done], np.asarray(closes, float)[done]
+    last = np.flatnonzero(np.append(np.diff(bar) != 0, True))[-bars:] if len(bar) else np.array([], int)
+    return bar[last] * interval_s, prices[last]
+
+
 class BinanceSource:
     simulated = False
     kind = "binance"
     interval_s = 1  # how far apart its prices are, at the finest
+    request_weight = WEIGHT
 
     def __init__(self, client: BinanceClient, clock=None):
         self.client = client
@@ -92,22 +111,52 @@ class BinanceSource:
                 break
         return ticks
 
+    def markets(self, quote: str) -> dict[str, float]:
+        """TRADING symbols quoted in `quote` and their 24 h quote volume: exchangeInfo (20) and
+        every symbol's 24 h ticker (80)."""
+        quoted = {s for s, q in self.client.trading_quotes().items() if q == quote}
+        return {s: v for s, v in self.client.ticker_24h_quote_volumes().items() if s in quoted}
+
+    def kline_pages(self, bars: int) -> int:
+        return -(-int(bars) // KLINES_MAX_LIMIT)
+
+    def bar_closes(self, symbol: str, interval_s: int, bars: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last `bars` closed klines of `interval_s`, in kline_pages(bars) requests."""
+        interval = INTERVALS[interval_s]
+        end_open = (int(self.now()) // interval_s - 1) * interval_s  # the last closed bar
+        cursor = end_open - (int(bars) - 1) * interval_s
+        opens, closes = [], []
+        while cursor <= end_open:
+            rows = self.client.klines(
+                symbol, interval, start_ms=cursor * 1000, end_ms=end_open * 1000, limit=KLINES_MAX_LIMIT
+            )
+            opens.extend(int(k.open_time.timestamp()) for k in rows)
+            closes.extend(k.close for k in rows)
+            if len(rows) < KLINES_MAX_LIMIT:
+                break
+            cursor = opens[-1] + interval_s
+        return np.array(opens, np.int64), np.array(closes, float)
+
+
+INTERVALS = {60: "1m", 300: "5m", 900: "15m", 3_600: "1h"}  # the scanner's timeframes, as Binance names them
+
 
 @dataclass(frozen=True)
 class SimSymbol:
     level: float
     tick: float
     beta: float  # loading on the common market factor
+    quote_volume_24h: float  # what its 24 h ticker says (the scanner ranks by it)
 
 
 SIM_UNIVERSE: dict[str, SimSymbol] = {
-    "BTCUSDT": SimSymbol(108_000.0, 0.01, 1.0),
-    "ETHUSDT": SimSymbol(3_870.0, 0.01, 1.25),
-    "BNBUSDT": SimSymbol(1_080.0, 0.01, 1.1),
-    "SOLUSDT": SimSymbol(185.0, 0.01, 1.4),
-    "XRPUSDT": SimSymbol(2.41, 0.0001, 1.3),
-    "ADAUSDT": SimSymbol(0.64, 0.0001, 1.35),
-    "DOGEUSDT": SimSymbol(0.195, 0.00001, 1.5),
+    "BTCUSDT": SimSymbol(108_000.0, 0.01, 1.0, 2.1e9),
+    "ETHUSDT": SimSymbol(3_870.0, 0.01, 1.25, 1.3e9),
+    "BNBUSDT": SimSymbol(1_080.0, 0.01, 1.1, 2.2e8),
+    "SOLUSDT": SimSymbol(185.0, 0.01, 1.4, 6.1e8),
+    "XRPUSDT": SimSymbol(2.41, 0.0001, 1.3, 3.4e8),
+    "ADAUSDT": SimSymbol(0.64, 0.0001, 1.35, 9.0e7),
+    "DOGEUSDT": SimSymbol(0.195, 0.00001, 1.5, 2.6e8),
 }
 
 
@@ -127,6 +176,7 @@ class SimSource:
     kind = "sim"
     label = "Simulated data"
     interval_s = 1
+    request_weight = None
 
     FACTOR_VOL = 8e-5  # per second, ~45 % a year: BTC-like
     IDIO_VOL = 3e-5
@@ -214,6 +264,17 @@ class SimSource:
         start_s = max(int(start_s), self._first_s)
         rows = self._prices[start_s - self._first_s : end_s - self._first_s + 1, col]
         return [Tick(symbol, float(p), utc_from_epoch(start_s + i)) for i, p in enumerate(rows)]
+
+    def markets(self, quote: str) -> dict[str, float]:
+        return {s: SIM_UNIVERSE[s].quote_volume_24h for s in self.names if s.endswith(quote)}
+
+    def bar_closes(self, symbol: str, interval_s: int, bars: int) -> tuple[np.ndarray, np.ndarray]:
+        """From the simulated seconds it holds (about a day: fewer bars for a longer span)."""
+        col = self._column(symbol)
+        now_s = int(self.clock())
+        self._advance_to(now_s)
+        times = np.arange(self._first_s, self._next_s)
+        return last_of_each_bar(times, self._prices[:, col], interval_s, now_s, bars)
 
 
 def open_source(

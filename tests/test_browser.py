@@ -17,6 +17,7 @@ from app import create_app
 from components import ids
 from components.ids import Analytics as analytics
 from components.ids import Live as live
+from components.ids import Scanner as scanner
 from components.ids import Settings as settings
 from loopback import free_port
 from services.db import Database
@@ -645,3 +646,35 @@ def test_settings_adds_edits_and_removes_watched_pairs(dash_duo, sim_app, data_d
     assert dash_duo.driver.find_element(By.XPATH, f"//div[@id='{settings.WATCHLIST}']//button").get_attribute(
         "disabled"
     ), "the last pair can't be removed"
+
+
+def test_a_scan_shows_its_progress_can_be_cancelled_and_adds_a_pair_to_the_watchlist(dash_duo, fake_binance, data_dir):
+    fake_binance.add_scan_universe()
+    app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
+    dash_duo.start_server(app)
+    navigate(dash_duo, "Scanner")
+    dash_duo.driver.find_element(By.XPATH, f"//div[@id='{scanner.TIMEFRAME}']//label[.='1h']").click()
+    set_input(dash_duo, scanner.TOP, 4)
+    dash_duo.wait_for_contains_text(f"#{scanner.BUDGET}", "Request weight about 108", timeout=10)
+
+    fake_binance.delay_next("/api/v3/klines", 1.5, times=3)  # a slow exchange: time to watch and cancel
+    press(dash_duo, scanner.SCAN)
+    wait_for(lambda: "Fetching 1h klines" in dash_duo.find_element(f"#{scanner.PROGRESS}").text, message="progress")
+    assert dash_duo.find_element(f"#{scanner.SCAN}").get_attribute("disabled"), "one scan at a time per tab"
+    press(dash_duo, scanner.CANCEL)
+    dash_duo.wait_for_contains_text(f"#{scanner.MSG}", "Scan cancelled", timeout=10)
+    wait_for(lambda: not dash_duo.find_element(f"#{scanner.SCAN}").get_attribute("disabled"), message="Scan again")
+    assert "d-none" in dash_duo.find_element(f"#{scanner.PROGRESS_ROW}").get_attribute("class")
+    assert grid_rows(dash_duo, scanner.RESULTS) == [], "a cancelled scan shows no result"
+
+    press(dash_duo, scanner.SCAN)  # the killed scan left the slot: this one runs
+    dash_duo.wait_for_contains_text(f"#{scanner.SUMMARY}", "4 symbols, 6 of 6 pairs tested", timeout=30)
+    rows = wait_for(lambda: grid_rows(dash_duo, scanner.RESULTS), message="result rows")
+    assert len(rows) == 6 and "COINAUSDT-COINBUSDT" in rows[0].text and "cointegrated" in rows[0].text
+    click(dash_duo, rows[0].find_element(By.CSS_SELECTOR, "button.scan-add"))
+    dash_duo.wait_for_contains_text(f"#{scanner.ADD_MSG}", "Added COINAUSDT/COINBUSDT to the watchlist", timeout=10)
+    assert ("COINAUSDT", "COINBUSDT") in [s.pair for s in SettingsStore(Database(data_dir)).watchlist()]
+    click(dash_duo, grid_rows(dash_duo, scanner.RESULTS)[0].find_element(By.CSS_SELECTOR, "button.scan-add"))
+    dash_duo.wait_for_contains_text(f"#{scanner.ADD_MSG}", "already in the watchlist", timeout=10)
+    assert not dash_duo.driver.find_elements(By.LINK_TEXT, "Open it"), "the reason replaced the link"
+    assert dash_duo.get_logs() == []

@@ -10,7 +10,7 @@ from components import ids
 from services.settings import AppConfig
 
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True}
-PAGES = ("/", "/live", "/analytics", "/backtest", "/settings")
+PAGES = ("/", "/live", "/analytics", "/backtest", "/scanner", "/settings")
 
 
 def on_a_phone(dash_duo):
