@@ -151,3 +151,17 @@ def test_clock_offset_is_zero_while_the_clocks_agree_and_the_difference_after_a_
     assert clock_offset(header, 101.0, 101.2) == 0.0, "within the header's resolution"
     assert clock_offset(header, 400.2, 400.4) == pytest.approx(100.5 - 400.3)
     assert clock_offset(None, 1.0, 2.0) is None
+
+
+def test_the_environments_proxy_and_ca_bundle_are_honoured_read_once_per_host(fake_binance, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: used, it would fail
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1,data-api.binance.vision")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    client = BinanceClient("https://api.binance.com")
+    assert client.session.proxies.get("https") == "http://proxy.example:3128"
+    assert client.session.verify == "/etc/ssl/certs/ca-certificates.crt"
+    client.set_base_url("https://data-api.binance.vision")
+    assert not client.session.proxies.get("https"), "NO_PROXY names the host"
+    local = BinanceClient(fake_binance.url)
+    assert [q.symbol for q in local.ticker_prices(["BTCUSDT"])] == ["BTCUSDT"], "NO_PROXY: straight to the host"
