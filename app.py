@@ -380,12 +380,13 @@ def _shell(snap, auto: bool, note: str | None = None) -> tuple:
     )
 
 
-def _toasts(alerts, seen) -> tuple:
+def _toasts(market, snap, seen) -> tuple:
     """Alerts logged since this tab last looked (by any worker or the collector) as toasts.
     A tab that just opened starts from the newest alert: it does not replay the log."""
+    newest = market.newest_alert(snap)
     if seen is None:
-        return dash.no_update, alerts.last_id(), dash.no_update
-    new = alerts.since(seen)
+        return dash.no_update, newest, dash.no_update
+    new = market.alerts.since(seen) if not isinstance(seen, int) or newest > seen else []
     if not new:
         return dash.no_update, dash.no_update, dash.no_update
     notes = [{"title": f"{a.pair}: {a.rule}", "body": alert_text(a), "tag": str(a.id)} for a in new]
@@ -431,7 +432,7 @@ def _register_shell_callbacks(app: dash.Dash) -> None:
         values, page_cursor = page.build(market, snap, view, held) if page else ({}, {})
         out = (
             *_shell(snap, market.config.source == "auto", note),
-            *_toasts(market.alerts, seen),
+            *_toasts(market, snap, seen),
             {"path": path, "values": values, "cursor": page_cursor},
         )
         metrics.CALLBACK_SECONDS.labels(page=path if page else "other").observe(time.perf_counter() - started)

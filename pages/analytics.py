@@ -238,7 +238,7 @@ def build(market, snap, view, cursor):
     if seen != cursor.get("stats"):
         values[key(ID.STATS_PANEL, "children")] = panel
     new_cursor["stats"] = seen
-    alert_id = market.alerts.last_id()
+    alert_id = market.newest_alert(snap)
     for kind, graph in CHARTS:
         values[key(graph, "figure")], new_cursor[graph] = chart(
             kind,

@@ -359,15 +359,21 @@ class MarketService:
             database_error=self.db.fault,
         )
 
+    def newest_alert(self, snap: Snapshot) -> int:
+        """The newest alert's id (any process's), read once per second and store write for every
+        tab: a tick asks the log for new alerts only when there are some."""
+        return self.shared(("newest-alert", snap.now_s, snap.seq), self.alerts.last_id)
+
     def pair_rows(self, snap: Snapshot) -> list[tuple[UserSettings, dict]]:
         """Every watched pair's settings and figures (`pair_row`), computed once per second and
         store write for every tab (the overview) and API client (/api/pairs)."""
         book = self.watchlist()
+        newest = self.newest_alert(snap)
         return self.shared(
-            ("pairs", snap.now_s, snap.seq, book), lambda: [(s, self.pair_row(s, snap.now)) for s in book]
+            ("pairs", snap.now_s, snap.seq, book), lambda: [(s, self.pair_row(s, snap.now, newest)) for s in book]
         )
 
-    def pair_row(self, settings: UserSettings, now: float) -> dict:
+    def pair_row(self, settings: UserSettings, now: float, newest_alert: int | None = None) -> dict:
         """A watched pair's parameters and live figures, as /api/pairs (and the overview) give
         them: the legs' prices, β, spread, z, half-life, ADF p-value, its state (the worse leg:
         live, waiting, stale or disconnected) and its alerts today (UTC). A pair whose analysis
@@ -406,7 +412,12 @@ class MarketService:
             "half_life_bars": figure(stats.get("half_life_bars")),
             "adf_pvalue": figure((stats.get("adf") or {}).get("pvalue")),
             "state": max(legs, key=LEG_STATES.index),
-            "alerts_today": self.alerts.count(settings.pair_label, since_s=midnight),
+            "alerts_today": self.shared(  # counted again only when an alert has been logged
+                ("alerts-today", settings.pair_label, midnight, newest_alert),
+                lambda: self.alerts.count(settings.pair_label, since_s=midnight),
+            )
+            if newest_alert is not None
+            else self.alerts.count(settings.pair_label, since_s=midnight),
         }
 
     def _leg(self, sym: str, tick: Tick | None, now: float, stale_after: float) -> LegStatus:

@@ -458,6 +458,7 @@ class DetachedScans:
         if not self.cache.add(f"{key}:progress", {"done": 0, "total": 1, "text": "Starting"}, timeout=PROGRESS_TTL_S):
             return
         self.cache.delete(f"{key}:error")
+        multiprocessing.active_children()  # reaps the scans that have ended (no zombies left behind)
         multiprocessing.get_context("fork").Process(target=self._child, args=(req, key), daemon=True).start()
 
     def _child(self, req: ScanRequest, key: str) -> None:

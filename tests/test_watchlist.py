@@ -1,11 +1,13 @@
 """A book of pairs: the watchlist (seeded by --pairs, owned by Settings and /api/pairs), one
 upstream request for the union of its symbols, and each pair's own analysis and alert rules."""
 
+import io
 import json
 import sqlite3
 import time
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 
 from app import create_app, parse_args
@@ -210,3 +212,30 @@ def test_every_pair_alerts_on_its_own_rules_naming_its_pair(book_client, fake_bi
     assert "price above" in alert and "SOLUSDT" in alert.split(",")[3], alert
     rows = {r["pair"]: r for r in book_client.get("/api/pairs").get_json()}
     assert rows["SOLUSDT-ETHUSDT"]["alerts_today"] == 1
+
+
+def test_three_pairs_are_live_on_one_ticker_call_a_second_and_each_csv_is_the_exchanges_prices(fake_binance, tmp_path):
+    pairs = (("BTCUSDT", "ETHUSDT"), ("SOLUSDT", "ETHUSDT"), ("SOLUSDT", "BTCUSDT"))
+    client = create_app(
+        AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path), pairs=pairs)
+    ).server.test_client()
+    wait_for_figures(client)
+    start = time.time()
+    while time.time() < start + 8:
+        client.get("/api/health")  # a reader every 0.25 s, as four tabs would be
+        time.sleep(0.25)
+    end = time.time()
+    calls = [t for t in fake_binance.times[TICKER] if start <= t < end]
+    slots = int(end) - int(start) + 1
+    assert 0.7 * (slots - 1) <= len(calls) <= slots, f"{len(calls)} ticker calls in {end - start:.1f} s"
+    rows = client.get("/api/pairs").get_json()
+    assert [(r["pair"], r["state"]) for r in rows] == [("-".join(p), "live") for p in pairs]
+    closed = int(time.time()) - 3
+    for a, b in pairs:
+        csv = client.get(f"/api/analytics.csv?pair={a}-{b}&seconds=60").get_data(as_text=True)
+        table = pd.read_csv(io.StringIO(csv), parse_dates=["timestamp_utc"]).dropna(subset=[a, b])
+        table = table[table["timestamp_utc"].map(lambda t: int(t.timestamp())) <= closed]
+        assert len(table) >= 40, f"{a}-{b}: {len(table)} closed seconds"
+        for _, row in table.iterrows():
+            second = int(row["timestamp_utc"].timestamp())
+            assert (row[a], row[b]) == (fake_binance.price(a, second), fake_binance.price(b, second)), (a, b, second)
