@@ -75,6 +75,8 @@ def install(server: Flask, bound: str, extra=()) -> None:
 
     @server.after_request
     def no_framing(resp):
+        present = {name.lower() for name, _ in resp.headers}  # (Headers.setdefault builds an exception per miss)
         for name, value in HEADERS.items():
-            resp.headers.setdefault(name, value)
+            if name.lower() not in present:
+                resp.headers[name] = value
         return resp

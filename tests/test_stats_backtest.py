@@ -36,6 +36,36 @@ def test_adf_on_the_ols_spread_equals_statsmodels(day):
     assert ours["verdict"] in ("mean-reverting at 5 %", "not mean-reverting at 5 %")
 
 
+def adf_cases():
+    """Series of every length and shape the app meets: walks, AR(1), drifting I(2), prices on a
+    tick grid, the recorded day, and a zig-zag whose design is rank-deficient."""
+    rng = np.random.default_rng(0)
+    for n in (20, 31, 120, 900, 2_000, 5_000):
+        e = rng.standard_normal(n)
+        ar = np.zeros(n)
+        for t in range(1, n):
+            ar[t] = 0.9 * ar[t - 1] + e[t]
+        yield f"walk-{n}", np.cumsum(e)
+        yield f"ar1-{n}", ar
+        yield f"i2-{n}", np.cumsum(np.cumsum(e)) * 0.01 + e
+        yield f"ticks-{n}", np.round(np.cumsum(e) * 3) / 3
+    btc, eth = recorded_closes("BTCUSDT").to_numpy(), recorded_closes("ETHUSDT").to_numpy()
+    yield "recorded-spread", btc - 27.0 * eth
+    yield "recorded-btc", btc
+    yield "zigzag", np.tile([0.0, 1.0], 40) + np.arange(80) * 1e-3
+
+
+@pytest.mark.parametrize(("name", "series"), list(adf_cases()))
+def test_adf_picks_the_lag_statsmodels_picks_and_gives_its_numbers(name, series):
+    """The lag search reads the nested regressions off one QR: it must choose what statsmodels'
+    own search chooses, and the test at that lag is statsmodels' (equal to the last bit)."""
+    ref = adfuller(series, autolag="AIC", result_object=True)
+    ours = stats.adf(series)
+    assert (ours["lags"], ours["nobs"]) == (ref.lags, ref.nobs)
+    assert (ours["statistic"], ours["pvalue"]) == (ref.statistic, ref.pvalue)
+    assert ours["critical"] == {k: float(v) for k, v in ref.critical_values.items()}
+
+
 def test_adf_verdicts_on_known_series():
     rng = np.random.default_rng(0)
     ar = np.zeros(2_000)
