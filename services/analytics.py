@@ -16,6 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 # the z-score would be noise divided by rounding error.
 FLAT_STD_RTOL = 1e-12
 SMALL_WORK = 100_000  # values summed over all windows below which rolling_zscore skips pandas
+FEW_WINDOWS = 8  # up to this many windows (a tick's bars) are summed one by one: no strided view to build
 
 
 def forward_fill(values: np.ndarray, limit: int) -> np.ndarray:
@@ -54,7 +55,13 @@ def rolling_zscore(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, 
     x = np.asarray(x, dtype=float)
     if len(x) * window <= SMALL_WORK:
         mean, std = np.full(len(x), np.nan), np.full(len(x), np.nan)
-        if len(x) >= window:
+        if window <= len(x) < window + FEW_WINDOWS:
+            for end in range(window, len(x) + 1):  # what windows.mean and .std(ddof=1) compute, per window
+                w = x[end - window : end]
+                m = w.sum() / window
+                d = w - m
+                mean[end - 1], std[end - 1] = m, np.sqrt((d * d).sum() / (window - 1))
+        elif len(x) >= window:
             windows = sliding_window_view(x, window)
             with np.errstate(divide="ignore", invalid="ignore"):
                 mean[window - 1 :] = windows.mean(axis=1)

@@ -86,6 +86,28 @@ def test_rolling_zscore_of_a_few_bars_is_exact_and_equals_the_long_run_computati
 
 @settings(max_examples=300, deadline=None)
 @given(
+    window=st.integers(2, 120),
+    extra=st.integers(0, analytics.FEW_WINDOWS - 1),
+    level=st.floats(-1e5, 1e5),
+    scale=st.floats(1e-3, 1e4),
+    gap=st.one_of(st.none(), st.integers(0, 200)),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_a_ticks_few_windows_equal_the_strided_computation_bit_for_bit(window, extra, level, scale, gap, seed):
+    """A tick's bars (fewer than FEW_WINDOWS windows) are summed one window at a time: the same
+    numbers, to the last bit, as the mean and std of the strided windows."""
+    x = level + scale * np.random.default_rng(seed).standard_normal(window + extra)
+    if gap is not None:
+        x[gap % len(x)] = np.nan
+    mean, std, _ = analytics.rolling_zscore(x, window)
+    windows = np.lib.stride_tricks.sliding_window_view(x, window)
+    np.testing.assert_array_equal(mean[window - 1 :], windows.mean(axis=1))
+    flat = std[window - 1 :] == 0  # a window flat to rounding is set to 0 on both paths
+    np.testing.assert_array_equal(std[window - 1 :][~flat], windows.std(axis=1, ddof=1)[~flat])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
     values=st.lists(st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)), max_size=60),
     limit=st.integers(0, 6),
 )
