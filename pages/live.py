@@ -75,12 +75,14 @@ def build(market, snap, view, cursor):
         lambda: [v for s in snap.settings.pair for v in _card(s, market.leg_summary(snap, s))],
     )
     values = dict(zip((key(*c) for c in CARDS), cards))
-    ticks = market.recent_ticks(snap, TICK_ROWS)
-    newest = iso_utc(ticks[0].time) if ticks else None
+
+    def table():
+        ticks = market.recent_ticks(snap, TICK_ROWS)
+        return (iso_utc(ticks[0].time) if ticks else None), tick_rows(ticks)
+
+    newest, rows = market.shared(("tick-rows", snap.settings.pair, snap.seq), table)  # once per store write
     if newest != cursor.get("ticks"):
-        values[key(ID.TICKS, "rowData")] = market.shared(
-            ("tick-rows", *snap.settings.pair, newest), lambda: tick_rows(ticks)
-        )
+        values[key(ID.TICKS, "rowData")] = rows
     values[key(ID.PRICE_GRAPH, "figure")], price = chart(
         "price", market, snap, view.get("range"), cursor.get(ID.PRICE_GRAPH), zoom=view["zoom"].get(ID.PRICE_GRAPH)
     )
