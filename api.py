@@ -31,7 +31,7 @@ from services.export import PngRenderer, RendererUnavailable
 from services.hedge import METHODS
 from services.market import current_market
 from services.notify import DELIVERY_HEADER
-from services.scanner import COLUMNS, ScanError
+from services.scanner import COLUMNS, ScanError, busy_with_another
 from services.settings import (
     SettingsError,
     UserSettings,
@@ -124,7 +124,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
 
     @api.errorhandler(ScanError)
     def scan_failed(exc):
-        return jsonify(error=str(exc)), exc.status
+        return jsonify(error=str(exc)), exc.status, {"Retry-After": "5"} if exc.status == 503 else {}
 
     @api.errorhandler(HTTPException)
     def http_error(exc):
@@ -297,7 +297,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         key = scanner.key(req)
         deadline = time.monotonic() + SCAN_WAIT_S
         while (result := scanner.cached(req)) is None:
-            failed = market.scans.error(key)
+            failed = market.scans.error(key) or busy_with_another(scanner, req)
             if failed:
                 raise failed
             market.scans.start(req, key)

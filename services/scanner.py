@@ -89,6 +89,10 @@ class ScanRequest:
         return TIMEFRAMES[self.tf]
 
     @property
+    def label(self) -> str:
+        return f"{self.universe}, {self.tf} × {self.lookback} bars"
+
+    @property
     def universe(self) -> str:
         if self.symbols:
             return ",".join(self.symbols)
@@ -397,15 +401,17 @@ class ScanSlot:
         self.me = {"pid": os.getpid(), "host": socket.gethostname()}
 
     def holder(self) -> dict | None:
+        """{"key", "what", "pid", "host", "since"} of the scan running, or None."""
         held = self.cache.get(SLOT_KEY)
         if held and held.get("host") == self.me["host"] and not _alive(held["pid"]):
             self.cache.delete(SLOT_KEY)
             return None
         return held
 
-    def take(self, what: str) -> bool:
+    def take(self, key: str, what: str) -> bool:
         self.holder()  # clears a dead holder
-        return bool(self.cache.add(SLOT_KEY, {**self.me, "what": what, "since": time.time()}, timeout=SLOT_MAX_S))
+        entry = {**self.me, "key": key, "what": what, "since": time.time()}
+        return bool(self.cache.add(SLOT_KEY, entry, timeout=SLOT_MAX_S))
 
     def release(self) -> None:
         held = self.cache.get(SLOT_KEY)
@@ -418,19 +424,31 @@ PROGRESS_TTL_S = 90  # longer than any silence of a running scan (a budget wait 
 ERROR_TTL_S = 30
 
 
+def busy_with_another(scanner: Scanner, req: ScanRequest) -> ScanError | None:
+    """The error to give while a scan of something else holds the slot (asking again later is
+    cheaper than a process waiting for it: a flood of requests must not become a pile of them)."""
+    held = ScanSlot(scanner.cache).holder()
+    if held is None or held.get("key") == scanner.key(req):
+        return None
+    return ScanError(f"Another scan ({held.get('what', '?')}) is running; try again when it ends", 503)
+
+
 def run_job(scanner: Scanner, req: ScanRequest, report: Report) -> ScanResult:
-    """A scan as a job runs it: in its own process (the live pages keep their cores), after any
-    other scan on this data dir has finished (a result it left for the same request is used)."""
-    slot = ScanSlot(scanner.cache)
+    """A scan as a job runs it: in its own process (the live pages keep their cores), one at a time
+    on a data dir. The same scan already running elsewhere is waited for (its result is used); a
+    different one is a ScanError at once."""
+    slot, key = ScanSlot(scanner.cache), scanner.key(req)
     give_up = time.monotonic() + SLOT_WAIT_S
-    while not slot.take(req.universe):
+    while not slot.take(key, req.label):
         done = scanner.cached(req)
         if done is not None:
             return done
-        held = slot.holder() or {}
+        busy = busy_with_another(scanner, req)
+        if busy is not None:
+            raise busy
         if time.monotonic() > give_up:
-            raise ScanError(f"Another scan ({held.get('what', '?')}) is still running; try again when it ends", 503)
-        report(0, 1, f"Waiting for another scan ({held.get('what', 'just finishing')}) to finish")
+            raise ScanError(f"The same scan ({req.label}) is still running elsewhere; try again when it ends", 503)
+        report(0, 1, "The same scan is running for someone else: waiting for its result")
         time.sleep(0.5)
     try:
         return scanner.cached(req) or scanner.run(req, report)

@@ -33,6 +33,7 @@ from services.scanner import (
     WeightBudget,
     parse_request,
     rank,
+    run_job,
     score_pair,
 )
 from services.settings import AppConfig
@@ -185,14 +186,43 @@ def test_one_scan_at_a_time_and_a_dead_scan_frees_its_slot():
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     cache.set(SLOT_KEY, {"pid": int(gone.stdout), "host": socket.gethostname(), "what": "x"})
     slot = ScanSlot(cache)
-    assert slot.take("mine"), "the holder died (a cancelled scan is killed): its slot is free"
+    assert slot.take("k1", "mine"), "the holder died (a cancelled scan is killed): its slot is free"
     other = ScanSlot(cache)
     other.me = {**other.me, "pid": os.getppid()}  # another live process
-    assert not other.take("theirs")
+    assert not other.take("k2", "theirs")
     other.release()
     assert cache.get(SLOT_KEY)["what"] == "mine", "only the holder releases the slot"
     slot.release()
     assert cache.get(SLOT_KEY) is None
+
+
+def hold_slot(cache, key: str, what: str) -> None:
+    """The slot as another live process holding it would leave it."""
+    cache.set(SLOT_KEY, {"pid": os.getppid(), "host": socket.gethostname(), "key": key, "what": what})
+
+
+def test_a_scan_of_something_else_running_is_said_at_once_and_the_same_one_is_waited_for():
+    cache = SimpleCache()
+    scanner = Scanner(SimSource(), cache, NoGate())
+    req = ScanRequest(symbols=("BTCUSDT", "ETHUSDT"))
+    hold_slot(cache, "scan:something-else", "top 50 USDT, 1h × 500 bars")
+    with pytest.raises(ScanError, match=r"Another scan \(top 50 USDT, 1h × 500 bars\) is running") as busy:
+        run_job(scanner, req, lambda *a: None)
+    assert busy.value.status == 503
+    hold_slot(cache, scanner.key(req), req.label)  # the same scan, run by another process
+    done = Scanner(SimSource(), cache, NoGate()).run(req)  # ... which finishes
+    assert run_job(scanner, req, lambda *a: None) is not None and scanner.cached(req).rows == done.rows
+
+
+def test_the_api_answers_503_while_another_scan_runs_and_starts_none(tmp_path):
+    app = create_app(AppConfig(source="sim", data_dir=str(tmp_path)))
+    market = app.server.extensions["market"]
+    hold_slot(market.cache, "scan:something-else", "top 50 USDT, 1h × 500 bars")
+    resp = app.server.test_client().get("/api/scan?symbols=BTCUSDT,ETHUSDT")
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+    assert "Another scan (top 50 USDT, 1h × 500 bars) is running" in resp.get_json()["error"]
+    key = market.scanner().key(parse_request({"symbols": "BTCUSDT,ETHUSDT"}))
+    assert market.scans.progress(key) is None, "no process was started to wait"
 
 
 # --- the HTTP API --------------------------------------------------------------------------
