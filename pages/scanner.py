@@ -313,14 +313,20 @@ def cancelled(_n):
     prevent_initial_call=True,
 )
 def add_to_watchlist(clicked):
-    """A row's "Add to watchlist": the pair as the row orders it (a regressed on b)."""
+    """A row's "Add to watchlist": the pair as the row orders it (a regressed on b), analysed on
+    log prices as the scanner tested it (the rest of its analysis and rules from the first pair)."""
     value = clicked.get("value") if isinstance(clicked, dict) else None
     try:
         a, b = parse_pair(value if isinstance(value, str) else "")
-        added = current_market().add_pair(a, b)
+        market = current_market()
+        added = market.add_pair(a, b)
+        market.save_settings({"log_prices": True}, pair=added.pair)
     except SettingsError as exc:
         return error_text(str(exc))
     name = pair_name(added.pair)
     return ok_text(
-        [f"Added {added.pair_label} to the watchlist. ", dcc.Link("Open it", href=f"/analytics?pair={name}")]
+        [
+            f"Added {added.pair_label} to the watchlist, on log prices as scanned. ",
+            dcc.Link("Open it", href=f"/analytics?pair={name}"),
+        ]
     )

@@ -673,7 +673,8 @@ def test_a_scan_shows_its_progress_can_be_cancelled_and_adds_a_pair_to_the_watch
     assert len(rows) == 6 and "COINAUSDT-COINBUSDT" in rows[0].text and "cointegrated" in rows[0].text
     click(dash_duo, rows[0].find_element(By.CSS_SELECTOR, "button.scan-add"))
     dash_duo.wait_for_contains_text(f"#{scanner.ADD_MSG}", "Added COINAUSDT/COINBUSDT to the watchlist", timeout=10)
-    assert ("COINAUSDT", "COINBUSDT") in [s.pair for s in SettingsStore(Database(data_dir)).watchlist()]
+    added = SettingsStore(Database(data_dir)).for_pair(("COINAUSDT", "COINBUSDT"))
+    assert added.pair == ("COINAUSDT", "COINBUSDT") and added.log_prices, "as scanned: a on b, log prices"
     click(dash_duo, grid_rows(dash_duo, scanner.RESULTS)[0].find_element(By.CSS_SELECTOR, "button.scan-add"))
     dash_duo.wait_for_contains_text(f"#{scanner.ADD_MSG}", "already in the watchlist", timeout=10)
     assert not dash_duo.driver.find_elements(By.LINK_TEXT, "Open it"), "the reason replaced the link"
