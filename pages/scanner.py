@@ -28,6 +28,7 @@ from services.scanner import (
     ScanError,
     ScanRequest,
     ScanResult,
+    in_the_background,
     planned_weight,
     run_job,
 )
@@ -285,6 +286,7 @@ def budget(mode, quote, top, symbols, tf, lookback):
 )
 def scan(set_progress, _n, mode, quote, top, symbols, tf, lookback):
     """Run (or reuse) the scan the controls describe, in the background job's process."""
+    in_the_background()
     try:
         req = _request(mode, quote, top, symbols, tf, lookback)
         market = current_market()

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from statsmodels.tsa.stattools import coint
 from statsmodels.tsa.vector_ar.vecm import coint_johansen
+from threadpoolctl import threadpool_limits
 
 from services.binance import BinanceError, BinanceRateLimited
 from services.settings import SettingsError, parse_symbol, shown
@@ -420,6 +421,16 @@ class ScanSlot:
 
 
 # --- running a scan in a process of its own ---------------------------------------------
+SCAN_NICE = 10  # a scan's process yields the CPU to the live pages
+
+
+def in_the_background() -> None:
+    """Call first in a scan's own process: a lower priority, and numpy's BLAS on one thread (it
+    would otherwise spin a thread per core, so a scan took both cores of a 2-core machine)."""
+    os.nice(SCAN_NICE)
+    threadpool_limits(1)
+
+
 PROGRESS_TTL_S = 90  # longer than any silence of a running scan (a budget wait is at most 60 s)
 ERROR_TTL_S = 30
 
@@ -483,6 +494,7 @@ class DetachedScans:
         def report(done: int, total: int, text: str) -> None:
             self.cache.set(f"{key}:progress", {"done": done, "total": total, "text": text}, timeout=PROGRESS_TTL_S)
 
+        in_the_background()
         try:
             run_job(self.make_scanner(), req, report)
         except ScanError as exc:

@@ -87,12 +87,17 @@ class FakeBinance:
         wiggle = ((second * 7919 + len(symbol) * 104729) % 61 - 30) * 1e-5
         return round(base * (1 + wiggle), 2)
 
-    def add_scan_universe(self) -> None:
+    def add_scan_universe(self, walkers: int = 0) -> None:
+        """The scan symbols, and `walkers` more independent random walks (RW00USDT, ...) that
+        trade less than they do."""
         self.volumes["LUNAUSDT"] = 1e10  # not TRADING: never in a universe, whatever its volume
         for symbol, (quote, volume) in SCAN_SYMBOLS.items():
             self.trading[symbol] = "TRADING"
             self.quotes[symbol] = quote
             self.volumes[symbol] = volume
+        for i in range(walkers):
+            self.trading[f"RW{i:02d}USDT"] = "TRADING"
+            self.volumes[f"RW{i:02d}USDT"] = 2e9 - i * 1e7
 
     def _scan_series(self, symbol: str, interval_s: int) -> np.ndarray:
         """A scan symbol's closes, one per bar from the bar SCAN_SERIES_BARS/2 before the start."""
@@ -117,11 +122,21 @@ class FakeBinance:
                 self._series[(name, interval_s)] = np.round(np.exp(values), 6)
         return self._series[key]
 
+    def _walker_series(self, symbol: str, interval_s: int) -> np.ndarray:
+        key = (symbol, interval_s)
+        if key not in self._series:
+            rng = np.random.default_rng([int(symbol[2:4]), interval_s])
+            self._series[key] = np.round(20.0 * np.exp(np.cumsum(rng.normal(0, 0.004, SCAN_SERIES_BARS))), 6)
+        return self._series[key]
+
     def bar_close(self, symbol: str, interval_s: int, open_s: int) -> float:
         """The close of `symbol`'s kline of `interval_s` that opens at `open_s`."""
+        first_bar = self._anchor_s // interval_s - SCAN_SERIES_BARS // 2
+        at = (open_s // interval_s - first_bar) % SCAN_SERIES_BARS
         if symbol in SCAN_SYMBOLS:
-            first_bar = self._anchor_s // interval_s - SCAN_SERIES_BARS // 2
-            return float(self._scan_series(symbol, interval_s)[(open_s // interval_s - first_bar) % SCAN_SERIES_BARS])
+            return float(self._scan_series(symbol, interval_s)[at])
+        if symbol.startswith("RW"):
+            return float(self._walker_series(symbol, interval_s)[at])
         return self.price(symbol, open_s + interval_s - 1)
 
     def fail_next(self, path: str, status: int, body, times: int = 1, headers=None) -> None:
