@@ -52,6 +52,7 @@ log = logging.getLogger("dashboard")
 ENV = {
     "source": "SOURCE",
     "binance_url": "BINANCE_BASE_URL",
+    "stream_url": "BINANCE_STREAM_URL",
     "fallback_urls": "BINANCE_FALLBACK_URLS",
     "host": "HOST",
     "port": "PORT",
@@ -106,10 +107,11 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
     p = argparse.ArgumentParser(description="Live crypto pair dashboard (spread, rolling z-score, alerts).")
     p.add_argument(
         "--source",
-        choices=("auto", "binance", "sim", "replay"),
+        choices=("auto", "binance", "stream", "sim", "replay"),
         default=env.source,
         help="where prices come from; auto probes Binance for 3 s and falls back to the "
-        "labelled simulation; replay plays --replay files (env SOURCE, default %(default)s)",
+        "labelled simulation; stream reads trades from Binance's WebSocket stream (REST polls "
+        "while it is down); replay plays --replay files (env SOURCE, default %(default)s)",
     )
     p.add_argument(
         "--replay",
@@ -129,6 +131,12 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         "--binance-url",
         default=env.binance_url,
         help="Binance REST base URL (env BINANCE_BASE_URL, default %(default)s)",
+    )
+    p.add_argument(
+        "--stream-url",
+        default=env.stream_url,
+        help="Binance's market-stream host for --source stream, e.g. wss://data-stream.binance.vision "
+        "(env BINANCE_STREAM_URL, default %(default)s)",
     )
     p.add_argument(
         "--fallback-urls",
@@ -206,6 +214,7 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
     return AppConfig(
         source=a.source,
         binance_url=a.binance_url,
+        stream_url=a.stream_url,
         fallback_urls=tuple(a.fallback_urls),
         host=a.host,
         port=a.port,

@@ -27,6 +27,7 @@ DEFAULT_BASE_URL = "https://api.binance.com"
 # separate exchange with its own symbols, so it is offered but never switched to on its own.
 MARKET_DATA_URL = "https://data-api.binance.vision"
 BINANCE_US_URL = "https://api.binance.us"
+DEFAULT_STREAM_URL = "wss://stream.binance.com:9443"  # the market streams (--source stream)
 KNOWN_HOSTS = {  # the REST hosts the Settings page offers (with --binance-url and --fallback-urls)
     DEFAULT_BASE_URL: "api.binance.com",
     MARKET_DATA_URL: "data-api.binance.vision (market data)",

@@ -50,6 +50,7 @@ class SourceLink:
                         replay=self.config.replay,
                         replay_speed=self.config.replay_speed,
                         fallback_urls=self.config.fallback_urls,
+                        stream_url=self.config.stream_url,
                     )
                     client = self.client()
                     if client is not None and client.base_url != self.wanted_host(settings):
@@ -102,7 +103,8 @@ class SourceLink:
             client.set_base_url(url)
 
     def _symbols_key(self) -> str:
-        return f"symbols:{self.source().label}"
+        source = self.source()
+        return f"symbols:{source.store_key or source.label}"  # one market, whichever way it is read
 
     def cached_symbols(self) -> list[str] | None:
         return self.cache.get(self._symbols_key())

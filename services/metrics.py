@@ -39,6 +39,11 @@ POLL_SECONDS = Histogram(
 )
 ALERTS = Counter("pairmonitor_alerts", "Alerts logged by this deployment", ["kind"])
 WEBHOOK_DELIVERIES = Counter("pairmonitor_webhook_deliveries", "Webhook deliveries by outcome", ["outcome"])
+STREAM_MESSAGES = Counter("pairmonitor_stream_messages", "Messages received on the exchange's WebSocket stream")
+STREAM_MALFORMED = Counter("pairmonitor_stream_malformed", "Stream messages that were not JSON events (skipped)")
+STREAM_RECONNECTS = Counter(
+    "pairmonitor_stream_reconnects", "Connections to the stream made again (drop, stall, shutdown)"
+)
 REFRESH_ERRORS = Counter("pairmonitor_refresh_errors", "Refreshes that failed inside the app (database, ingest)")
 
 

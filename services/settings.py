@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from services.alerts import DEFAULT_RULES, LEGS, RULE_KINDS, Rule
 from services.bars import TIMEFRAMES
-from services.binance import DEFAULT_BASE_URL, KNOWN_HOSTS, MARKET_DATA_URL
+from services.binance import DEFAULT_BASE_URL, DEFAULT_STREAM_URL, KNOWN_HOSTS, MARKET_DATA_URL
 from services.db import Database
 from services.hedge import METHODS
 
@@ -38,8 +38,9 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class AppConfig:
-    source: str = "auto"  # auto | binance | sim | replay
+    source: str = "auto"  # auto | binance | stream | sim | replay
     binance_url: str = DEFAULT_BASE_URL
+    stream_url: str = DEFAULT_STREAM_URL  # Binance's market streams, for --source stream
     fallback_urls: tuple[str, ...] = (MARKET_DATA_URL,)  # tried in order after an HTTP 451
     host: str = "127.0.0.1"
     port: int = 8050

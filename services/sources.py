@@ -287,6 +287,7 @@ def open_source(
     replay=(),
     replay_speed="1",
     fallback_urls=(),
+    stream_url: str = "",
 ):
     """The source named by `--source`, and why it was chosen.
 
@@ -302,6 +303,10 @@ def open_source(
     if kind == "sim":
         return SimSource(seed=seed, span_s=span_s, clock=clock), "simulation chosen with --source sim"
     client = BinanceClient(binance_url, clock=clock)
+    if kind == "stream":
+        from services.stream import StreamSource
+
+        return StreamSource(client, stream_url), f"Binance stream at {stream_url} (REST at {client.base_url} meanwhile)"
     if kind == "binance":
         return BinanceSource(client), f"Binance at {client.base_url}"
     notes = []

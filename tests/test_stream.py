@@ -1,0 +1,149 @@
+"""The WebSocket trade stream against a loopback Binance-shaped stream server with fault
+switches: trades stamped with the exchange's time, pings answered, and a new connection after
+a drop, a stall, a serverShutdown and refused handshakes; malformed frames counted and skipped;
+and --source stream in the app, with REST taking over while the stream is down."""
+
+import collections
+import io
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from fake_stream import FakeStream
+
+from app import create_app
+from services.settings import AppConfig
+from services.stream import TradeStream
+
+
+def wait_for(predicate, timeout=10.0, message="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+@pytest.fixture
+def fake_stream(fake_binance):
+    server = FakeStream(fake_binance.price)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def stream(fake_stream):
+    client = TradeStream(fake_stream.url, watchdog_s=1.0)
+    client.follow(["BTCUSDT", "ETHUSDT"])
+    yield client
+    client.stop()
+
+
+def test_trades_come_in_order_stamped_with_the_exchanges_trade_time(stream, fake_stream):
+    wait_for(stream.live, message="the stream to be live")
+    time.sleep(1.5)
+    ticks = stream.drain()
+    assert {t.symbol for t in ticks} == {"BTCUSDT", "ETHUSDT"} and len(ticks) >= 20
+    btc = [t for t in ticks if t.symbol == "BTCUSDT"]
+    assert [t.time for t in btc] == sorted(t.time for t in btc)
+    for tick in btc:
+        second = int(tick.epoch)
+        assert tick.price == fake_stream.price("BTCUSDT", second), "the price of the second its T names"
+    last_of_second = {int(t.epoch): t.price for t in btc}
+    closed = [s for s in last_of_second if s < int(time.time())]
+    assert all(last_of_second[s] == fake_stream.sent["BTCUSDT"][s] for s in closed)
+
+
+def test_the_servers_pings_are_answered(fake_binance):
+    server = FakeStream(fake_binance.price, ping_interval=0.3)  # a client that did not pong is dropped
+    client = TradeStream(server.url, watchdog_s=1.0)
+    try:
+        client.follow(["BTCUSDT"])
+        wait_for(client.live, message="live")
+        time.sleep(2.0)
+        assert server.connections == 1 and client.reconnects == 0 and client.live()
+    finally:
+        client.stop()
+        server.close()
+
+
+@pytest.mark.parametrize("fault", ["drop", "stall", "shutdown"])
+def test_a_broken_connection_is_made_again(stream, fake_stream, fault):
+    wait_for(stream.live, message="live")
+    {"drop": fake_stream.drop, "stall": lambda: fake_stream.stall(2.5), "shutdown": fake_stream.shutdown}[fault]()
+    wait_for(lambda: fake_stream.connections >= 2, timeout=15, message="a new connection")
+    wait_for(stream.live, message="live again")
+    assert stream.reconnects >= 1
+    stream.drain()
+    time.sleep(1.2)
+    assert stream.drain(), "trades flow on the new connection"
+
+
+def test_malformed_frames_and_unknown_events_are_counted_and_skipped(stream, fake_stream):
+    wait_for(stream.live, message="live")
+    fake_stream.garbage()
+    wait_for(lambda: stream.malformed >= 1 and stream.unknown >= 1, message="counted")
+    assert stream.live() and fake_stream.connections == 1, "the connection stays"
+
+
+def test_refused_handshakes_are_retried_with_growing_waits_until_the_server_takes_one(fake_binance):
+    server = FakeStream(fake_binance.price)
+    server.refuse = True
+    client = TradeStream(server.url, watchdog_s=1.0)
+    try:
+        client.follow(["BTCUSDT"])
+        time.sleep(2.5)
+        assert not client.live() and 2 <= client.reconnects <= 4, "0.25-0.5 s, then 0.5-1 s, ... between attempts"
+        assert "could not connect" in client.last_error
+        server.refuse = False
+        wait_for(client.live, timeout=10, message="live once the server takes the handshake")
+    finally:
+        client.stop()
+        server.close()
+
+
+def test_the_app_on_the_stream_falls_back_to_rest_while_it_is_down_and_returns(fake_binance, fake_stream, tmp_path):
+    config = AppConfig(
+        source="stream", binance_url=fake_binance.url, stream_url=fake_stream.url, data_dir=str(tmp_path)
+    )
+    app = create_app(config)
+    client = app.server.test_client()
+    market = app.server.extensions["market"]
+    market.source().stream.watchdog_s = 1.0
+
+    def health():
+        return client.get("/api/health").get_json()
+
+    wait_for(lambda: health()["source_label"].startswith("Binance stream"), message="the stream in use")
+    rest_calls = fake_binance.count("/api/v3/ticker/price")
+    for _ in range(8):
+        body = health()
+        time.sleep(0.25)
+    assert body["status"] == "ok" and fake_binance.count("/api/v3/ticker/price") <= rest_calls + 1
+    fake_stream.refuse = True
+    fake_stream.drop()
+    wait_for(lambda: health()["source_label"].endswith("(stream down)"), timeout=5, message="REST taking over")
+    down_calls = fake_binance.count("/api/v3/ticker/price")
+    for _ in range(12):
+        body = health()
+        time.sleep(0.25)
+    assert body["status"] == "ok", "prices go on from REST"
+    assert fake_binance.count("/api/v3/ticker/price") >= down_calls + 2, "one ticker request a poll interval"
+    fake_stream.refuse = False
+    wait_for(lambda: health()["source_label"].startswith("Binance stream"), timeout=15, message="back on the stream")
+    time.sleep(1.5)
+    health()
+    rows = client.get("/api/ticks.csv?symbol=BTCUSDT&limit=2000").get_data(as_text=True).splitlines()[1:]
+    per_second = collections.Counter(row[:19] for row in rows)
+    assert max(per_second.values()) >= 5, "every trade kept (the fake sends 10 a second), not one a second"
+    table = pd.read_csv(io.StringIO(client.get("/api/analytics.csv?seconds=30").get_data(as_text=True)))
+    closed = int(time.time()) - 2
+    checked = 0
+    for stamp, price in zip(table["timestamp_utc"], table["BTCUSDT"]):
+        second = int(pd.Timestamp(stamp).timestamp())
+        if second < closed and not np.isnan(price):
+            assert price == fake_binance.price("BTCUSDT", second), f"{stamp}: the last trade of the second"
+            checked += 1
+    assert checked >= 8, "the stream's, REST's and the stream's seconds again, each with its price"
