@@ -523,7 +523,9 @@ def test_a_long_range_is_downsampled_and_zooming_in_redraws_it_at_full_resolutio
 
     [coarse] = wait_for(downsampled, message="the 1 h range")
     span = (pd.Timestamp(coarse.index[-1]) - pd.Timestamp(coarse.index[0])).total_seconds()
-    assert span >= 3_500 and len(coarse) <= 2_000, f"{len(coarse)} points over {span:.0f} s"
+    # drawn whole with at most 2,000 points; each tick's tail then adds its bar at full resolution
+    # (until the 5-minute redraw): a read a few seconds later may see those few more
+    assert span >= 3_500 and len(coarse) <= 2_000 + 30, f"{len(coarse)} points over {span:.0f} s"
     end = pd.Timestamp(coarse.index[-1])
     x0, x1 = end - pd.Timedelta(seconds=600), end - pd.Timedelta(seconds=300)
     dash_duo.driver.execute_script(
