@@ -357,6 +357,7 @@ class MarketService:
             rest_host_note=self.link.url_note,
             webhook=self.notifier.status(),
             database_error=self.db.fault,
+            stream=source.stream.state() if source.kind == "stream" else None,
         )
 
     def newest_alert(self, snap: Snapshot) -> int:

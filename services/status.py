@@ -45,6 +45,7 @@ class MarketStatus:
     rest_host_note: str
     webhook: dict | None
     database_error: str | None = None  # the database file failed while running: live data from memory only
+    stream: dict | None = None  # --source stream: the connection's state (TradeStream.state)
 
     @property
     def unhealthy(self) -> bool:

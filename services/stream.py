@@ -11,8 +11,9 @@ rules ask:
 - a `serverShutdown` event, and the 24 h limit (a planned reconnect 10 minutes before it), make a
   new connection;
 - every reconnect waits a jittered, exponentially growing delay (0.5 s doubling to 30 s; a close
-  for too many messages waits the longest); a change of symbols makes a new connection with the
-  new streams (SUBSCRIBE on the open connection, at most 5 messages a second, is still to come);
+  for too many messages waits the longest);
+- a change of symbols is made on the open connection with UNSUBSCRIBE and SUBSCRIBE, at most
+  5 messages a second (Binance's limit per connection);
 - malformed frames and unknown events are counted and skipped.
 
 While it is not live (`live()`), the caller polls REST instead (services/sources.py
@@ -42,6 +43,8 @@ WATCHDOG_S = 5.0  # no message for this long: the connection is dropped and made
 PLANNED_RECONNECT_S = 24 * 3_600 - 600  # Binance cuts a connection at 24 h
 BACKOFF_S = (0.5, 30.0)  # first and longest wait between attempts
 TOO_MANY_MESSAGES = 1008  # the close code of a connection that sent too many messages
+SEND_GAP_S = 0.2  # at most 5 messages a second on a connection
+RECV_STEP_S = 0.25  # how often the thread looks up from the socket (a change of symbols to send)
 MAX_BUFFER = 100_000  # trades held between two drains (a reader that stopped draining loses the oldest)
 
 
@@ -63,7 +66,9 @@ class TradeStream:
         self._ticks: deque[Tick] = deque(maxlen=MAX_BUFFER)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._changed = threading.Event()  # the symbols changed: reconnect with the new streams
+        self._subscribed: set[str] = set()  # the symbols the open connection streams
+        self._last_send = 0.0
+        self._request_id = 0
         self._thread: threading.Thread | None = None
         self._last_message: float | None = None
         self._connection = None
@@ -76,11 +81,9 @@ class TradeStream:
 
     # --- what the source asks ------------------------------------------------------------
     def follow(self, symbols) -> None:
-        """Stream these symbols (starting the thread on the first call)."""
-        wanted = tuple(sorted(set(symbols)))
-        if wanted != self._symbols:
-            self._symbols = wanted
-            self._changed.set()
+        """Stream these symbols (starting the thread on the first call; a change is sent on the
+        open connection by its thread)."""
+        self._symbols = tuple(sorted(set(symbols)))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="trade-stream", daemon=True)
             self._thread.start()
@@ -89,6 +92,19 @@ class TradeStream:
         """Connected, and a message came within the watchdog's time."""
         last = self._last_message
         return self.connected and last is not None and self.clock() - last < self.watchdog_s
+
+    def state(self) -> dict:
+        """What /api/health says about the connection."""
+        return {
+            "url": self.url,
+            "live": self.live(),
+            "symbols": sorted(self._subscribed),
+            "messages": self.messages,
+            "malformed": self.malformed,
+            "unknown_events": self.unknown,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error or None,
+        }
 
     def drain(self) -> list[Tick]:
         """The trades received since the last drain, oldest first."""
@@ -109,12 +125,13 @@ class TradeStream:
     def _run(self) -> None:
         delay = BACKOFF_S[0]
         while not self._stop.is_set():
-            self._changed.clear()
-            url = f"{self.url}/stream?streams={'/'.join(stream_names(self._symbols))}"
+            symbols = self._symbols
+            url = f"{self.url}/stream?streams={'/'.join(stream_names(symbols))}"
             started = self.clock()
             try:
                 with connect(url, open_timeout=5, close_timeout=2, ping_interval=None, compression=None) as ws:
                     self._connection = ws
+                    self._subscribed = set(symbols)
                     self.connected = True
                     got_one = self._receive(ws, started)
                     delay = BACKOFF_S[0] if got_one else delay
@@ -129,8 +146,6 @@ class TradeStream:
                 self._connection = None
             if self._stop.is_set():
                 break
-            if self._changed.is_set():
-                continue  # new symbols: connect again at once
             self.reconnects += 1
             metrics.STREAM_RECONNECTS.inc()
             log.warning("stream down (%s); reconnecting in %.1f s", self.last_error, delay)
@@ -139,16 +154,20 @@ class TradeStream:
 
     def _receive(self, ws, started: float) -> bool:
         """Messages until the connection must be made again; True if any came."""
-        got_one = False
-        while not self._stop.is_set() and not self._changed.is_set():
+        got_one, heard = False, self.clock()
+        while not self._stop.is_set():
             if self.clock() - started > PLANNED_RECONNECT_S:
                 self.last_error = "planned reconnect before Binance's 24 h limit"
                 return got_one
+            self._resubscribe(ws)
             try:
-                raw = ws.recv(timeout=self.watchdog_s)
+                raw = ws.recv(timeout=RECV_STEP_S)
             except TimeoutError:
-                self.last_error = f"no message for {self.watchdog_s:g} s"
-                return got_one
+                if self.clock() - heard >= self.watchdog_s:
+                    self.last_error = f"no message for {self.watchdog_s:g} s"
+                    return got_one
+                continue
+            heard = self.clock()
             got_one = True
             self._last_message = self.clock()
             self.messages += 1
@@ -157,6 +176,19 @@ class TradeStream:
                 self.last_error = "the server announced a shutdown"
                 return got_one
         return got_one
+
+    def _resubscribe(self, ws) -> None:
+        """Send what changed in the symbols: UNSUBSCRIBE, then SUBSCRIBE, one message per turn
+        and at least SEND_GAP_S apart."""
+        wanted = set(self._symbols)
+        gone, new = self._subscribed - wanted, wanted - self._subscribed
+        if not (gone or new) or self.clock() - self._last_send < SEND_GAP_S:
+            return
+        method, symbols = ("UNSUBSCRIBE", gone) if gone else ("SUBSCRIBE", new)
+        self._request_id += 1
+        ws.send(json.dumps({"method": method, "params": stream_names(sorted(symbols)), "id": self._request_id}))
+        self._last_send = self.clock()
+        self._subscribed = self._subscribed - gone if gone else self._subscribed | new
 
     def _handle(self, raw) -> str:
         try:

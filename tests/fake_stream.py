@@ -6,9 +6,14 @@ symbol a second at prices from `price(symbol, second)` (the REST fake's, so both
 each stamped with its trade time `T` in ms. It pings the client every `ping_interval` s and drops a
 client that does not answer. `sent[symbol][second]` is the last trade price of each second sent.
 
+A client's `{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...], "id": n}` changes its streams
+and is answered `{"result": null, "id": n}`; a client that sends more than 5 messages in a second
+is closed with code 1008, as Binance does. `requests` logs what clients sent.
+
 Switches: `drop()` cuts every connection (no close frame), `stall(s)` goes quiet for s seconds
-with the connection open, `shutdown()` sends a `serverShutdown` event, `garbage()` sends a
-malformed frame and an unknown event, and `refuse = True` answers handshakes with HTTP 503.
+with the connection open, `shutdown()` sends a `serverShutdown` event, `flooded()` closes
+connections with 1008, `garbage()` sends a malformed frame and an unknown event, and
+`refuse = True` answers handshakes with HTTP 503.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class FakeStream:
         self._quiet_until = 0.0
         self._events: list[dict | str] = []  # sent to every connection, once
         self._trade_id = 0
+        self.requests: list[dict] = []
+        self._flooded = False
         self.server = serve(
             self._handler,
             "127.0.0.1",
@@ -63,6 +70,10 @@ class FakeStream:
     def shutdown(self) -> None:
         self._events.append({"e": "serverShutdown", "E": int(time.time() * 1000)})
 
+    def flooded(self) -> None:
+        """Close every connection as Binance closes one that sent too many messages."""
+        self._flooded = True
+
     def garbage(self) -> None:
         self._events.extend(["{not json", {"e": "somethingNew", "E": int(time.time() * 1000)}])
 
@@ -80,8 +91,14 @@ class FakeStream:
             self.connections += 1
             generation = self._generation
         seen_events = len(self._events)
+        received: list[float] = []
         try:
             while True:
+                if self._flooded:
+                    ws.close(1008, "Too many messages")
+                    return
+                if not self._answer(ws, symbols, received):
+                    return
                 with self._lock:
                     if self._generation != generation:
                         ws.socket.close()  # cut, no close frame: as a network failure looks
@@ -95,6 +112,27 @@ class FakeStream:
                 time.sleep(1.0 / self.trades_per_s)
         except (ConnectionClosed, OSError):
             return
+
+    def _answer(self, ws, symbols: list[str], received: list[float]) -> bool:
+        """Handle what the client sent; False once it is closed for sending too much."""
+        while True:
+            try:
+                raw = ws.recv(timeout=0)
+            except TimeoutError:
+                return True
+            now = time.time()
+            received[:] = [t for t in received if now - t < 1.0] + [now]
+            if len(received) > 5:
+                ws.close(1008, "Too many messages")
+                return False
+            request = json.loads(raw)
+            self.requests.append(request)
+            names = [n.split("@")[0].upper() for n in request.get("params", [])]
+            if request.get("method") == "SUBSCRIBE":
+                symbols.extend(n for n in names if n not in symbols)
+            elif request.get("method") == "UNSUBSCRIBE":
+                symbols[:] = [n for n in symbols if n not in names]
+            ws.send(json.dumps({"result": None, "id": request.get("id")}))
 
     def _send_trade(self, ws, symbol: str) -> None:
         now = time.time()

@@ -121,6 +121,7 @@ def test_the_app_on_the_stream_falls_back_to_rest_while_it_is_down_and_returns(f
         body = health()
         time.sleep(0.25)
     assert body["status"] == "ok" and fake_binance.count("/api/v3/ticker/price") <= rest_calls + 1
+    assert body["stream"]["live"] and body["stream"]["symbols"] == ["BTCUSDT", "ETHUSDT"]
     fake_stream.refuse = True
     fake_stream.drop()
     wait_for(lambda: health()["source_label"].endswith("(stream down)"), timeout=5, message="REST taking over")
@@ -129,6 +130,8 @@ def test_the_app_on_the_stream_falls_back_to_rest_while_it_is_down_and_returns(f
         body = health()
         time.sleep(0.25)
     assert body["status"] == "ok", "prices go on from REST"
+    assert body["stream"]["live"] is False and "503" in body["stream"]["last_error"]
+    assert body["stream"]["reconnects"] >= 1 and body["stream"]["url"] == fake_stream.url
     assert fake_binance.count("/api/v3/ticker/price") >= down_calls + 2, "one ticker request a poll interval"
     fake_stream.refuse = False
     wait_for(lambda: health()["source_label"].startswith("Binance stream"), timeout=15, message="back on the stream")
@@ -148,3 +151,34 @@ def test_the_app_on_the_stream_falls_back_to_rest_while_it_is_down_and_returns(f
             checked += 1
     assert checked >= 8, "the stream's, REST's and the stream's seconds again, each with its price"
     # (a second in which neither came, at a switch, is forward-filled: exact hole filling is to come)
+
+
+def test_a_change_of_symbols_is_subscribed_on_the_open_connection_at_most_5_messages_a_second(stream, fake_stream):
+    wait_for(stream.live, message="live")
+    stream.follow(["BTCUSDT", "SOLUSDT"])  # ETHUSDT out, SOLUSDT in
+
+    def streaming(symbols):
+        stream.drain()
+        time.sleep(0.6)
+        return {t.symbol for t in stream.drain()} == symbols
+
+    wait_for(lambda: streaming({"BTCUSDT", "SOLUSDT"}), message="SOLUSDT's trades and no more ETHUSDT")
+    assert fake_stream.connections == 1 and stream.reconnects == 0, "the same connection"
+    assert [(r["method"], r["params"]) for r in fake_stream.requests] == [
+        ("UNSUBSCRIBE", ["ethusdt@aggTrade"]),
+        ("SUBSCRIBE", ["solusdt@aggTrade"]),
+    ]
+    for i in range(12):  # a burst of changes is paced, never closed for too many messages
+        stream.follow(["BTCUSDT", "SOLUSDT"] if i % 2 else ["BTCUSDT"])
+        time.sleep(0.05)
+    time.sleep(3)
+    assert fake_stream.connections == 1 and stream.live(), "within Binance's 5 messages a second"
+
+
+def test_a_close_for_too_many_messages_waits_the_longest_before_the_next_connection(stream, fake_stream):
+    wait_for(stream.live, message="live")
+    fake_stream.flooded()
+    wait_for(lambda: not stream.live(), message="closed")
+    time.sleep(4)
+    assert fake_stream.connections == 1, "no quick retry after a 1008 (15-30 s, jittered)"
+    assert "1008" in stream.last_error
