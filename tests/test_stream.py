@@ -135,7 +135,7 @@ def test_the_app_on_the_stream_falls_back_to_rest_while_it_is_down_and_returns(f
     assert fake_binance.count("/api/v3/ticker/price") >= down_calls + 2, "one ticker request a poll interval"
     fake_stream.refuse = False
     wait_for(lambda: health()["source_label"].startswith("Binance stream"), timeout=15, message="back on the stream")
-    for _ in range(12):  # three seconds on the stream again
+    for _ in range(24):  # six seconds on the stream again
         health()
         time.sleep(0.25)
     rows = client.get("/api/ticks.csv?symbol=BTCUSDT&limit=2000").get_data(as_text=True).splitlines()[1:]
