@@ -158,13 +158,19 @@ SIM_UNIVERSE: dict[str, SimSymbol] = {
     "ADAUSDT": SimSymbol(0.64, 0.0001, 1.35, 9.0e7),
     "DOGEUSDT": SimSymbol(0.195, 0.00001, 1.5, 2.6e8),
 }
+SIM_WALKERS: dict[str, SimSymbol] = {  # random walks of their own: cointegrated with nothing
+    "LTCUSDT": SimSymbol(88.0, 0.01, 0.0, 1.5e8),
+    "LINKUSDT": SimSymbol(14.2, 0.001, 0.0, 1.2e8),
+}
 
 
 class SimSource:
     """A seeded, deterministic market: one common random-walk factor plus, per symbol, a
-    mean-reverting (Ornstein-Uhlenbeck) idiosyncratic part, so any two symbols are
+    mean-reverting (Ornstein-Uhlenbeck) idiosyncratic part, so any two of those symbols are
     cointegrated in log price. Occasional idiosyncratic shocks blow the spread out, then it
-    reverts (half-life ~2 min): a demo shows z-score alerts within minutes.
+    reverts (half-life ~2 min): a demo shows z-score alerts within minutes. Two more symbols
+    (SIM_WALKERS) are random walks of their own, drawn from their own generator, so that the
+    scanner has pairs that are not cointegrated to rank below the others.
 
     Prices are generated one UTC second at a time from `origin_s`, in blocks; the same seed
     and origin give the same path however the blocks fall. The default origin is `span_s` before
@@ -191,8 +197,9 @@ class SimSource:
             origin_s = int(clock()) // 86_400 * 86_400 - self.span_s
         self.origin_s = int(origin_s)
         self.store_key = f"sim-{seed}-{self.origin_s}"  # the same seed and origin give the same market
-        self.names = list(SIM_UNIVERSE)
-        params = [SIM_UNIVERSE[n] for n in self.names]
+        self._symbols = {**SIM_UNIVERSE, **SIM_WALKERS}
+        self.names = list(self._symbols)
+        params = list(self._symbols.values())
         self._level = np.array([p.level for p in params])
         self._tick = np.array([p.tick for p in params])
         self._beta = np.array([p.beta for p in params])
@@ -201,8 +208,10 @@ class SimSource:
         self._ou_sd = self.IDIO_VOL / math.sqrt(2 * self._theta - self._theta**2)
         self._normals = np.random.default_rng([seed, 1])
         self._uniforms = np.random.default_rng([seed, 2])
+        self._walk_normals = np.random.default_rng([seed, 3])
         self._factor = 0.0
-        self._idio = np.zeros(len(self.names))
+        self._idio = np.zeros(len(SIM_UNIVERSE))
+        self._walks = np.zeros(len(SIM_WALKERS))
         self._first_s = self.origin_s  # first second held in _prices
         self._prices = np.empty((0, len(self.names)))
 
@@ -220,7 +229,7 @@ class SimSource:
         n = second - self._next_s + 1
         if n <= 0:
             return
-        k = len(self.names)
+        k = len(SIM_UNIVERSE)
         eps = self._normals.standard_normal((n, k + 1))
         u = self._uniforms.random((n, k, 2))
         shocks = np.where(
@@ -236,7 +245,9 @@ class SimSource:
             [1.0], [1.0, -keep], self.IDIO_VOL * eps[:, 1:] + shocks, axis=0, zi=(keep * self._idio)[None, :]
         )
         self._factor, self._idio = float(factor[-1]), idio[-1]
-        out = factor[:, None] * self._beta + idio
+        walks = self._walks + np.cumsum(self.FACTOR_VOL * self._walk_normals.standard_normal((n, len(SIM_WALKERS))), 0)
+        self._walks = walks[-1]
+        out = np.column_stack([factor[:, None] * self._beta[:k] + idio, walks])
         prices = np.round(np.round(self._level * np.exp(out) / self._tick) * self._tick, self._decimals)
         self._prices = np.concatenate([self._prices, prices])
         excess = len(self._prices) - self.span_s
@@ -266,7 +277,7 @@ class SimSource:
         return [Tick(symbol, float(p), utc_from_epoch(start_s + i)) for i, p in enumerate(rows)]
 
     def markets(self, quote: str) -> dict[str, float]:
-        return {s: SIM_UNIVERSE[s].quote_volume_24h for s in self.names if s.endswith(quote)}
+        return {s: p.quote_volume_24h for s, p in self._symbols.items() if s.endswith(quote)}
 
     def bar_closes(self, symbol: str, interval_s: int, bars: int) -> tuple[np.ndarray, np.ndarray]:
         """From the simulated seconds it holds (about a day: fewer bars for a longer span)."""

@@ -282,3 +282,15 @@ def test_a_slow_scan_answers_202_with_its_progress_then_the_table(scan_exchange,
             break
     assert resp.status_code == 200 and len(resp.get_data(as_text=True).splitlines()) == 1 + 6
     assert fake.kline_intervals["1h"] == 4, "one scan, however many requests asked for it"
+
+
+def test_offline_the_simulations_own_random_walks_rank_below_its_cointegrated_symbols():
+    """The simulation's seven factor-driven symbols are cointegrated pairwise; LTCUSDT and
+    LINKUSDT are random walks of their own: every pair with one of them ranks below every other."""
+    origin = 1_761_004_800
+    sim = SimSource(seed=7, origin_s=origin, clock=lambda: origin + 50_000.0)
+    result = Scanner(sim, SimpleCache(), NoGate()).run(parse_request({"top": "9"}))
+    assert len(result.symbols) == 9 and len(result.rows) == 36
+    walkers = [i for i, r in enumerate(result.rows) if {r["a"], r["b"]} & {"LTCUSDT", "LINKUSDT"}]
+    assert walkers == list(range(21, 36)), "the 21 cointegrated pairs first"
+    assert all(r["eg_pvalue"] < 1e-4 for r in result.rows[:21])
