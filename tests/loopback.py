@@ -12,6 +12,17 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def wait_for(predicate, timeout: float = 15.0, message: str = "condition", step: float = 0.1):
+    """`predicate()`'s first truthy value, asked every `step` s; AssertionError after `timeout` s."""
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:

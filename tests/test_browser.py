@@ -19,7 +19,7 @@ from components.ids import Analytics as analytics
 from components.ids import Live as live
 from components.ids import Scanner as scanner
 from components.ids import Settings as settings
-from loopback import free_port
+from loopback import free_port, wait_for
 from services.db import Database
 from services.settings import AppConfig, SettingsStore, UserSettings, validate
 
@@ -42,16 +42,6 @@ def saved_settings(data_dir):
     with (the defaults, stored at its first start)."""
     saved = SettingsStore(Database(data_dir)).current()
     return None if saved == UserSettings() else saved
-
-
-def wait_for(predicate, timeout=15, message="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def figure(dash_duo, graph_id):

@@ -12,17 +12,9 @@ import pytest
 from fake_stream import FakeStream
 
 from app import create_app
+from loopback import wait_for
 from services.settings import AppConfig
 from services.stream import TradeStream
-
-
-def wait_for(predicate, timeout=10.0, message="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 @pytest.fixture
