@@ -178,7 +178,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
             raise BadRequest('send a JSON object {"a": "SYMBOL", "b": "SYMBOL"}')
         market = current_market()
         added = market.add_pair(raw.get("a"), raw.get("b"))
-        return jsonify(market.pair_row(added, g.snap.now)), 201
+        return jsonify(market.pair_row(added, g.snap.now, market.newest_alert(g.snap))), 201
 
     @api.delete("/pairs/<name>")
     def remove_pair(name):

@@ -374,7 +374,7 @@ class MarketService:
             ("pairs", snap.now_s, snap.seq, book), lambda: [(s, self.pair_row(s, snap.now, newest)) for s in book]
         )
 
-    def pair_row(self, settings: UserSettings, now: float, newest_alert: int | None = None) -> dict:
+    def pair_row(self, settings: UserSettings, now: float, newest_alert: int) -> dict:
         """A watched pair's parameters and live figures, as /api/pairs (and the overview) give
         them: the legs' prices, β, spread, z, half-life, ADF p-value, its state (the worse leg:
         live, waiting, stale or disconnected) and its alerts today (UTC). A pair whose analysis
@@ -416,9 +416,7 @@ class MarketService:
             "alerts_today": self.shared(  # counted again only when an alert has been logged
                 ("alerts-today", settings.pair_label, midnight, newest_alert),
                 lambda: self.alerts.count(settings.pair_label, since_s=midnight),
-            )
-            if newest_alert is not None
-            else self.alerts.count(settings.pair_label, since_s=midnight),
+            ),
         }
 
     def _leg(self, sym: str, tick: Tick | None, now: float, stale_after: float) -> LegStatus:

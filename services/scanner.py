@@ -322,9 +322,7 @@ class Scanner:
                 report(i, total, f"Fetching {req.tf} klines of {sym} ({i + 1} of {len(symbols)})")
                 try:
                     opens, prices = self._call(self.source.bar_closes, sym, req.interval_s, req.lookback)
-                except ScanError:
-                    raise
-                except BinanceError as exc:
+                except BinanceError as exc:  # this symbol only (a rate limit is a ScanError: it stops the scan)
                     skipped.append(f"{sym}: {exc.message}")
                     continue
                 closes[sym] = dict(zip(opens.tolist(), prices.tolist()))
