@@ -30,14 +30,16 @@ class BucketRing:
         self.latest_s: int | None = None
 
     def put(self, epoch_s: float, price: float) -> bool:
-        """Record a tick; False when it was too old to keep, older than its bucket's tick, or that tick again."""
+        """Record a tick; False when it was too old to keep, older than its bucket's tick, or did
+        not change its bucket's price (a store write is a change of what readers see)."""
         ns = round(epoch_s * 1e9)
         s = ns // 1_000_000_000
         if self.latest_s is not None and s <= self.latest_s - self.capacity:
             return False
         i = s % self.capacity
-        if self.second[i] == s and (ns < self.tick_ns[i] or (ns == self.tick_ns[i] and price == self.price[i])):
-            return False  # older than the tick in its bucket, or the same tick again
+        if self.second[i] == s and (ns < self.tick_ns[i] or price == self.price[i]):
+            self.tick_ns[i] = max(ns, self.tick_ns[i])  # older than its bucket's tick, or the same price again
+            return False
         self.second[i], self.tick_ns[i], self.price[i] = s, ns, price
         if self.latest_s is None or s > self.latest_s:
             self.latest_s = s

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from services.sources import Tick
+from services.sources import Tick, utc_from_epoch
 from services.store import BucketRing, PriceStore
 
 T0 = datetime(2025, 10, 22, 0, 0, 0, tzinfo=UTC)
@@ -72,3 +72,14 @@ def test_raw_tick_log_and_retain():
     assert all(t.time.tzinfo is not None and t.time.utcoffset() == timedelta(0) for t in recent)
     store.retain(["B"])
     assert store.latest_second("A") is None and store.last_tick("B").price == 10.0
+
+
+def test_a_later_tick_at_the_same_price_changes_nothing_readers_see():
+    store = PriceStore(span_s=60)
+    s = 1_700_000_000
+    assert store.add_ticks([Tick("X", 1.0, utc_from_epoch(s + 0.1))]) == 1
+    seq = store.write_seq
+    assert store.add_ticks([Tick("X", 1.0, utc_from_epoch(s + 0.9))]) == 0 and store.write_seq == seq
+    assert store.add_ticks([Tick("X", 2.0, utc_from_epoch(s + 0.5))]) == 0, "older than the bucket's newest tick"
+    assert store.add_ticks([Tick("X", 2.0, utc_from_epoch(s + 0.95))]) == 1 and store.write_seq == seq + 1
+    assert store.prices("X", s, s)[0] == 2.0
