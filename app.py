@@ -109,9 +109,10 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         "--source",
         choices=("auto", "binance", "stream", "sim", "replay"),
         default=env.source,
-        help="where prices come from; auto probes Binance for 3 s and falls back to the "
-        "labelled simulation; stream reads trades from Binance's WebSocket stream (REST polls "
-        "while it is down); replay plays --replay files (env SOURCE, default %(default)s)",
+        help="where prices come from; auto probes Binance for 3 s and reads its stream (REST while "
+        "it is down), or falls back to the labelled simulation; binance polls REST only; stream reads "
+        "trades from Binance's WebSocket stream (REST polls while it is down); replay plays --replay "
+        "files (env SOURCE, default %(default)s)",
     )
     p.add_argument(
         "--replay",

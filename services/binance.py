@@ -28,12 +28,27 @@ DEFAULT_BASE_URL = "https://api.binance.com"
 MARKET_DATA_URL = "https://data-api.binance.vision"
 BINANCE_US_URL = "https://api.binance.us"
 DEFAULT_STREAM_URL = "wss://stream.binance.com:9443"  # the market streams (--source stream)
+STREAM_URLS = {  # each known REST host's market streams (the same market)
+    DEFAULT_BASE_URL: DEFAULT_STREAM_URL,
+    MARKET_DATA_URL: "wss://data-stream.binance.vision",
+    BINANCE_US_URL: "wss://stream.binance.us:9443",
+}
 KNOWN_HOSTS = {  # the REST hosts the Settings page offers (with --binance-url and --fallback-urls)
     DEFAULT_BASE_URL: "api.binance.com",
     MARKET_DATA_URL: "data-api.binance.vision (market data)",
     BINANCE_US_URL: "api.binance.us (Binance.US: its own symbols)",
 }
 KLINES_MAX_LIMIT = 1000
+
+
+def stream_for(rest_url: str, configured: str) -> str | None:
+    """The market streams of the market `rest_url` serves: --stream-url when it was given, else a
+    known host's own; None for any other host (its market's streams are not known)."""
+    if configured != DEFAULT_STREAM_URL:
+        return configured
+    return STREAM_URLS.get(rest_url.rstrip("/"))
+
+
 WEIGHT = {  # request weight of each call the app makes (Binance's published numbers)
     "exchangeInfo": 20,
     "ticker/24hr": 80,  # every symbol, no `symbols` parameter

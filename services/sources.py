@@ -22,14 +22,23 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from scipy.signal import lfilter
 
-from services.binance import KLINES_MAX_LIMIT, WEIGHT, BinanceClient, BinanceError
+from services.binance import (
+    DEFAULT_STREAM_URL,
+    KLINES_MAX_LIMIT,
+    WEIGHT,
+    BinanceClient,
+    BinanceError,
+    stream_for,
+)
 
 log = logging.getLogger(__name__)
+
+LAST_OF_SECOND = timedelta(microseconds=999_999)
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,9 @@ class BinanceSource:
         return [Tick(q.symbol, q.price, q.time) for q in self.client.ticker_prices(symbols)]
 
     def history(self, symbol: str, start_s: int, end_s: int) -> list[Tick]:
-        """1 s klines, paginated by 1000; each kline's close is the last price of its second."""
+        """1 s klines, paginated by 1000; each kline's close is the last price of its second, so
+        it is stamped with the second's last microsecond: it replaces whatever earlier price of
+        that second is held (a REST poll's, stamped when it was answered)."""
         ticks: list[Tick] = []
         cursor = int(start_s)
         while cursor <= end_s:
@@ -105,7 +116,7 @@ class BinanceSource:
             )
             if not rows:
                 break
-            ticks.extend(Tick(symbol, k.close, k.open_time) for k in rows)
+            ticks.extend(Tick(symbol, k.close, k.open_time + LAST_OF_SECOND) for k in rows)
             cursor = int(rows[-1].open_time.timestamp()) + 1
             if len(rows) < KLINES_MAX_LIMIT:
                 break
@@ -298,13 +309,14 @@ def open_source(
     replay=(),
     replay_speed="1",
     fallback_urls=(),
-    stream_url: str = "",
+    stream_url: str = DEFAULT_STREAM_URL,
 ):
     """The source named by `--source`, and why it was chosen.
 
-    `auto` pings Binance (at most `probe_timeout` seconds) and falls back to the simulation,
-    saying why, when it cannot be reached; a host that answers 451 (restricted location) is
-    followed by the next of `fallback_urls`. `replay` raises ReplayError for unusable files.
+    `auto` pings Binance (at most `probe_timeout` seconds) and reads its market stream, with REST
+    while the stream is down (a host whose stream is not known: REST only), or falls back to the
+    simulation, saying why, when it cannot be reached; a host that answers 451 (restricted
+    location) is followed by the next of `fallback_urls`. `replay` raises ReplayError for unusable files.
     """
     if kind == "replay":
         from services.replay import ReplaySource, parse_speed
@@ -330,7 +342,13 @@ def open_source(
             if exc.status == 451:
                 continue
             break
-        return BinanceSource(client), "; ".join([*notes, f"Binance reachable at {client.base_url}"])
+        reachable = "; ".join([*notes, f"Binance reachable at {client.base_url}"])
+        stream = stream_for(client.base_url, stream_url)
+        if stream is None:
+            return BinanceSource(client), f"{reachable}; polling REST (no market stream known for it)"
+        from services.stream import StreamSource
+
+        return StreamSource(client, stream), f"{reachable}; trades from its stream at {stream}, REST while it is down"
     reason = f"Binance not reachable ({'; '.join(notes)}); using the simulation"
     log.warning(reason)
     return SimSource(seed=seed, span_s=span_s, clock=clock), reason

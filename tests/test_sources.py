@@ -7,7 +7,9 @@ import pytest
 
 from services import analytics
 from services.alerts import Rule, RuleState, evaluate_rule
+from services.binance import DEFAULT_STREAM_URL, stream_for
 from services.sources import BinanceSource, SimSource, open_source
+from services.stream import StreamSource
 
 ORIGIN = 1_761_091_200
 
@@ -78,10 +80,21 @@ def test_auto_falls_back_to_labelled_sim_when_binance_unreachable():
     assert "not reachable" in why
 
 
-def test_auto_uses_binance_when_reachable(fake_binance):
-    source, _why = open_source("auto", fake_binance.url)
-    assert isinstance(source, BinanceSource) and not source.simulated
-    assert fake_binance.count("/api/v3/ping") == 1
+def test_auto_uses_binance_when_reachable_and_its_stream_when_it_is_known(fake_binance):
+    source, why = open_source("auto", fake_binance.url)
+    assert type(source) is BinanceSource and not source.simulated, "a host whose market stream is not known: REST"
+    assert fake_binance.count("/api/v3/ping") == 1 and "no market stream known" in why
+    source, why = open_source("auto", fake_binance.url, stream_url="ws://127.0.0.1:9")
+    assert isinstance(source, StreamSource) and source.stream.url == "ws://127.0.0.1:9" and not source.simulated
+    assert source.label.startswith("Binance REST") and source.label.endswith("(stream down)"), "until it streams"
+
+
+def test_each_known_rest_host_streams_its_own_market():
+    assert stream_for("https://api.binance.com/", DEFAULT_STREAM_URL) == "wss://stream.binance.com:9443"
+    assert stream_for("https://data-api.binance.vision", DEFAULT_STREAM_URL) == "wss://data-stream.binance.vision"
+    assert stream_for("https://api.binance.us", DEFAULT_STREAM_URL) == "wss://stream.binance.us:9443"
+    assert stream_for("http://127.0.0.1:5000", DEFAULT_STREAM_URL) is None
+    assert stream_for("https://api.binance.us", "ws://127.0.0.1:9") == "ws://127.0.0.1:9", "--stream-url wins"
 
 
 def test_binance_history_paginates_klines(fake_binance):
@@ -89,6 +102,7 @@ def test_binance_history_paginates_klines(fake_binance):
     ticks = source.history("ETHUSDT", ORIGIN, ORIGIN + 2_499)
     assert len(ticks) == 2_500 and fake_binance.count("/api/v3/klines") == 3
     assert [int(t.epoch) for t in ticks] == list(range(ORIGIN, ORIGIN + 2_500))
+    assert ticks[0].time.microsecond == 999_999, "a close is the second's last price: stamped at its end"
     assert ticks[1234].price == fake_binance.price("ETHUSDT", ORIGIN + 1234)
 
 
