@@ -35,3 +35,11 @@ def child_exit(_server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(_worker):
+    """Open the source as a worker starts, as `python app.py` does, not on its first request: a
+    stream source then takes its part in the deployment's one connection at once."""
+    from app import open_market, server
+
+    open_market(server.extensions["market"])

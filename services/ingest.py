@@ -120,6 +120,16 @@ class Ingestion:
             with DB_MAY_FAIL:  # a damaged file (shown as such): the ticks stay in memory
                 history.save(fetched + (live if persist_raw else []), live if persist_raw else [])
 
+    def fill(self, ticks: list[Tick], symbols, persist: bool) -> None:
+        """The exchange's last trade of seconds already live (a stream's hole): buckets only, not
+        the tick log; into the database too when `persist`."""
+        ticks = [t for t in ticks if t.symbol in symbols]
+        self.store.add_ticks(ticks, raw=False)
+        history = self.history()
+        if persist and history is not None:
+            with DB_MAY_FAIL:
+                history.save(ticks, [])
+
     def _hydrate(self, symbol: str, now: float) -> None:
         """Load a symbol's recorded history into memory, once (at start, or when it is picked).
         A failed read is not marked done: it is tried again on the next tick."""

@@ -23,8 +23,9 @@ HALTED_RECHECK_S = 60
 
 
 class SourceLink:
-    def __init__(self, config: AppConfig, cache, settings_store: SettingsStore, clock=None, source=None):
+    def __init__(self, config: AppConfig, cache, settings_store: SettingsStore, clock=None, source=None, on_open=None):
         self.config = config
+        self._on_open = on_open  # (source) -> None, once it is opened
         self.cache = cache
         self.settings_store = settings_store
         self._clock = clock
@@ -56,6 +57,8 @@ class SourceLink:
                     if client is not None and client.base_url != self.wanted_host(settings):
                         self.url_note = self.source_note  # the probe met a 451 and moved on: keep that host
                         self.settings_store.save(replace(settings, binance_url=client.base_url))
+                    if self._on_open is not None:
+                        self._on_open(self._source)
         return self._source
 
     def client(self):

@@ -58,12 +58,14 @@ from services.sources import BinanceSource, Tick, iso_utc
 from services.stats import DEFAULT_CORR_WINDOW
 from services.status import LegStatus, MarketStatus, UpstreamError
 from services.store import PriceStore
+from services.stream import StreamRelay
 
 log = logging.getLogger(__name__)
 
 LEG_STATES = ("live", "waiting", "stale", "disconnected")  # better to worse
 REFRESH_WAIT_S = 1.0  # a tick waits this long at most for a poll already in flight in this process
 SHARED_TICKS_WAIT_S = 0.5  # and this long for the ticks another process is polling this interval
+STREAM_SINK_WAIT_S = 0.2  # the stream's trades wait this long for a refresh in this process, then try again
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ class MarketService:
         self.alerts = AlertLog(self.db)
         self.notifier = WebhookNotifier(self.db, WebhookPolicy(config.allow_private_webhooks, config.host, config.port))
         self.worker_id = f"{os.getpid()}-{id(self)}"
-        self.link = SourceLink(config, cache, self.settings_store, clock=clock, source=source)
+        self.relay: StreamRelay | None = None  # --source stream: this process's part in the one connection
+        self.link = SourceLink(config, cache, self.settings_store, clock=clock, source=source, on_open=self._opened)
         self.gate = PollGate(cache, self.worker_id)
         self.ingestion = Ingestion(self.store, self.db, self.link, config.history_s, config.ffill_s)
         self.analyses = Analyses(self.store, config.history_s, self.ingestion.ffill_s)
@@ -117,6 +120,20 @@ class MarketService:
     def source(self):
         """The source, opened on the first call (`auto` may probe the network)."""
         return self.link.source()
+
+    def _opened(self, source) -> None:
+        """A stream source shares one connection with the deployment's other processes."""
+        if source.kind == "stream":
+            self.relay = source.relay = StreamRelay(
+                self.cache,
+                self.worker_id,
+                source,
+                watched=lambda: watched_symbols(self.watchlist()),
+                sink=self._streamed,
+                may_fetch=lambda: not self.gate.rate_limited_until(self.clock()),
+                on_error=self._record_error,
+            )
+            self.relay.start()
 
     def rest_host_in_use(self) -> str | None:
         """The REST host polled now (None when the source is not Binance)."""
@@ -249,6 +266,8 @@ class MarketService:
         polled = self._poll(settings, book, symbols, now)
         for ticks in self.gate.collect(now, settings.poll_interval_s, SHARED_TICKS_WAIT_S):
             self._ingest(ticks, book, symbols, now, persist_raw=False)  # the polling process stored them
+        for kind, ticks in self.relay.collect() if self.relay is not None else ():
+            self._store_streamed(ticks, kind == "fill", book, symbols, now, persist=False)  # so did the holder
         late = lateness_s(settings.poll_interval_s)
         analysed = (int(now), self.store.write_seq, book, settings.pair)
         if analysed == self._analysed:
@@ -306,6 +325,24 @@ class MarketService:
             on_error=self._record_error,
         )
 
+    def _streamed(self, ticks: list[Tick], fill: bool) -> bool:
+        """The stream's trades (or a hole's fill) that this process's relay received, as a poll's:
+        stored and persisted. False when a refresh is busy (the relay hands them over again)."""
+        if not self._refresh_lock.acquire(timeout=STREAM_SINK_WAIT_S):
+            return False
+        try:
+            book = self.watchlist()
+            self._store_streamed(ticks, fill, book, watched_symbols(book), self.clock(), persist=True)
+        finally:
+            self._refresh_lock.release()
+        return True
+
+    def _store_streamed(self, ticks: list[Tick], fill: bool, book, symbols, now: float, persist: bool) -> None:
+        if fill:
+            self.ingestion.fill(ticks, symbols, persist)
+        else:
+            self._ingest(ticks, book, symbols, now, persist_raw=persist)
+
     def _check_trading(self, symbols, now: float) -> None:
         try:
             self.link.check_trading(symbols, now)
@@ -357,7 +394,7 @@ class MarketService:
             rest_host_note=self.link.url_note,
             webhook=self.notifier.status(),
             database_error=self.db.fault,
-            stream=source.stream.state() if source.kind == "stream" else None,
+            stream=self.relay.state() if self.relay is not None else None,
         )
 
     def newest_alert(self, snap: Snapshot) -> int:

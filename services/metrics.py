@@ -44,6 +44,9 @@ STREAM_MALFORMED = Counter("pairmonitor_stream_malformed", "Stream messages that
 STREAM_RECONNECTS = Counter(
     "pairmonitor_stream_reconnects", "Connections to the stream made again (drop, stall, shutdown)"
 )
+STREAM_FILLED = Counter(
+    "pairmonitor_stream_filled_seconds", "Seconds of a stream's hole filled with their last trade (1 s klines)"
+)
 REFRESH_ERRORS = Counter("pairmonitor_refresh_errors", "Refreshes that failed inside the app (database, ingest)")
 
 

@@ -16,8 +16,11 @@ rules ask:
   5 messages a second (Binance's limit per connection);
 - malformed frames and unknown events are counted and skipped.
 
-While it is not live (`live()`), the caller polls REST instead (services/sources.py
-`StreamSource`), so no second goes without a price.
+A deployment (web workers and the collector) holds ONE such connection, whichever process has
+the lease (`StreamLease`, `StreamRelay`): the others read its trades through the shared cache.
+While it is not live, every process polls REST as before (`StreamSource`, one request per poll
+interval between them), so no second goes without a price; when it is back, the seconds it missed
+are filled with their last trade.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections import deque
 from datetime import UTC, datetime
 
@@ -34,8 +38,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import connect
 
 from services import metrics
-from services.binance import DEFAULT_STREAM_URL, BinanceClient
-from services.sources import BinanceSource, Tick
+from services.binance import DEFAULT_STREAM_URL, BinanceClient, BinanceError
+from services.sources import BinanceSource, Tick, iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,22 @@ TOO_MANY_MESSAGES = 1008  # the close code of a connection that sent too many me
 SEND_GAP_S = 0.2  # at most 5 messages a second on a connection
 RECV_STEP_S = 0.25  # how often the thread looks up from the socket (a change of symbols to send)
 MAX_BUFFER = 100_000  # trades held between two drains (a reader that stopped draining loses the oldest)
+
+# One connection per deployment (StreamLease, StreamRelay): keys in the shared cache.
+LEASE_KEY = "stream:lease"
+STATE_KEY = "stream:state"  # the holder's word on the connection, with when it said it
+HEAD_KEY = "stream:head"  # (holder's token, number of its newest batch)
+BATCH_KEY = "stream:batch"
+LEASE_S = 3  # a holder that stops renewing loses the lease after this (whole seconds: the file cache's)
+HEARTBEAT_S = 0.5  # the holder renews the lease and says how the connection is this often
+STATE_KEEP_S = 3_600  # the last holder's newest trade, for the next holder's hole
+RELAY_STEP_S = 0.1  # the holder hands the trades over this often
+RELAY_KEEP_S = 30  # a batch stays in the cache this long, for a process that reads it late
+MAX_BATCHES_READ = 600  # per refresh
+MAX_UNSUNK = 600  # batches waiting for a busy refresh (a minute of them)
+FILL_AFTER_S = 1.5  # a hole is filled once its last second has closed (its 1 s kline is final)
+FILL_RETRY_S = 5.0
+MAX_FILL_S = 3_600  # the newest hour of a longer hole is filled exactly (the rest keeps REST's prices)
 
 
 def trade(data: dict) -> Tick:
@@ -78,6 +98,15 @@ class TradeStream:
         self.unknown = 0
         self.reconnects = 0
         self.last_error = ""
+        self.last_trade_s: int | None = None  # the second of the newest trade received
+        self._fresh_connection = False  # no trade yet on the connection just made
+        self._holes: list[tuple[int, int]] = []  # seconds a reconnect may have missed trades in
+
+    def resume_from(self, second: int) -> None:
+        """Take over from a connection held elsewhere (or from REST polls) whose newest trade was
+        in `second`: the seconds from there to this connection's first trade are reported as a hole."""
+        with self._lock:
+            self.last_trade_s = int(second)
 
     # --- what the source asks ------------------------------------------------------------
     def follow(self, symbols) -> None:
@@ -113,13 +142,23 @@ class TradeStream:
             self._ticks.clear()
         return out
 
+    def holes(self) -> list[tuple[int, int]]:
+        """The spans of seconds (first, last) that a break in the connection may have missed
+        trades in, since the last call: from the newest trade before the break to the first after."""
+        with self._lock:
+            out, self._holes = self._holes, []
+        return out
+
     def stop(self) -> None:
+        """Close the connection and end its thread; `follow` starts it again."""
         self._stop.set()
         connection = self._connection
         if connection is not None:
             connection.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._thread = None
+        self._stop.clear()
 
     # --- the connection's thread -----------------------------------------------------------
     def _run(self) -> None:
@@ -132,6 +171,7 @@ class TradeStream:
                 with connect(url, open_timeout=5, close_timeout=2, ping_interval=None, compression=None) as ws:
                     self._connection = ws
                     self._subscribed = set(symbols)
+                    self._fresh_connection = True
                     self.connected = True
                     got_one = self._receive(ws, started)
                     delay = BACKOFF_S[0] if got_one else delay
@@ -199,8 +239,13 @@ class TradeStream:
             event = data.get("e")
             if event == "aggTrade":
                 tick = trade(data)
+                second = int(tick.epoch)
                 with self._lock:
                     self._ticks.append(tick)
+                    if self._fresh_connection and self.last_trade_s is not None and second >= self.last_trade_s:
+                        self._holes.append((self.last_trade_s, second))
+                    self._fresh_connection = False
+                    self.last_trade_s = max(second, self.last_trade_s or second)
                 return "trade"
             if event == "serverShutdown":
                 return "shutdown"
@@ -214,29 +259,204 @@ class TradeStream:
         return "unknown"
 
 
+class StreamLease:
+    """Which process holds the deployment's one connection: a key in the shared cache, taken with
+    an atomic add and renewed by its holder. A holder that stops renewing (dead, stuck) loses it
+    after LEASE_S; a holder that finds the key taken by another steps down at its next renewal."""
+
+    def __init__(self, cache, holder_id: str):
+        self.cache = cache
+        self.holder_id = holder_id
+
+    def hold(self) -> bool:
+        """Take the lease if it is free, renew it if it is ours; True while this process holds it."""
+        if self.cache.add(LEASE_KEY, self.holder_id, timeout=LEASE_S):
+            return True
+        if self.cache.get(LEASE_KEY) != self.holder_id:
+            return False
+        self.cache.set(LEASE_KEY, self.holder_id, timeout=LEASE_S)
+        return True
+
+    def release(self) -> None:
+        if self.cache.get(LEASE_KEY) == self.holder_id:
+            self.cache.delete(LEASE_KEY)
+
+
+class StreamRelay:
+    """One process's part in the deployment's stream (every web worker and the collector has one).
+
+    A thread of its own, not a tab's tick, keeps the lease. While this process holds it, the
+    thread connects (`TradeStream`), follows the watched symbols, and every RELAY_STEP_S hands the
+    trades that came in to this process's store and database (`sink`) and publishes them in the
+    shared cache as numbered batches. The other processes read those batches on their refresh
+    (`collect`). When a broken connection comes back, the seconds it may have missed are filled
+    from 1 s klines once they have closed (a kline's close is the last trade of its second), and
+    published the same way, so every process holds the exchange's last trade of each second.
+    """
+
+    def __init__(self, cache, holder_id: str, source: StreamSource, watched, sink, may_fetch, on_error):
+        self.cache = cache
+        self.holder_id = holder_id
+        self.source = source
+        self.watched = watched  # () -> the symbols to stream
+        self.sink = sink  # (ticks, fill) -> bool: stored here (False: busy, hand them over again)
+        self.may_fetch = may_fetch  # () -> False inside the exchange's Retry-After window
+        self.on_error = on_error  # (BinanceError) -> None
+        self.lease = StreamLease(cache, holder_id)
+        self.holding = False
+        self._token: str | None = None  # names this process's batches while it holds the lease
+        self._seq = 0
+        self._cursor: tuple[str, int] | None = None  # the last batch read from another holder
+        self._unsunk: deque[tuple[list[Tick], bool]] = deque(maxlen=MAX_UNSUNK)
+        self._holes: list[tuple[int, int]] = []
+        self._next_fill = 0.0
+        self._state: tuple[float, dict | None] = (-1.0, None)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="stream-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.source.stream.stop()
+        self.lease.release()
+
+    # --- every process -----------------------------------------------------------------------
+    def shared_state(self) -> dict | None:
+        """What the holder last said about the connection (read at most every RELAY_STEP_S)."""
+        read_at, state = self._state
+        if time.monotonic() - read_at >= RELAY_STEP_S:
+            state = self.cache.get(STATE_KEY)
+            self._state = (time.monotonic(), state)
+        return state
+
+    def live(self) -> bool:
+        """The deployment's connection is live, wherever it is held, and its holder is alive."""
+        state = self.shared_state()
+        return bool(state and state["live"] and time.time() - state["at"] < LEASE_S)
+
+    def state(self) -> dict:
+        """What /api/health says about the stream."""
+        state = self.shared_state()
+        if state is None or time.time() - state["at"] >= LEASE_S:
+            return {**self.source.stream.state(), "live": False, "holder": None, "held_here": False}
+        return {**{k: v for k, v in state.items() if k not in ("at", "last_trade_s")}, "held_here": self.holding}
+
+    def collect(self) -> list[tuple[str, list[Tick]]]:
+        """The batches ("trades" or "fill", ticks) another process published since the last call."""
+        head = self.cache.get(HEAD_KEY)
+        if head is None or head[0] == self._token:
+            return []  # no holder yet, or this process's own (already stored)
+        token, seq = self._cursor or head
+        out = []
+        while True:
+            while len(out) < MAX_BATCHES_READ and (batch := self.cache.get(f"{BATCH_KEY}:{token}:{seq + 1}")):
+                out.append(batch)
+                seq += 1
+            if token == head[0]:
+                seq = max(seq, head[1])  # batches that expired before they were read are lost here
+                break
+            token, seq = head[0], 0  # a new holder: its batches from the first
+        self._cursor = (token, seq)
+        return out
+
+    # --- the relay's thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        next_beat = 0.0
+        while not self._stop.wait(RELAY_STEP_S):
+            try:
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + HEARTBEAT_S
+                    self._beat()
+                if self.holding:
+                    self._hand_over()
+            except Exception:  # a cache or database fault: the next step tries again
+                log.exception("stream relay")
+
+    def _beat(self) -> None:
+        """Renew or take the lease; connect or step down; say how the connection is."""
+        held = self.lease.hold()
+        stream = self.source.stream
+        if held and not self.holding:
+            previous = self.cache.get(STATE_KEY) or {}  # REST polled until now: its seconds are filled too
+            stream.resume_from(previous.get("last_trade_s") or int(time.time()))
+            self._token, self._seq = f"{self.holder_id}-{uuid.uuid4().hex[:8]}", 0
+            log.info("this process holds the stream connection now")
+        elif self.holding and not held:
+            stream.stop()
+            self._unsunk.clear()
+            log.info("another process holds the stream connection now")
+        self.holding = held
+        if held:
+            stream.follow(self.watched())
+            state = {**stream.state(), "holder": self.holder_id, "at": time.time(), "last_trade_s": stream.last_trade_s}
+            self.cache.set(STATE_KEY, state, timeout=STATE_KEEP_S)
+
+    def _hand_over(self) -> None:
+        ticks = self.source.stream.drain()
+        if ticks:
+            self._publish("trades", ticks)
+            self._unsunk.append((ticks, False))
+        self._holes += self.source.stream.holes()
+        self._fill_closed_holes()
+        while self._unsunk:
+            ticks, fill = self._unsunk.popleft()  # (a sink that raised loses them: logged)
+            if not self.sink(ticks, fill):
+                self._unsunk.appendleft((ticks, fill))
+                break
+
+    def _fill_closed_holes(self) -> None:
+        """The last trade of each second of the holes whose seconds have all closed, from 1 s klines."""
+        now = time.time()
+        due = [h for h in self._holes if now >= h[1] + 1 + FILL_AFTER_S]
+        if not due or now < self._next_fill or not self.may_fetch():
+            return
+        first, last = due[0]
+        try:
+            ticks = [t for s in self.watched() for t in self.source.history(s, max(first, last - MAX_FILL_S), last)]
+        except BinanceError as exc:
+            self.on_error(exc)
+            self._next_fill = now + FILL_RETRY_S
+            return
+        self._holes.remove(due[0])
+        metrics.STREAM_FILLED.inc(len(ticks))
+        log.info("stream hole %s..%s filled: %d seconds", iso_utc(first), iso_utc(last), len(ticks))
+        self._publish("fill", ticks)
+        self._unsunk.append((ticks, True))
+
+    def _publish(self, kind: str, ticks: list[Tick]) -> None:
+        self._seq += 1
+        self.cache.set(f"{BATCH_KEY}:{self._token}:{self._seq}", (kind, ticks), timeout=RELAY_KEEP_S)
+        self.cache.set(HEAD_KEY, (self._token, self._seq), timeout=RELAY_KEEP_S)
+
+
 class StreamSource(BinanceSource):
-    """Binance with trades from the stream while it is live, and the REST ticker (one request
-    per poll interval, as `BinanceSource`) while it is not: connecting, reconnecting, stalled.
-    Symbols, history and the scanner's data come from REST as before."""
+    """Binance with trades from the deployment's stream while it is live (they come through the
+    market's `StreamRelay`, whichever process holds the connection), and the REST ticker (one
+    request per poll interval, as `BinanceSource`) while it is not: connecting, reconnecting,
+    stalled, or its holder gone. Symbols, history and the scanner's data come from REST."""
 
     kind = "stream"
 
     def __init__(self, client: BinanceClient, stream_url: str, clock=None):
         super().__init__(client, clock)
         self.stream = TradeStream(stream_url)
+        self.relay: StreamRelay | None = None  # set by the market that opens it
+
+    def live(self) -> bool:
+        return self.relay is not None and self.relay.live()
 
     @property
     def label(self) -> str:
-        if self.stream.live():
+        if self.live():
             return f"Binance stream · {self.stream.url}"
         return f"Binance REST · {self.client.base_url} (stream down)"
 
     def poll(self, symbols) -> list[Tick]:
-        """The trades since the last poll while the stream is live (none in a quiet interval),
-        else the REST ticker's prices (with any trades that came in meanwhile)."""
-        self.stream.follow(symbols)
-        wanted = set(symbols)
-        if self.stream.live():
-            return [t for t in self.stream.drain() if t.symbol in wanted]
-        streamed = [t for t in self.stream.drain() if t.symbol in wanted]
-        return streamed + super().poll(symbols)
+        """Nothing while the stream is live (its trades come through the relay), else the REST
+        ticker's prices."""
+        return [] if self.live() else super().poll(symbols)

@@ -7,7 +7,8 @@ and can be told to fail.
 
 Prices come from the recorded BTCUSDT/ETHUSDT 1-minute closes in ../shared/data, given a small
 deterministic per-second wiggle, so every UTC second has one known price: `price(symbol, s)`;
-a kline's close is the price of its last second.
+a kline's close is the price of its last second. With a trade tape attached (`tape`, the stream
+tests'), the ticker answers the last trade so far and a 1 s kline closes at its second's last trade.
 
 `add_scan_universe()` lists more symbols for the scanner, whose klines of every interval are
 known series (`bar_close`): COINAUSDT and COINBUSDT are cointegrated in log price (β 1.3, an
@@ -66,6 +67,7 @@ class FakeBinance:
         self._failures: dict[str, list] = defaultdict(list)
         self._delays: dict[str, list[float]] = defaultdict(list)
         self._lock = threading.Lock()
+        self.tape = None  # a fake_stream.TradeTape: the ticker and 1 s klines read its trades
         for path, handler in {
             "/api/v3/ping": lambda r: self._json({}),
             "/api/v3/time": lambda r: self._json({"serverTime": int(time.time() * 1000)}),
@@ -214,7 +216,8 @@ class FakeBinance:
         second = int(now)
         rows = []
         for s in symbols:
-            p = self.price(s, second)
+            traded = self.tape.last(s, int(now * 1000)) if self.tape is not None else None
+            p = self.price(s, second) if traded is None else traded
             self.served[s][second] = p
             rows.append({"symbol": s, "price": f"{p:.8f}"})
         return self._json(rows)
@@ -257,6 +260,7 @@ class FakeBinance:
             last = min(last, int(time.time()) - 1)  # a 1 s kline is served once its second is over
         rows = []
         for s in range(first, min(last, first + (limit - 1) * step) + 1, step):
-            p = f"{self.bar_close(symbol, step, s):.8f}"
+            traded = self.tape.last_of_second(symbol, s) if self.tape is not None and step == 1 else None
+            p = f"{self.bar_close(symbol, step, s) if traded is None else traded:.8f}"
             rows.append([s * 1000, p, p, p, p, "1.00000000", (s + step) * 1000 - 1, p, 3, "0.5", "0.5", "0"])
         return self._json(rows)

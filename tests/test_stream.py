@@ -5,21 +5,38 @@ and --source stream in the app, with REST taking over while the stream is down."
 
 import collections
 import io
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from fake_stream import FakeStream
+import requests
+from fake_stream import FakeStream, TradeTape
 
 from app import create_app
-from loopback import wait_for
+from loopback import free_port, wait_for
+from services.cache import AtomicFileSystemCache
+from services.market import MarketService
 from services.settings import AppConfig
-from services.stream import TradeStream
+from services.stream import LEASE_S, TradeStream
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def fake_stream(fake_binance):
-    server = FakeStream(fake_binance.price)
+def tape(fake_binance):
+    fake_binance.tape = tape = TradeTape(fake_binance.price)
+    yield tape
+    tape.close()
+
+
+@pytest.fixture
+def fake_stream(tape):
+    server = FakeStream(tape)
     yield server
     server.close()
 
@@ -32,7 +49,7 @@ def stream(fake_stream):
     client.stop()
 
 
-def test_trades_come_in_order_stamped_with_the_exchanges_trade_time(stream, fake_stream):
+def test_trades_come_in_order_stamped_with_the_exchanges_trade_time(stream, tape):
     wait_for(stream.live, message="the stream to be live")
     time.sleep(1.5)
     ticks = stream.drain()
@@ -40,15 +57,15 @@ def test_trades_come_in_order_stamped_with_the_exchanges_trade_time(stream, fake
     btc = [t for t in ticks if t.symbol == "BTCUSDT"]
     assert [t.time for t in btc] == sorted(t.time for t in btc)
     for tick in btc:
-        second = int(tick.epoch)
-        assert tick.price == fake_stream.price("BTCUSDT", second), "the price of the second its T names"
+        assert tick.price == tape.last("BTCUSDT", round(tick.epoch * 1000)), "the price of the trade its T names"
     last_of_second = {int(t.epoch): t.price for t in btc}
     closed = [s for s in last_of_second if s < int(time.time())]
-    assert all(last_of_second[s] == fake_stream.sent["BTCUSDT"][s] for s in closed)
+    assert len(set(last_of_second.values())) > 1
+    assert all(last_of_second[s] == tape.last_of_second("BTCUSDT", s) for s in closed)
 
 
-def test_the_servers_pings_are_answered(fake_binance):
-    server = FakeStream(fake_binance.price, ping_interval=0.3)  # a client that did not pong is dropped
+def test_the_servers_pings_are_answered(tape):
+    server = FakeStream(tape, ping_interval=0.3)  # a client that did not pong is dropped
     client = TradeStream(server.url, watchdog_s=1.0)
     try:
         client.follow(["BTCUSDT"])
@@ -79,8 +96,8 @@ def test_malformed_frames_and_unknown_events_are_counted_and_skipped(stream, fak
     assert stream.live() and fake_stream.connections == 1, "the connection stays"
 
 
-def test_refused_handshakes_are_retried_with_growing_waits_until_the_server_takes_one(fake_binance):
-    server = FakeStream(fake_binance.price)
+def test_refused_handshakes_are_retried_with_growing_waits_until_the_server_takes_one(tape):
+    server = FakeStream(tape)
     server.refuse = True
     client = TradeStream(server.url, watchdog_s=1.0)
     try:
@@ -95,7 +112,10 @@ def test_refused_handshakes_are_retried_with_growing_waits_until_the_server_take
         server.close()
 
 
-def test_the_app_on_the_stream_falls_back_to_rest_while_it_is_down_and_returns(fake_binance, fake_stream, tmp_path):
+def test_the_app_on_the_stream_falls_back_to_rest_while_it_is_down_and_returns_and_fills_the_hole(
+    fake_binance, fake_stream, tape, tmp_path
+):
+    started = int(time.time()) + 1
     config = AppConfig(
         source="stream", binance_url=fake_binance.url, stream_url=fake_stream.url, data_dir=str(tmp_path)
     )
@@ -133,16 +153,22 @@ def test_the_app_on_the_stream_falls_back_to_rest_while_it_is_down_and_returns(f
     rows = client.get("/api/ticks.csv?symbol=BTCUSDT&limit=2000").get_data(as_text=True).splitlines()[1:]
     per_second = collections.Counter(row[:19] for row in rows)
     assert max(per_second.values()) >= 5, "every trade kept (the fake sends 10 a second), not one a second"
-    table = pd.read_csv(io.StringIO(client.get("/api/analytics.csv?seconds=30").get_data(as_text=True)))
+    # Every closed second, on the stream, on REST while it was down (filled once it was back: the
+    # seconds whose REST price was answered mid-second, and the one at each switch), and on the
+    # stream again, holds the exchange's last trade of that second.
+    table = pd.read_csv(io.StringIO(client.get("/api/analytics.csv?seconds=120").get_data(as_text=True)))
     closed = int(time.time()) - 2
-    checked = 0
-    for stamp, price in zip(table["timestamp_utc"], table["BTCUSDT"]):
-        second = int(pd.Timestamp(stamp).timestamp())
-        if second < closed and stamp.rstrip("Z") in per_second:  # a second with a trade or a REST price
-            assert price == fake_binance.price("BTCUSDT", second), f"{stamp}: the last trade of the second"
-            checked += 1
-    assert checked >= 8, "the stream's, REST's and the stream's seconds again, each with its price"
-    # (a second in which neither came, at a switch, is forward-filled: exact hole filling is to come)
+    stored = {int(pd.Timestamp(t).timestamp()): p for t, p in zip(table["timestamp_utc"], table["BTCUSDT"])}
+    seconds = range(started, closed)
+    assert len(seconds) >= 10
+    wrong = {s: (stored.get(s), tape.last_of_second("BTCUSDT", s)) for s in seconds}
+    wrong = {s: v for s, v in wrong.items() if v[0] != v[1]}
+    assert not wrong, f"seconds not holding their last trade (stored, exchange): {wrong}"
+    rest_mid_second = [s for s, p in fake_binance.served["BTCUSDT"].items() if s in seconds]
+    assert any(tape.last("BTCUSDT", s * 1000 + 500) != tape.last_of_second("BTCUSDT", s) for s in seconds)
+    assert len(rest_mid_second) >= 2, "REST answered while the stream was down"
+    metrics_text = client.get("/metrics").get_data(as_text=True)
+    assert "pairmonitor_stream_filled_seconds_total" in metrics_text
 
 
 def test_a_change_of_symbols_is_subscribed_on_the_open_connection_at_most_5_messages_a_second(stream, fake_stream):
@@ -174,3 +200,100 @@ def test_a_close_for_too_many_messages_waits_the_longest_before_the_next_connect
     time.sleep(4)
     assert fake_stream.connections == 1, "no quick retry after a 1008 (15-30 s, jittered)"
     assert "1008" in stream.last_error
+
+
+def test_processes_share_one_connection_and_a_holder_that_dies_is_replaced(fake_binance, fake_stream, tape, tmp_path):
+    config = AppConfig(
+        source="stream", binance_url=fake_binance.url, stream_url=fake_stream.url, data_dir=str(tmp_path)
+    )
+    cache = AtomicFileSystemCache(str(tmp_path / "cache"))
+    workers = [MarketService(config, cache) for _ in range(2)]  # two processes' markets on one cache
+    for worker in workers:
+        worker.source()  # opened: each has its relay running
+    wait_for(lambda: any(w.relay.holding for w in workers) and fake_stream.open == 1, message="one holder")
+    holder, reader = sorted(workers, key=lambda w: not w.relay.holding)
+    time.sleep(2)
+    assert fake_stream.connections == 1 and not reader.relay.holding
+
+    reader.tick()
+    time.sleep(1.5)
+    reader.tick()
+    got = [t for t in reader.store.recent_ticks(["BTCUSDT"], 1000) if t.epoch > time.time() - 1.5]
+    assert len(got) >= 10, "the reader has the holder's trades (10 a second), with no connection of its own"
+    assert all(t.price == tape.last("BTCUSDT", round(t.epoch * 1000)) for t in got)
+    assert reader.tick().status.stream["holder"] == holder.worker_id
+
+    reader.add_pair("SOLUSDT", "BTCUSDT")  # seen by the holder without a tab's tick: subscribed on its connection
+    wait_for(lambda: ("SUBSCRIBE", ["solusdt@aggTrade"]) in [(r["method"], r["params"]) for r in fake_stream.requests])
+
+    holder.relay._stop.set()  # the holder dies without a word: its lease is never released
+    holder.relay._thread.join()
+    holder.source().stream.stop()
+    died = time.time()
+    wait_for(lambda: reader.relay.holding and fake_stream.open == 1, timeout=8, message="the reader takes over")
+    assert time.time() - died <= LEASE_S + 2 and fake_stream.connections == 2
+    time.sleep(1.5)
+    reader.tick()
+    assert reader.store.last_tick("SOLUSDT").epoch > time.time() - 1, "its own connection streams every watched pair"
+    reader.relay.stop()
+
+
+@pytest.mark.slow
+def test_two_gunicorn_workers_and_the_collector_hold_one_connection_and_a_killed_holder_is_replaced(
+    fake_binance, fake_stream, tmp_path
+):
+    port = free_port()
+    env = {
+        **os.environ,
+        "SOURCE": "stream",
+        "BINANCE_BASE_URL": fake_binance.url,
+        "BINANCE_STREAM_URL": fake_stream.url,
+        "DATA_DIR": str(tmp_path / "data"),
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "app:server"]
+    collector = [sys.executable, "app.py", "--collector"]
+    with open(tmp_path / "servers.log", "w") as log:
+        procs = [
+            subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            for command in (gunicorn, collector)
+        ]
+        try:
+            base = f"http://127.0.0.1:{port}/api"
+
+            def stream_state():
+                try:
+                    with requests.Session() as s:  # a new connection: either worker
+                        return s.get(f"{base}/health", timeout=5).json()["stream"]
+                except requests.ConnectionError:  # still starting
+                    return {"live": False, "holder": None}
+
+            wait_for(lambda: stream_state()["live"], timeout=60, message="the stream live")
+            time.sleep(3)  # every process has had time to try for the lease
+            first = stream_state()["holder"]
+            assert fake_stream.connections == 1 and fake_stream.open == 1, "one connection for three processes"
+            rest_calls = fake_binance.count("/api/v3/ticker/price")
+            for _ in range(10):
+                state = stream_state()
+                assert state["live"] and state["holder"] == first
+                time.sleep(0.2)
+            assert fake_binance.count("/api/v3/ticker/price") <= rest_calls + 1, "no REST polls while it streams"
+
+            os.kill(int(first.split("-")[0]), signal.SIGKILL)
+            killed = time.time()
+            wait_for(lambda: stream_state()["holder"] not in (None, first), timeout=15, message="a new holder")
+            wait_for(lambda: stream_state()["live"], timeout=10, message="live again")
+            replaced_in = time.time() - killed
+            time.sleep(2)
+            assert fake_stream.connections == 2 and fake_stream.open == 1, "one connection again"
+            assert replaced_in <= 8, f"replaced in {replaced_in:.1f} s"
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
