@@ -120,15 +120,17 @@ class Ingestion:
             with DB_MAY_FAIL:  # a damaged file (shown as such): the ticks stay in memory
                 history.save(fetched + (live if persist_raw else []), live if persist_raw else [])
 
-    def fill(self, ticks: list[Tick], symbols, persist: bool) -> None:
+    def fill(self, ticks: list[Tick], symbols) -> None:
         """The exchange's last trade of seconds already live (a stream's hole): buckets only, not
-        the tick log; into the database too when `persist`."""
-        ticks = [t for t in ticks if t.symbol in symbols]
-        self.store.add_ticks(ticks, raw=False)
+        the tick log."""
+        self.store.add_ticks([t for t in ticks if t.symbol in symbols], raw=False)
+
+    def save(self, trades: list[Tick], filled: list[Tick]) -> None:
+        """Live trades (buckets and tick log) and filled seconds (buckets) into the database."""
         history = self.history()
-        if persist and history is not None:
-            with DB_MAY_FAIL:
-                history.save(ticks, [])
+        if history is not None:
+            with DB_MAY_FAIL:  # a damaged file (shown as such): they stay in memory
+                history.save(trades + filled, trades)
 
     def _hydrate(self, symbol: str, now: float) -> None:
         """Load a symbol's recorded history into memory, once (at start, or when it is picked).

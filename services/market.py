@@ -79,6 +79,7 @@ class Snapshot:
     params: Params  # the saved analysis parameters
     late_s: float  # the allowed lateness: bars older than this are final
     seq: int  # the store's write count: what is shared between tabs is keyed by it
+    ticks: int = 0  # the store's tick count: what shows the last ticks (cards, tick table) is keyed by it
 
     @property
     def now_s(self) -> int:
@@ -130,6 +131,7 @@ class MarketService:
                 source,
                 watched=lambda: watched_symbols(self.watchlist()),
                 sink=self._streamed,
+                save=self.ingestion.save,
                 may_fetch=lambda: not self.gate.rate_limited_until(self.clock()),
                 on_error=self._record_error,
             )
@@ -230,6 +232,7 @@ class MarketService:
             params,
             lateness_s(settings.poll_interval_s),
             self.store.write_seq,
+            self.store.tick_seq,
         )
 
     def refresh(self, settings: UserSettings | None = None) -> bool:
@@ -266,8 +269,6 @@ class MarketService:
         polled = self._poll(settings, book, symbols, now)
         for ticks in self.gate.collect(now, settings.poll_interval_s, SHARED_TICKS_WAIT_S):
             self._ingest(ticks, book, symbols, now, persist_raw=False)  # the polling process stored them
-        for kind, ticks in self.relay.collect() if self.relay is not None else ():
-            self._store_streamed(ticks, kind == "fill", book, symbols, now, persist=False)  # so did the holder
         late = lateness_s(settings.poll_interval_s)
         analysed = (int(now), self.store.write_seq, book, settings.pair)
         if analysed == self._analysed:
@@ -326,22 +327,21 @@ class MarketService:
         )
 
     def _streamed(self, ticks: list[Tick], fill: bool) -> bool:
-        """The stream's trades (or a hole's fill) that this process's relay received, as a poll's:
-        stored and persisted. False when a refresh is busy (the relay hands them over again)."""
+        """The stream's trades (or a hole's fill) that this process's relay received on its own
+        connection or read from the holder's, into memory like a poll's (the holder's relay
+        writes them to the database). False when a refresh is busy (the relay tries again)."""
         if not self._refresh_lock.acquire(timeout=STREAM_SINK_WAIT_S):
             return False
         try:
             book = self.watchlist()
-            self._store_streamed(ticks, fill, book, watched_symbols(book), self.clock(), persist=True)
+            symbols = watched_symbols(book)
+            if fill:
+                self.ingestion.fill(ticks, symbols)
+            else:
+                self._ingest(ticks, book, symbols, self.clock(), persist_raw=False)
         finally:
             self._refresh_lock.release()
         return True
-
-    def _store_streamed(self, ticks: list[Tick], fill: bool, book, symbols, now: float, persist: bool) -> None:
-        if fill:
-            self.ingestion.fill(ticks, symbols, persist)
-        else:
-            self._ingest(ticks, book, symbols, now, persist_raw=persist)
 
     def _check_trading(self, symbols, now: float) -> None:
         try:

@@ -53,8 +53,7 @@ MAX_BUFFER = 100_000  # trades held between two drains (a reader that stopped dr
 
 # One connection per deployment (StreamLease, StreamRelay): keys in the shared cache.
 LEASE_KEY = "stream:lease"
-STATE_KEY = "stream:state"  # the holder's word on the connection, with when it said it
-HEAD_KEY = "stream:head"  # (holder's token, number of its newest batch)
+STATE_KEY = "stream:state"  # the holder's word on the connection, when it said it, and its batches so far
 BATCH_KEY = "stream:batch"
 LEASE_S = 3  # a holder that stops renewing loses the lease after this (whole seconds: the file cache's)
 HEARTBEAT_S = 0.5  # the holder renews the lease and says how the connection is this often
@@ -62,6 +61,8 @@ STATE_KEEP_S = 3_600  # the last holder's newest trade, for the next holder's ho
 RELAY_STEP_S = 0.1  # the holder hands the trades over this often
 RELAY_KEEP_S = 30  # a batch stays in the cache this long, for a process that reads it late
 MAX_BATCHES_READ = 600  # per refresh
+PRIVATE_STATE = ("at", "last_trade_s", "token", "batches")  # in the shared state, not in /api/health
+SAVE_EVERY_S = 1.0  # the holder writes what came in to the database this often (one transaction)
 MAX_UNSUNK = 600  # batches waiting for a busy refresh (a minute of them)
 FILL_AFTER_S = 1.5  # a hole is filled once its last second has closed (its 1 s kline is final)
 FILL_RETRY_S = 5.0
@@ -287,19 +288,22 @@ class StreamRelay:
 
     A thread of its own, not a tab's tick, keeps the lease. While this process holds it, the
     thread connects (`TradeStream`), follows the watched symbols, and every RELAY_STEP_S hands the
-    trades that came in to this process's store and database (`sink`) and publishes them in the
-    shared cache as numbered batches. The other processes read those batches on their refresh
-    (`collect`). When a broken connection comes back, the seconds it may have missed are filled
-    from 1 s klines once they have closed (a kline's close is the last trade of its second), and
-    published the same way, so every process holds the exchange's last trade of each second.
+    trades that came in to this process's store (`sink`) and publishes them in the shared cache as
+    numbered batches; once a SAVE_EVERY_S it writes them to the database (`save`). In the other
+    processes the same thread reads those batches as they come (`_collect`) and hands them to
+    their stores, so every process holds every trade within a step or two, with or without a tab.
+    When a broken connection comes back, the seconds it may have missed are filled from 1 s
+    klines once they have closed (a kline's close is the last trade of its second), and published
+    the same way, so every process holds the exchange's last trade of each second.
     """
 
-    def __init__(self, cache, holder_id: str, source: StreamSource, watched, sink, may_fetch, on_error):
+    def __init__(self, cache, holder_id: str, source: StreamSource, watched, sink, save, may_fetch, on_error):
         self.cache = cache
         self.holder_id = holder_id
         self.source = source
         self.watched = watched  # () -> the symbols to stream
-        self.sink = sink  # (ticks, fill) -> bool: stored here (False: busy, hand them over again)
+        self.sink = sink  # (ticks, fill) -> bool: in this process's memory (False: busy, hand them over again)
+        self.save = save  # (trades, filled) -> None: into the database (the holder's, once a SAVE_EVERY_S)
         self.may_fetch = may_fetch  # () -> False inside the exchange's Retry-After window
         self.on_error = on_error  # (BinanceError) -> None
         self.lease = StreamLease(cache, holder_id)
@@ -308,6 +312,8 @@ class StreamRelay:
         self._seq = 0
         self._cursor: tuple[str, int] | None = None  # the last batch read from another holder
         self._unsunk: deque[tuple[list[Tick], bool]] = deque(maxlen=MAX_UNSUNK)
+        self._unsaved: tuple[list[Tick], list[Tick]] = ([], [])  # (trades, filled) received since the last save
+        self._next_save = 0.0
         self._holes: list[tuple[int, int]] = []
         self._next_fill = 0.0
         self._state: tuple[float, dict | None] = (-1.0, None)
@@ -344,11 +350,14 @@ class StreamRelay:
         state = self.shared_state()
         if state is None or time.time() - state["at"] >= LEASE_S:
             return {**self.source.stream.state(), "live": False, "holder": None, "held_here": False}
-        return {**{k: v for k, v in state.items() if k not in ("at", "last_trade_s")}, "held_here": self.holding}
+        return {**{k: v for k, v in state.items() if k not in PRIVATE_STATE}, "held_here": self.holding}
 
-    def collect(self) -> list[tuple[str, list[Tick]]]:
-        """The batches ("trades" or "fill", ticks) another process published since the last call."""
-        head = self.cache.get(HEAD_KEY)
+    def _collect(self) -> list[tuple[str, list[Tick]]]:
+        """The batches ("trades" or "fill", ticks) another process published since the last call:
+        the next ones of the holder last read until one is missing, then the current holder's
+        (named in its state, with how many it had published then) from its first."""
+        state = self.shared_state()
+        head = (state["token"], state["batches"]) if state and state.get("token") else None
         if head is None or head[0] == self._token:
             return []  # no holder yet, or this process's own (already stored)
         token, seq = self._cursor or head
@@ -374,6 +383,10 @@ class StreamRelay:
                     self._beat()
                 if self.holding:
                     self._hand_over()
+                else:
+                    self._unsunk.extend((ticks, kind == "fill") for kind, ticks in self._collect())
+                self._sink()
+                self._save_due()
             except Exception:  # a cache or database fault: the next step tries again
                 log.exception("stream relay")
 
@@ -388,12 +401,19 @@ class StreamRelay:
             log.info("this process holds the stream connection now")
         elif self.holding and not held:
             stream.stop()
-            self._unsunk.clear()
+            self._save_due(now=True)
             log.info("another process holds the stream connection now")
         self.holding = held
         if held:
             stream.follow(self.watched())
-            state = {**stream.state(), "holder": self.holder_id, "at": time.time(), "last_trade_s": stream.last_trade_s}
+            state = {
+                **stream.state(),
+                "holder": self.holder_id,
+                "at": time.time(),
+                "last_trade_s": stream.last_trade_s,
+                "token": self._token,
+                "batches": self._seq,
+            }
             self.cache.set(STATE_KEY, state, timeout=STATE_KEEP_S)
 
     def _hand_over(self) -> None:
@@ -401,13 +421,23 @@ class StreamRelay:
         if ticks:
             self._publish("trades", ticks)
             self._unsunk.append((ticks, False))
+            self._unsaved[0].extend(ticks)
         self._holes += self.source.stream.holes()
         self._fill_closed_holes()
+
+    def _sink(self) -> None:
         while self._unsunk:
-            ticks, fill = self._unsunk.popleft()  # (a sink that raised loses them: logged)
-            if not self.sink(ticks, fill):
-                self._unsunk.appendleft((ticks, fill))
+            batch = self._unsunk.popleft()  # (a sink that raised loses it: logged)
+            if not self.sink(*batch):
+                self._unsunk.appendleft(batch)
                 break
+
+    def _save_due(self, now: bool = False) -> None:
+        """This connection's trades and fills into the database, in one write a SAVE_EVERY_S."""
+        if (now or time.monotonic() >= self._next_save) and (self._unsaved[0] or self._unsaved[1]):
+            unsaved, self._unsaved = self._unsaved, ([], [])
+            self._next_save = time.monotonic() + SAVE_EVERY_S
+            self.save(*unsaved)
 
     def _fill_closed_holes(self) -> None:
         """The last trade of each second of the holes whose seconds have all closed, from 1 s klines."""
@@ -427,11 +457,11 @@ class StreamRelay:
         log.info("stream hole %s..%s filled: %d seconds", iso_utc(first), iso_utc(last), len(ticks))
         self._publish("fill", ticks)
         self._unsunk.append((ticks, True))
+        self._unsaved[1].extend(ticks)
 
     def _publish(self, kind: str, ticks: list[Tick]) -> None:
         self._seq += 1
         self.cache.set(f"{BATCH_KEY}:{self._token}:{self._seq}", (kind, ticks), timeout=RELAY_KEEP_S)
-        self.cache.set(HEAD_KEY, (self._token, self._seq), timeout=RELAY_KEEP_S)
 
 
 class StreamSource(BinanceSource):
