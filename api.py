@@ -10,6 +10,7 @@ import csv
 import functools
 import io
 import itertools
+import json
 import logging
 import threading
 import time
@@ -17,11 +18,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, fields, replace
 
 from flask import Blueprint, Response, g, jsonify, make_response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.http import http_date
 
 from components import figures
 from components.tables import TRADE_COLUMNS, trade_rows
+from pages._tick import PUSHES
 from services import memory, metrics
 from services.alerting import TooSoonForTestAlert
 from services.analysis import TooMuchWork
@@ -44,6 +46,7 @@ from services.settings import (
     parse_window,
     shown,
 )
+from services.singleflight import SingleFlight
 from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,11 @@ CHUNK_ROWS = 2_000  # CSV answers are streamed in pieces of this many rows
 EXPORT_SLOTS = 2  # exports (CSV, PNG) computed or sent at once per process; the rest wait...
 EXPORT_WAIT_S = 30.0  # ...this long for a slot (in line), then get a 503 with Retry-After
 SCAN_WAIT_S = 20.0  # /api/scan waits this long for a scan it started, then answers 202
+PUSH_SLOTS = 32  # pages pushed to at once per process (each holds a server thread)
+PUSH_MAX_S = 300  # a push stream ends after this; the browser connects again
+PUSH_EVERY_S = 0.2  # at most this often an event (trades in between are coalesced)
+PUSH_KEEPALIVE_S = 15  # a comment line this often when nothing changes (a gone browser frees its thread)
+PUSH_RETRY_MS = 1_000  # the browser waits this long before it connects again
 SCAN_POLL_S = 0.25
 
 
@@ -67,17 +75,16 @@ def csv_text(value):
     return value
 
 
-def export_slots(slots: threading.BoundedSemaphore):
-    """A decorator that runs an export route in one of `slots`, held until its answer is sent
-    (a streamed CSV included), so that a flood of big exports queues instead of starving the
-    ticks and /api/health of CPU and memory."""
+def held_slots(slots: threading.BoundedSemaphore, wait_s: float, busy: str, retry_after_s: int):
+    """A decorator that runs a route in one of `slots`, held until its answer is sent (a streamed
+    one included): a flood of big exports queues (for `wait_s`, then a 503 saying `busy`) instead
+    of starving the ticks and /api/health of CPU and memory, and open push streams are bounded."""
 
     def exporting(view):
         @functools.wraps(view)
         def in_a_slot(*args, **kwargs):
-            if not slots.acquire(timeout=EXPORT_WAIT_S):
-                busy = jsonify(error=f"{EXPORT_SLOTS} exports are already running; try again in a few seconds")
-                return busy, 503, {"Retry-After": "2"}
+            if not slots.acquire(timeout=wait_s):
+                return jsonify(error=busy), 503, {"Retry-After": str(retry_after_s)}
             try:
                 resp = make_response(view(*args, **kwargs))
             except BaseException:
@@ -114,7 +121,19 @@ class BadRequest(ValueError):
 
 def create_api(renderer: PngRenderer) -> Blueprint:
     api = Blueprint("api", __name__, url_prefix="/api")
-    exporting = export_slots(threading.BoundedSemaphore(EXPORT_SLOTS))  # this app's, in this process
+    exporting = held_slots(  # this app's, in this process
+        threading.BoundedSemaphore(EXPORT_SLOTS),
+        EXPORT_WAIT_S,
+        f"{EXPORT_SLOTS} exports are already running; try again in a few seconds",
+        2,
+    )
+    push_events = SingleFlight(max_entries=16, ttl_s=5.0)  # apart from the pages' memo: many, short-lived
+    pushing = held_slots(
+        threading.BoundedSemaphore(PUSH_SLOTS),
+        0,
+        f"{PUSH_SLOTS} pages are already pushed to by this server; the page updates on its tick",
+        30,
+    )
 
     @api.errorhandler(BadRequest)
     @api.errorhandler(SettingsError)
@@ -283,6 +302,42 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         except RendererUnavailable as exc:
             return jsonify(error=str(exc)), 503
         return Response(png, mimetype="image/png")
+
+    @api.get("/push")
+    @pushing
+    def push():
+        """Server-sent events for an open page (?page=/live, ?pair=A-B as the page's URL): its
+        pushed values (pages/_tick.py `register_push`) each time the store has a new tick, at
+        most every PUSH_EVERY_S, for PUSH_MAX_S (the browser then connects again). 204 when the
+        source does not stream (the page's tick is as fresh), 404 for a page with nothing pushed."""
+        market, page = current_market(), request.args.get("page", "")
+        pushed = PUSHES.get(page)
+        if pushed is None:
+            raise NotFound(f"nothing is pushed to {shown(page)}; pushed: {', '.join(sorted(PUSHES))}")
+        pair = request.args.get("pair")
+        settings = g.snap.settings if pair is None else _watched(market, parse_pair(pair))
+        if market.relay is None:
+            return "", 204
+
+        def event() -> str:
+            snap = market.snapshot(settings)
+            values, stamps = pushed(market, snap)
+            return f"data: {json.dumps({'values': values, 'stamps': stamps})}\n\n"
+
+        def events() -> Iterator[str]:
+            yield f"retry: {PUSH_RETRY_MS}\n\n"
+            seq, until = None, time.monotonic() + PUSH_MAX_S
+            while time.monotonic() < until:
+                if market.store.wait_tick(seq, PUSH_KEEPALIVE_S) == seq:
+                    yield ": keep-alive\n\n"
+                    continue
+                # Every push wakes on the same boundaries, so one event serves every tab.
+                time.sleep(PUSH_EVERY_S - time.monotonic() % PUSH_EVERY_S)
+                seq = market.store.tick_seq
+                yield push_events.get((page, settings.pair, seq, int(market.clock())), event)
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # no proxy may hold them back
+        return Response(events(), mimetype="text/event-stream", headers=headers)
 
     @api.get("/scan")
     def scan():

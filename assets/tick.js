@@ -83,6 +83,10 @@
                 const isFigure = key.endsWith('.figure');
                 const figure = isFigure ? figures[chart++] : null;
                 if (!(key in tick.values)) { return noUpdate; }
+                const stamps = tick.values.stamps;  // a value the push (push.js) showed newer stays
+                if (stamps && window.pairmonitorPush && window.pairmonitorPush.newer(key, stamps[key])) {
+                    return noUpdate;
+                }
                 const value = tick.values[key];
                 if (!isFigure) { return plain(key, value); }
                 const applied = applyChart(value, figure);

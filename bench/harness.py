@@ -22,6 +22,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from pytest_httpserver import HTTPServer
 
 from fake_binance import FakeBinance
+from fake_stream import SYMBOLS, FakeStream, TradeTape
 
 TICKER = "/api/v3/ticker/price"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -37,6 +38,19 @@ def fake_exchange():
         yield FakeBinance(server)
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def fake_stream(fake: FakeBinance, symbols=SYMBOLS):
+    """The tests' market-stream server, streaming a trade tape of `symbols` (10 trades a second
+    each) that `fake`'s REST answers read."""
+    fake.tape = tape = TradeTape(fake.price, symbols)
+    stream = FakeStream(tape)
+    try:
+        yield stream
+    finally:
+        stream.close()
+        tape.close()
 
 
 def wait_http(url: str, timeout: float = 60, log: Path | None = None) -> None:
@@ -65,12 +79,16 @@ def serving(args: list[str], health_url: str, log: Path, env: dict | None = None
                 proc.kill()
 
 
-def app_args(port: int, data_dir: Path, exchange_url: str, gunicorn: bool = False) -> tuple[list[str], dict]:
-    """The command and environment that run the app against `exchange_url`: the dev server, or
-    gunicorn with the deploy/ config (gthread)."""
+def app_args(
+    port: int, data_dir: Path, exchange_url: str, gunicorn: bool = False, stream_url: str | None = None
+) -> tuple[list[str], dict]:
+    """The command and environment that run the app against `exchange_url` (and its market
+    stream at `stream_url`, if given): the dev server, or gunicorn with the deploy/ config (gthread)."""
+    source = "binance" if stream_url is None else "stream"
     if gunicorn:
         env = {
-            "SOURCE": "binance",
+            "SOURCE": source,
+            **({"BINANCE_STREAM_URL": stream_url} if stream_url else {}),
             "BINANCE_BASE_URL": exchange_url,
             "DATA_DIR": str(data_dir),
             "PORT": str(port),
@@ -81,7 +99,8 @@ def app_args(port: int, data_dir: Path, exchange_url: str, gunicorn: bool = Fals
         sys.executable,
         "app.py",
         "--source",
-        "binance",
+        source,
+        *(["--stream-url", stream_url] if stream_url else []),
         "--binance-url",
         exchange_url,
         "--port",

@@ -2,25 +2,28 @@
 against a minimal Dash page (one 1 s interval, one callback) measured in the same run.
 
     python bench/pagecost.py [--tabs 4] [--seconds 40] [--gunicorn] [--pages /live,/analytics,/settings,/]
-                             [--pairs 20]
+                             [--pairs 20] [--stream]
 
 Each server runs in its own process (the dev server, as `python app.py` runs it, or gunicorn with
 deploy/gunicorn.conf.py); the app polls the loopback fake Binance of the tests. For each page it
 prints the server's cores in all, per tab, and as a multiple of the minimal page's. With --pairs N
-the app watches N pairs of seven symbols the fake exchange trades (N ≤ 21). Needs Debian's
-chromium and chromium-driver (as the browser tests do).
+the app watches N pairs of seven symbols the fake exchange trades (N ≤ 21). With --stream the app
+reads the fake's market stream (10 trades a second per symbol, the live cards pushed as they
+trade); the app's cost with no tab open (the stream's ingest) is measured too, and each page's
+cost above it. Needs Debian's chromium and chromium-driver (as the browser tests do).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from harness import app_args, cpu_seconds, fake_exchange, serving
+from harness import app_args, cpu_seconds, fake_exchange, fake_stream, serving
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 
@@ -59,6 +62,7 @@ def main() -> None:
     p.add_argument("--gunicorn", action="store_true", help="serve the app with gunicorn -k gthread")
     p.add_argument("--pages", default="/live,/analytics,/settings,/", help="comma-separated paths to measure")
     p.add_argument("--pairs", type=int, default=1, help="pairs watched (1 to 21)")
+    p.add_argument("--stream", action="store_true", help="the app reads the fake's market stream")
     args = p.parse_args()
     data = Path(tempfile.mkdtemp(prefix="pagecost-"))
     rows = []
@@ -68,22 +72,34 @@ def main() -> None:
     ) as proc:
         floor = measure(proc.pid, f"http://127.0.0.1:{port}/", args.tabs, args.seconds)
     rows.append(("minimal Dash page", floor))
-    with fake_exchange() as fake:
+    idle = 0.0
+    with fake_exchange() as fake, fake_stream(fake, SYMBOLS) if args.stream else contextlib.nullcontext() as stream:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         fake.trading.update({s: "TRADING" for s in SYMBOLS})
         pairs = ",".join(f"{a}-{b}" for a, b in itertools.combinations(SYMBOLS, 2))
         env = {"PAIRS": ",".join(pairs.split(",")[: args.pairs])}
-        command, app_env = app_args(port, data, fake.url, gunicorn=args.gunicorn)
+        command, app_env = app_args(port, data, fake.url, gunicorn=args.gunicorn, stream_url=stream and stream.url)
         with serving(command, f"{base}/api/health", data / "app.log", {**app_env, **env}) as proc:
             time.sleep(3)
+            if args.stream:
+                cpu0, t0 = cpu_seconds(proc.pid), time.time()
+                time.sleep(args.seconds)
+                idle = (cpu_seconds(proc.pid) - cpu0) / (time.time() - t0)
             for page in args.pages.split(","):
                 rows.append((f"app {page}", measure(proc.pid, base + page, args.tabs, args.seconds)))
     server = "gunicorn -k gthread" if args.gunicorn else "the dev server"
-    print(f"{args.tabs} headless Chromium tabs per page, {args.seconds:.0f} s each, {server}, {args.pairs} pair(s)")
-    print(f"{'page':>20} {'cores':>8} {'per tab':>9} {'× floor':>8}")
+    source = "the stream" if args.stream else "REST at 1 s"
+    print(
+        f"{args.tabs} headless Chromium tabs per page, {args.seconds:.0f} s each, {server}, {args.pairs} pair(s), "
+        f"{source}"
+    )
+    if args.stream:
+        print(f"the app with no tab open: {idle:.3f} cores (the stream's ingest); 'above idle' is the tabs' own cost")
+    print(f"{'page':>20} {'cores':>8} {'per tab':>9} {'× floor':>8} {'above idle, × floor':>20}")
     for name, cores in rows:
-        print(f"{name:>20} {cores:>8.3f} {cores / args.tabs:>9.4f} {cores / floor:>8.1f}")
+        above = "" if name == "minimal Dash page" or not args.stream else f"{(cores - idle) / floor:>20.1f}"
+        print(f"{name:>20} {cores:>8.3f} {cores / args.tabs:>9.4f} {cores / floor:>8.1f} {above}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class PageView:
 
 
 VIEWS: dict[str, PageView] = {}
+PUSHES: dict[str, Callable[[MarketService, Snapshot], tuple[dict, dict]]] = {}
 
 
 def key(component_id: str, prop: str) -> str:
@@ -73,6 +74,15 @@ def register_view(path: str, outputs, build) -> None:
             Input(graph, "relayoutData"),
             prevent_initial_call=True,
         )
+
+
+def register_push(path: str, pushed) -> None:
+    """Values of a page that are pushed to it as soon as the store has a new tick, between its
+    ticks (`GET /api/push?page=path`, server-sent events; assets/push.js sets them):
+    `pushed(market, snap) -> (values, stamps)`, `values` as a view's, and `stamps` the time of
+    the tick each value shows (ISO UTC). The view's build sends the same stamps with its values
+    (under "stamps"), so the tick never puts back an older value than the push has shown."""
+    PUSHES[path] = pushed
 
 
 def cursor_store(path: str) -> dcc.Store:

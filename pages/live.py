@@ -1,4 +1,5 @@
-"""Live ticks: a card per symbol, both prices on one chart, the raw tick table."""
+"""Live ticks: a card per symbol, both prices on one chart, the raw tick table. With a streaming
+source the cards' prices are also pushed as they trade, between the page's ticks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from components import ids
 from components.ids import Live as ID
 from components.layout import chart_card, range_picker, stat_card
 from components.tables import TICK_COLUMNS, table_card, tick_rows
-from pages._tick import chart, cursor_store, key, register_view
+from pages._tick import chart, cursor_store, key, register_push, register_view
 from services.sources import iso_utc
 
 PATH = "/live"
@@ -68,19 +69,36 @@ CARDS = [
 ]
 
 
+def cards(market, snap) -> tuple[dict, dict]:
+    """The cards' values, and for each live price (not a stale one) the time of its tick."""
+    values, stamps = {}, {}
+    for i, symbol in enumerate(snap.settings.pair):
+        leg = market.leg_summary(snap, symbol)
+        shown = (key(ID.CARD_TITLE[i], "children"), key(ID.CARD_PRICE[i], "children"), key(ID.CARD_SUB[i], "children"))
+        values.update(zip(shown, _card(symbol, leg)))
+        if leg is not None and not leg["stale"]:
+            stamps[shown[1]] = stamps[shown[2]] = iso_utc(leg["last"].time)
+    return values, stamps
+
+
+def pushed(market, snap) -> tuple[dict, dict]:
+    """The live prices, pushed as they trade (a stale card waits for the tick, which marks it)."""
+    values, stamps = cards(market, snap)
+    return {k: values[k] for k in stamps}, stamps
+
+
 def build(market, snap, view, cursor):
     """Cards every tick; the tick table when a new tick came in; the price chart's update."""
-    cards = market.shared(  # the same for every tab of this second
-        ("live-cards", snap.params, snap.now_s, snap.seq),
-        lambda: [v for s in snap.settings.pair for v in _card(s, market.leg_summary(snap, s))],
+    shown, stamps = market.shared(  # the same for every tab until the next tick
+        ("live-cards", snap.params, snap.now_s, snap.ticks), lambda: cards(market, snap)
     )
-    values = dict(zip((key(*c) for c in CARDS), cards))
+    values = {**shown, "stamps": stamps}
 
     def table():
         ticks = market.recent_ticks(snap, TICK_ROWS)
         return (iso_utc(ticks[0].time) if ticks else None), tick_rows(ticks)
 
-    newest, rows = market.shared(("tick-rows", snap.settings.pair, snap.seq), table)  # once per store write
+    newest, rows = market.shared(("tick-rows", snap.settings.pair, snap.ticks), table)  # once per new tick
     if newest != cursor.get("ticks"):
         values[key(ID.TICKS, "rowData")] = rows
     values[key(ID.PRICE_GRAPH, "figure")], price = chart(
@@ -90,3 +108,4 @@ def build(market, snap, view, cursor):
 
 
 register_view(PATH, [*CARDS, (ID.TICKS, "rowData"), (ID.PRICE_GRAPH, "figure")], build)
+register_push(PATH, pushed)

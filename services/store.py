@@ -65,11 +65,13 @@ class PriceStore:
         self._ticks: dict[str, deque[Tick]] = {}
         self._lock = threading.Lock()
         self.write_seq = 0  # bumped by every batch that stored something
+        self.tick_seq = 0  # bumped by every batch that stored or logged a tick (a new last tick)
+        self._ticked = threading.Condition(self._lock)
         self._writes: deque[tuple[int, int]] = deque(maxlen=4_096)  # (seq, earliest second written)
 
     def add_ticks(self, ticks, raw: bool = True) -> int:
         """Put ticks in their buckets; `raw` ones (live polls, not backfill) also go to the tick log."""
-        stored, earliest = 0, None
+        stored, logged, earliest = 0, 0, None
         with self._lock:
             for t in ticks:
                 ring = self._rings.get(t.symbol)
@@ -83,10 +85,20 @@ class PriceStore:
                 log = self._ticks[t.symbol]
                 if raw and (not log or log[-1] != t):  # a repeated answer is not a new tick
                     log.append(t)
+                    logged += 1
             if stored:
                 self.write_seq += 1
                 self._writes.append((self.write_seq, earliest))
+            if stored or logged:
+                self.tick_seq += 1
+                self._ticked.notify_all()
         return stored
+
+    def wait_tick(self, seq: int, timeout: float) -> int:
+        """`tick_seq` once it differs from `seq`, or after `timeout` seconds."""
+        with self._ticked:
+            self._ticked.wait_for(lambda: self.tick_seq != seq, timeout)
+            return self.tick_seq
 
     def earliest_write_since(self, seq: int) -> float | None:
         """The earliest second written by batches after `seq` (None: nothing written since;

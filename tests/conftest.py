@@ -9,11 +9,27 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from chromium import OFFLINE_FLAGS
 from fake_binance import FakeBinance
+from fake_stream import FakeStream, TradeTape
 
 
 @pytest.fixture
 def fake_binance(httpserver):
     return FakeBinance(httpserver)
+
+
+@pytest.fixture
+def tape(fake_binance):
+    """The exchange's trades, which the fake's REST answers read and the fake stream streams."""
+    fake_binance.tape = tape = TradeTape(fake_binance.price)
+    yield tape
+    tape.close()
+
+
+@pytest.fixture
+def fake_stream(tape):
+    server = FakeStream(tape)
+    yield server
+    server.close()
 
 
 class FakeClock:

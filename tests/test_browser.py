@@ -671,3 +671,33 @@ def test_a_scan_shows_its_progress_can_be_cancelled_and_adds_a_pair_to_the_watch
     dash_duo.wait_for_contains_text(f"#{scanner.ADD_MSG}", "already in the watchlist", timeout=10)
     assert not dash_duo.driver.find_elements(By.LINK_TEXT, "Open it"), "the reason replaced the link"
     assert dash_duo.get_logs() == []
+
+
+def test_streamed_prices_are_pushed_to_the_live_cards_between_ticks_and_never_go_back(
+    dash_duo, fake_binance, fake_stream, tape, data_dir
+):
+    config = AppConfig(
+        source="stream", binance_url=fake_binance.url, stream_url=fake_stream.url, data_dir=str(data_dir)
+    )
+    app = create_app(config)
+    dash_duo.start_server(app)
+    navigate(dash_duo, "Live ticks")
+    dash_duo.wait_for_contains_text(f"#{ids.SOURCE_BADGE}", "Binance stream", timeout=20)
+    dash_duo.wait_for_contains_text(f"#{live.CARD_SUB[0]}", "last tick", timeout=10)
+    dash_duo.driver.execute_script(  # every change of the BTCUSDT card: its price and the trade time it names
+        "const price = document.getElementById(arguments[0]), sub = document.getElementById(arguments[1]);"
+        "window.__shown = [];"
+        "new MutationObserver(() => window.__shown.push([price.textContent, sub.textContent]))"
+        "    .observe(sub, {childList: true, characterData: true, subtree: true});",
+        live.CARD_PRICE[0],
+        live.CARD_SUB[0],
+    )
+    time.sleep(3)
+    shown = dash_duo.driver.execute_script("return window.__shown")
+    stamps = [pd.Timestamp(sub.rsplit("last tick ", 1)[1]) for _, sub in shown]
+    assert len(set(stamps)) >= 12, f"{len(set(stamps))} trades shown in 3 s: pushed, not once a tick"
+    assert stamps == sorted(stamps), "a tick never puts back an older price than the push showed"
+    for (price, _), stamp in zip(shown, stamps):
+        assert float(price.replace(",", "")) == tape.last("BTCUSDT", round(stamp.timestamp() * 1000))
+    assert dash_duo.get_logs() == []
+    app.server.extensions["market"].relay.stop()  # before the test server's threads are stopped

@@ -5,6 +5,7 @@ and --source stream in the app, with REST taking over while the stream is down."
 
 import collections
 import io
+import json
 import os
 import signal
 import subprocess
@@ -15,9 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
-from fake_stream import FakeStream, TradeTape
 
+import api
 from app import create_app
+from fake_stream import FakeStream
 from loopback import free_port, wait_for
 from services.cache import AtomicFileSystemCache
 from services.market import MarketService
@@ -25,20 +27,6 @@ from services.settings import AppConfig
 from services.stream import LEASE_S, TradeStream
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def tape(fake_binance):
-    fake_binance.tape = tape = TradeTape(fake_binance.price)
-    yield tape
-    tape.close()
-
-
-@pytest.fixture
-def fake_stream(tape):
-    server = FakeStream(tape)
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -215,11 +203,10 @@ def test_processes_share_one_connection_and_a_holder_that_dies_is_replaced(fake_
     time.sleep(2)
     assert fake_stream.connections == 1 and not reader.relay.holding
 
-    reader.tick()
-    time.sleep(1.5)
-    reader.tick()
+    time.sleep(1.5)  # no tick, no tab: the reader's relay brings the holder's trades in as they come
     got = [t for t in reader.store.recent_ticks(["BTCUSDT"], 1000) if t.epoch > time.time() - 1.5]
     assert len(got) >= 10, "the reader has the holder's trades (10 a second), with no connection of its own"
+    assert reader.store.last_tick("BTCUSDT").epoch > time.time() - 0.5, "within a few relay steps"
     assert all(t.price == tape.last("BTCUSDT", round(t.epoch * 1000)) for t in got)
     assert reader.tick().status.stream["holder"] == holder.worker_id
 
@@ -233,7 +220,6 @@ def test_processes_share_one_connection_and_a_holder_that_dies_is_replaced(fake_
     wait_for(lambda: reader.relay.holding and fake_stream.open == 1, timeout=8, message="the reader takes over")
     assert time.time() - died <= LEASE_S + 2 and fake_stream.connections == 2
     time.sleep(1.5)
-    reader.tick()
     assert reader.store.last_tick("SOLUSDT").epoch > time.time() - 1, "its own connection streams every watched pair"
     reader.relay.stop()
 
@@ -297,3 +283,49 @@ def test_two_gunicorn_workers_and_the_collector_hold_one_connection_and_a_killed
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def test_the_live_cards_are_pushed_as_server_sent_events_and_the_pushes_are_bounded(
+    fake_binance, fake_stream, tape, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(api, "PUSH_SLOTS", 1)
+    config = AppConfig(
+        source="stream", binance_url=fake_binance.url, stream_url=fake_stream.url, data_dir=str(tmp_path)
+    )
+    app = create_app(config)
+    client = app.server.test_client()
+    wait_for(lambda: client.get("/api/health").get_json()["stream"]["live"], message="the stream live")
+    assert client.get("/api/push?page=/nowhere").status_code == 404
+    unwatched = client.get("/api/push?page=/live&pair=SOLUSDT-BTCUSDT")
+    assert unwatched.status_code == 400 and "not a watched pair" in unwatched.get_json()["error"]
+
+    resp = client.get("/api/push?page=/live&pair=BTCUSDT-ETHUSDT", buffered=False)
+    assert resp.status_code == 200 and resp.mimetype == "text/event-stream"
+    assert resp.headers["Cache-Control"] == "no-store"
+    chunks = (chunk.decode() for chunk in resp.response)
+    assert next(chunks).startswith("retry: ")
+    busy = client.get("/api/push?page=/live")
+    assert busy.status_code == 503 and busy.headers["Retry-After"], "one push at a time here (PUSH_SLOTS=1)"
+    events, started = [], time.time()
+    while len(events) < 8:
+        chunk = next(chunks)
+        if chunk.startswith("data: "):
+            events.append(json.loads(chunk[len("data: ") :]))
+    took = time.time() - started
+    resp.close()
+    assert took < 2.0, f"8 events in {took:.2f} s: as the trades come (10 a second), not once a tick"
+    stamps = [e["stamps"]["live-a-price.children"] for e in events]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps), "each event a newer trade"
+    for event in events:
+        stamp = pd.Timestamp(event["stamps"]["live-a-price.children"])
+        price = float(event["values"]["live-a-price.children"].replace(",", ""))
+        assert price == tape.last("BTCUSDT", round(stamp.timestamp() * 1000))
+        assert f"last tick {event['stamps']['live-a-sub.children']}" in event["values"]["live-a-sub.children"]
+    assert client.get("/api/push?page=/live", buffered=False).status_code == 200, "the closed stream's slot is free"
+    app.server.extensions["market"].relay.stop()
+
+
+def test_nothing_is_pushed_when_the_source_does_not_stream(fake_binance, tmp_path):
+    app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path)))
+    resp = app.server.test_client().get("/api/push?page=/live")
+    assert resp.status_code == 204, "the page's tick is as fresh: the browser's EventSource stays closed"
