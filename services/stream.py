@@ -6,8 +6,8 @@ the time they arrived, in the order they came. It keeps the connection alive the
 rules ask:
 
 - the server's pings are answered (websockets does it; the client sends none of its own);
-- a connection that goes quiet for `watchdog_s` is dropped and made again (a stalled socket
-  looks open);
+- a connection quiet for QUIET_S is not live (REST polls meanwhile); one quiet for `watchdog_s`
+  is dropped and made again (a stalled socket looks open);
 - a `serverShutdown` event, and the 24 h limit (a planned reconnect 10 minutes before it), make a
   new connection;
 - every reconnect waits a jittered, exponentially growing delay (0.5 s doubling to 30 s; a close
@@ -44,6 +44,7 @@ from services.sources import BinanceSource, Tick, iso_utc
 log = logging.getLogger(__name__)
 
 WATCHDOG_S = 5.0  # no message for this long: the connection is dropped and made again
+QUIET_S = 2.0  # no message for this long: REST polls meanwhile (two poll intervals at 1 s)
 PLANNED_RECONNECT_S = 24 * 3_600 - 600  # Binance cuts a connection at 24 h
 BACKOFF_S = (0.5, 30.0)  # first and longest wait between attempts
 TOO_MANY_MESSAGES = 1008  # the close code of a connection that sent too many messages
@@ -100,7 +101,7 @@ class TradeStream:
         self.reconnects = 0
         self.last_error = ""
         self.last_trade_s: int | None = None  # the second of the newest trade received
-        self._fresh_connection = False  # no trade yet on the connection just made
+        self._gap = False  # no trade yet since a new connection, or since a silence of QUIET_S
         self._holes: list[tuple[int, int]] = []  # seconds a reconnect may have missed trades in
 
     def resume_from(self, second: int) -> None:
@@ -119,15 +120,17 @@ class TradeStream:
             self._thread.start()
 
     def live(self) -> bool:
-        """Connected, and a message came within the watchdog's time."""
+        """Connected, and a message came within QUIET_S (or the watchdog's time, if shorter): a
+        stalled connection hands over to REST before the watchdog makes a new one."""
         last = self._last_message
-        return self.connected and last is not None and self.clock() - last < self.watchdog_s
+        return self.connected and last is not None and self.clock() - last < min(QUIET_S, self.watchdog_s)
 
     def state(self) -> dict:
         """What /api/health says about the connection."""
         return {
             "url": self.url,
             "live": self.live(),
+            "connected": self.connected,
             "symbols": sorted(self._subscribed),
             "messages": self.messages,
             "malformed": self.malformed,
@@ -144,8 +147,9 @@ class TradeStream:
         return out
 
     def holes(self) -> list[tuple[int, int]]:
-        """The spans of seconds (first, last) that a break in the connection may have missed
-        trades in, since the last call: from the newest trade before the break to the first after."""
+        """The spans of seconds (first, last) that a break in the connection, or a silence of
+        QUIET_S on it, may have missed trades in, since the last call: from the newest trade
+        before it to the first after."""
         with self._lock:
             out, self._holes = self._holes, []
         return out
@@ -172,7 +176,7 @@ class TradeStream:
                 with connect(url, open_timeout=5, close_timeout=2, ping_interval=None, compression=None) as ws:
                     self._connection = ws
                     self._subscribed = set(symbols)
-                    self._fresh_connection = True
+                    self._gap = True
                     self.connected = True
                     got_one = self._receive(ws, started)
                     delay = BACKOFF_S[0] if got_one else delay
@@ -208,6 +212,8 @@ class TradeStream:
                     self.last_error = f"no message for {self.watchdog_s:g} s"
                     return got_one
                 continue
+            if self.clock() - heard >= QUIET_S:
+                self._gap = True  # REST took over meanwhile: the seconds since the last trade are a hole
             heard = self.clock()
             got_one = True
             self._last_message = self.clock()
@@ -243,9 +249,9 @@ class TradeStream:
                 second = int(tick.epoch)
                 with self._lock:
                     self._ticks.append(tick)
-                    if self._fresh_connection and self.last_trade_s is not None and second >= self.last_trade_s:
+                    if self._gap and self.last_trade_s is not None and second >= self.last_trade_s:
                         self._holes.append((self.last_trade_s, second))
-                    self._fresh_connection = False
+                    self._gap = False
                     self.last_trade_s = max(second, self.last_trade_s or second)
                 return "trade"
             if event == "serverShutdown":
@@ -484,7 +490,8 @@ class StreamSource(BinanceSource):
     def label(self) -> str:
         if self.live():
             return f"Binance stream · {self.stream.url}"
-        return f"Binance REST · {self.client.base_url} (stream down)"
+        connected = self.relay is not None and self.relay.state().get("connected")
+        return f"Binance REST · {self.client.base_url} (stream {'quiet' if connected else 'down'})"
 
     def poll(self, symbols) -> list[Tick]:
         """Nothing while the stream is live (its trades come through the relay), else the REST

@@ -7,6 +7,7 @@ import collections
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,8 +101,9 @@ def test_refused_handshakes_are_retried_with_growing_waits_until_the_server_take
         server.close()
 
 
-def test_the_app_on_the_stream_falls_back_to_rest_while_it_is_down_and_returns_and_fills_the_hole(
-    fake_binance, fake_stream, tape, tmp_path
+@pytest.mark.parametrize("fault", ["refused", "stall", "shutdown", "malformed"])
+def test_the_app_stays_live_through_each_stream_fault_and_every_second_holds_its_last_trade(
+    fake_binance, fake_stream, tape, tmp_path, fault
 ):
     started = int(time.time()) + 1
     config = AppConfig(
@@ -109,35 +111,56 @@ def test_the_app_on_the_stream_falls_back_to_rest_while_it_is_down_and_returns_a
     )
     app = create_app(config)
     client = app.server.test_client()
-    market = app.server.extensions["market"]
-    market.source().stream.watchdog_s = 1.0
+    states = []
 
     def health():
-        return client.get("/api/health").get_json()
+        body = client.get("/api/health").get_json()
+        states.append(body["status"])
+        return body
+
+    def watch(seconds):
+        for _ in range(int(seconds * 4)):
+            body = health()
+            time.sleep(0.25)
+        return body
 
     wait_for(lambda: health()["source_label"].startswith("Binance stream"), message="the stream in use")
+    states.clear()
     rest_calls = fake_binance.count("/api/v3/ticker/price")
-    for _ in range(8):
-        body = health()
-        time.sleep(0.25)
-    assert body["status"] == "ok" and fake_binance.count("/api/v3/ticker/price") <= rest_calls + 1
+    body = watch(2)
+    assert fake_binance.count("/api/v3/ticker/price") <= rest_calls + 1, "no REST polls while it streams"
     assert body["stream"]["live"] and body["stream"]["symbols"] == ["BTCUSDT", "ETHUSDT"]
-    fake_stream.refuse = True
-    fake_stream.drop()
-    wait_for(lambda: health()["source_label"].endswith("(stream down)"), timeout=5, message="REST taking over")
-    down_calls = fake_binance.count("/api/v3/ticker/price")
-    for _ in range(12):
-        body = health()
-        time.sleep(0.25)
-    assert body["status"] == "ok", "prices go on from REST"
-    assert body["stream"]["live"] is False and "503" in body["stream"]["last_error"]
-    assert body["stream"]["reconnects"] >= 1 and body["stream"]["url"] == fake_stream.url
-    assert fake_binance.count("/api/v3/ticker/price") >= down_calls + 2, "one ticker request a poll interval"
-    fake_stream.refuse = False
+    faulted = time.time()
+    if fault == "refused":
+        fake_stream.refuse = True
+        fake_stream.drop()
+    elif fault == "stall":
+        fake_stream.stall(4.0)  # the connection stays open; the trades of those seconds are never sent
+    elif fault == "shutdown":
+        fake_stream.shutdown()
+    else:
+        fake_stream.garbage()
+    if fault in ("refused", "stall"):
+        wait_for(lambda: health()["source_label"].startswith("Binance REST"), timeout=5, message="REST taking over")
+        assert time.time() - faulted <= 2.5 + (0.5 if fault == "stall" else 0), "within two poll intervals"
+        down_calls = fake_binance.count("/api/v3/ticker/price")
+        body = watch(2)
+        assert fake_binance.count("/api/v3/ticker/price") >= down_calls + 1, "one ticker request a poll interval"
+        assert body["stream"]["live"] is False
+        if fault == "refused":
+            assert "(stream down)" in body["source_label"] and "503" in body["stream"]["last_error"]
+            fake_stream.refuse = False
+        else:
+            assert "(stream quiet)" in body["source_label"]
+    else:
+        body = watch(2)
+    if fault == "malformed":
+        assert body["stream"]["malformed"] >= 1 and body["stream"]["unknown_events"] >= 1
+        assert fake_stream.connections == 1 and body["stream"]["live"], "the connection stays"
     wait_for(lambda: health()["source_label"].startswith("Binance stream"), timeout=15, message="back on the stream")
-    for _ in range(24):  # six seconds on the stream again
-        health()
-        time.sleep(0.25)
+    watch(6)  # on the stream again, and time for a hole to be filled once its seconds closed
+    assert set(states) == {"ok"}, "every answer live throughout"
+    assert fault in ("malformed", "stall") or health()["stream"]["reconnects"] >= 1
     rows = client.get("/api/ticks.csv?symbol=BTCUSDT&limit=2000").get_data(as_text=True).splitlines()[1:]
     per_second = collections.Counter(row[:19] for row in rows)
     assert max(per_second.values()) >= 5, "every trade kept (the fake sends 10 a second), not one a second"
@@ -148,15 +171,16 @@ def test_the_app_on_the_stream_falls_back_to_rest_while_it_is_down_and_returns_a
     closed = int(time.time()) - 2
     stored = {int(pd.Timestamp(t).timestamp()): p for t, p in zip(table["timestamp_utc"], table["BTCUSDT"])}
     seconds = range(started, closed)
-    assert len(seconds) >= 10
+    assert len(seconds) >= 6
     wrong = {s: (stored.get(s), tape.last_of_second("BTCUSDT", s)) for s in seconds}
     wrong = {s: v for s, v in wrong.items() if v[0] != v[1]}
     assert not wrong, f"seconds not holding their last trade (stored, exchange): {wrong}"
-    rest_mid_second = [s for s, p in fake_binance.served["BTCUSDT"].items() if s in seconds]
     assert any(tape.last("BTCUSDT", s * 1000 + 500) != tape.last_of_second("BTCUSDT", s) for s in seconds)
-    assert len(rest_mid_second) >= 2, "REST answered while the stream was down"
-    metrics_text = client.get("/metrics").get_data(as_text=True)
-    assert "pairmonitor_stream_filled_seconds_total" in metrics_text
+    if fault in ("refused", "stall"):
+        assert len([s for s in fake_binance.served["BTCUSDT"] if s in seconds]) >= 2, "REST answered meanwhile"
+        filled = client.get("/metrics").get_data(as_text=True)
+        assert re.search(r"^pairmonitor_stream_filled_seconds_total [1-9]", filled, re.M), "the hole was filled"
+    app.server.extensions["market"].relay.stop()
 
 
 def test_a_change_of_symbols_is_subscribed_on_the_open_connection_at_most_5_messages_a_second(stream, fake_stream):
