@@ -1,6 +1,8 @@
 """MarketService: one upstream poll per interval, backfill, holes, alerts, settings persistence."""
 
 import json
+import multiprocessing
+import os
 import threading
 import time
 
@@ -311,3 +313,39 @@ def test_the_shared_cache_sweeps_expired_entries_without_a_count_file(tmp_path, 
     cache.set("ticks:x", [1], timeout=60)  # any write sweeps what has expired
     files = [f for f in (tmp_path / "cache").iterdir()]
     assert len(files) == 1 and cache.get("ticks:x") == [1], "only the live entry is left, and no count file"
+
+
+def _reclaim(directory, key, start, results, reclaim_at):
+    cache = AtomicFileSystemCache(directory, threshold=0)
+    cache._last_sweep = time.time()  # a busy process swept a moment ago: the expired entry is still there
+    checked = cache.has
+
+    def slow_has(k):  # every process sees the key expired before any reclaims it, then one by one
+        found = checked(k)
+        time.sleep(max(0.0, reclaim_at - time.time()))
+        return found
+
+    cache.has = slow_has
+    start.wait()
+    results.put(cache.add(key, os.getpid(), timeout=5))
+
+
+def test_an_expired_key_reclaimed_by_many_processes_at_once_is_won_by_exactly_one(tmp_path):
+    directory = str(tmp_path / "cache")
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(4):
+        key = f"lease:{round_}"
+        assert AtomicFileSystemCache(directory, threshold=0).add(key, "dead holder", timeout=1)
+        time.sleep(2.05)  # expired (the file cache counts whole seconds)
+        start, results, at = ctx.Event(), ctx.Queue(), time.time() + 1.0
+        procs = [ctx.Process(target=_reclaim, args=(directory, key, start, results, at + i * 0.01)) for i in range(8)]
+        for p in procs:
+            p.start()
+        start.set()
+        for p in procs:
+            p.join(timeout=20)
+        won = [results.get(timeout=5) for _ in procs]
+        assert won.count(True) == 1, f"round {round_}: {won.count(True)} processes took the expired key"
+        holder = AtomicFileSystemCache(directory, threshold=0).get(key)
+        assert holder in {p.pid for p in procs}
+    assert not [f for f in os.listdir(directory) if f.endswith(".expired")], "nothing is left aside"
