@@ -526,6 +526,7 @@ def run_collector(config: AppConfig, stop: threading.Event | None = None) -> Non
             )
         interval = snap.settings.poll_interval_s
         stop.wait(interval - market.clock() % interval + 0.005)  # just after the next poll slot opens
+    market.close()
     market.notifier.wait_idle(timeout=5)
     log.info("collector stopped")
 

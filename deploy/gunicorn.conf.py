@@ -43,3 +43,12 @@ def post_worker_init(_worker):
     from app import open_market, server
 
     open_market(server.extensions["market"])
+
+
+def worker_exit(_server, _worker):
+    """A worker that stops hands the stream connection on at once (not after its lease runs out)."""
+    import sys
+
+    built = vars(sys.modules["app"]).get("server") if "app" in sys.modules else None
+    if built is not None:  # (a worker that failed to boot has nothing to hand on)
+        built.extensions["market"].close()

@@ -137,6 +137,11 @@ class MarketService:
             )
             self.relay.start()
 
+    def close(self) -> None:
+        """Before the process exits: a stream connection held here is handed on at once."""
+        if self.relay is not None:
+            self.relay.stop()
+
     def rest_host_in_use(self) -> str | None:
         """The REST host polled now (None when the source is not Binance)."""
         return self.link.host_in_use()

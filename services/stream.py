@@ -331,10 +331,14 @@ class StreamRelay:
         self._thread.start()
 
     def stop(self) -> None:
+        """Close the connection, write what it received, and hand the lease on at once."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.source.stream.stop()
+        if self.holding:
+            self._sink()
+            self._save_due(now=True)
         self.lease.release()
 
     # --- every process -----------------------------------------------------------------------
