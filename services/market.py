@@ -79,7 +79,7 @@ class Snapshot:
     params: Params  # the saved analysis parameters
     late_s: float  # the allowed lateness: bars older than this are final
     seq: int  # the store's write count: what is shared between tabs is keyed by it
-    ticks: int = 0  # the store's tick count: what shows the last ticks (cards, tick table) is keyed by it
+    ticks: int  # the store's tick count: what shows the last ticks (cards, tick table) is keyed by it
 
     @property
     def now_s(self) -> int:
@@ -115,6 +115,7 @@ class MarketService:
         self.last_error: UpstreamError | None = None
         self.upstream_polls = 0
         self._analysed = None  # (second, store write, watchlist, pair shown) of the last analysis pass
+        self._pinned: tuple[int, tuple[int, int]] = (-1, (0, 0))  # a streaming store's counts this second
         self.scans = DetachedScans(lambda: self.scanner(own_connection=True), cache)
 
     # --- source and settings -------------------------------------------------------------
@@ -236,9 +237,20 @@ class MarketService:
             self._status(settings, now),
             params,
             lateness_s(settings.poll_interval_s),
-            self.store.write_seq,
-            self.store.tick_seq,
+            *self._counts(now),
         )
+
+    def _counts(self, now: float) -> tuple[int, int]:
+        """The store's write and tick counts, which key what the tabs share. A streaming source
+        changes the store many times a second: its counts are pinned at the second's first
+        snapshot, so the tabs of that second share one computation, as with one poll a second
+        (the push shows the trades in between)."""
+        counts = (self.store.write_seq, self.store.tick_seq)
+        if self.relay is None:
+            return counts
+        if self._pinned[0] != int(now):
+            self._pinned = (int(now), counts)
+        return self._pinned[1]
 
     def refresh(self, settings: UserSettings | None = None) -> bool:
         """Poll upstream if this poll interval has not been polled yet; True if this call did.
@@ -275,7 +287,7 @@ class MarketService:
         for ticks in self.gate.collect(now, settings.poll_interval_s, SHARED_TICKS_WAIT_S):
             self._ingest(ticks, book, symbols, now, persist_raw=False)  # the polling process stored them
         late = lateness_s(settings.poll_interval_s)
-        analysed = (int(now), self.store.write_seq, book, settings.pair)
+        analysed = (int(now), self._counts(now)[0], book, settings.pair)
         if analysed == self._analysed:
             return polled  # another tab of this second: nothing new for any pair's analysis
         self.analyses.keep_live({s.pair for s in book})
