@@ -74,7 +74,7 @@ def cards(market, snap) -> tuple[dict, dict]:
     values, stamps = {}, {}
     for i, symbol in enumerate(snap.settings.pair):
         leg = market.leg_summary(snap, symbol)
-        shown = (key(ID.CARD_TITLE[i], "children"), key(ID.CARD_PRICE[i], "children"), key(ID.CARD_SUB[i], "children"))
+        shown = [key(*c) for c in CARDS[3 * i : 3 * i + 3]]  # title, price, subtitle
         values.update(zip(shown, _card(symbol, leg)))
         if leg is not None and not leg["stale"]:
             stamps[shown[1]] = stamps[shown[2]] = iso_utc(leg["last"].time)
