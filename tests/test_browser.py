@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 from werkzeug import Response
@@ -63,7 +64,11 @@ def click(dash_duo, element):
     """Scroll `element` to the middle of the window at once, then click it. (Bootstrap scrolls
     smoothly: WebDriver's own scrolling clicks where the element was mid-animation.)"""
     dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center', behavior: 'instant'});", element)
-    element.click()
+    try:
+        element.click()
+    except ElementClickInterceptedException:  # an alert's toast over it (the simulation raises some): set aside
+        dash_duo.driver.execute_script("document.querySelectorAll('.toast').forEach(t => t.style.display = 'none');")
+        element.click()
 
 
 def navigate(dash_duo, link_text):
