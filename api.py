@@ -327,14 +327,20 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         def events() -> Iterator[str]:
             yield f"retry: {PUSH_RETRY_MS}\n\n"
             seq, until = None, time.monotonic() + PUSH_MAX_S
+            quiet_until = time.monotonic() + PUSH_KEEPALIVE_S
             while time.monotonic() < until:
-                if market.store.wait_tick(seq, PUSH_KEEPALIVE_S) == seq:
-                    yield ": keep-alive\n\n"
-                    continue
-                # Every push wakes on the same boundaries, so one event serves every tab.
+                # Every push wakes on the same boundaries, so one event serves every tab. It only
+                # looks at the store then: a wait woken by each trade cost every open page a
+                # thread switch per trade.
                 time.sleep(PUSH_EVERY_S - time.monotonic() % PUSH_EVERY_S)
-                seq = market.store.tick_seq
-                yield push_events.get((page, settings.pair, seq, int(market.clock())), event)
+                if market.store.tick_seq != seq:
+                    seq = market.store.tick_seq
+                    yield push_events.get((page, settings.pair, seq, int(market.clock())), event)
+                elif time.monotonic() >= quiet_until:
+                    yield ": keep-alive\n\n"
+                else:
+                    continue
+                quiet_until = time.monotonic() + PUSH_KEEPALIVE_S
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # no proxy may hold them back
         return Response(events(), mimetype="text/event-stream", headers=headers)

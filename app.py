@@ -22,6 +22,7 @@ from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, dcc,
 from flask import jsonify, request
 from flask_caching import Cache
 from werkzeug.exceptions import HTTPException
+from werkzeug.serving import WSGIRequestHandler
 
 from api import create_api, metrics_response
 from components import ids
@@ -545,6 +546,14 @@ def startup_warnings(config: AppConfig) -> list[str]:
     return warnings
 
 
+class OneSendHandler(WSGIRequestHandler):
+    """The dev server's request handler with a buffered socket writer. Werkzeug writes a
+    response's head, and each chunk's size, data and end, separately, and flushes after each
+    chunk: unbuffered, that was three or four sends (and thread switches) per pushed event."""
+
+    wbufsize = -1
+
+
 def main(argv=None) -> None:
     config, collector = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -560,7 +569,7 @@ def main(argv=None) -> None:
     for warning in startup_warnings(config):
         log.warning(warning)
     log.info("serving on http://%s:%d", config.host, config.port)
-    app.run(host=config.host, port=config.port, debug=config.debug)
+    app.run(host=config.host, port=config.port, debug=config.debug, request_handler=OneSendHandler)
 
 
 def __getattr__(name: str):

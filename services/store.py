@@ -66,7 +66,6 @@ class PriceStore:
         self._lock = threading.Lock()
         self.write_seq = 0  # bumped by every batch that stored something
         self.tick_seq = 0  # bumped by every batch that stored or logged a tick (a new last tick)
-        self._ticked = threading.Condition(self._lock)
         self._writes: deque[tuple[int, int]] = deque(maxlen=4_096)  # (seq, earliest second written)
 
     def add_ticks(self, ticks, raw: bool = True) -> int:
@@ -91,14 +90,7 @@ class PriceStore:
                 self._writes.append((self.write_seq, earliest))
             if stored or logged:
                 self.tick_seq += 1
-                self._ticked.notify_all()
         return stored
-
-    def wait_tick(self, seq: int, timeout: float) -> int:
-        """`tick_seq` once it differs from `seq`, or after `timeout` seconds."""
-        with self._ticked:
-            self._ticked.wait_for(lambda: self.tick_seq != seq, timeout)
-            return self.tick_seq
 
     def earliest_write_since(self, seq: int) -> float | None:
         """The earliest second written by batches after `seq` (None: nothing written since;

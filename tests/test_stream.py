@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import requests
 import api
 from app import create_app
 from fake_stream import FakeStream
-from loopback import free_port, wait_for
+from loopback import free_port, wait_for, wait_until_serving
 from services.cache import AtomicFileSystemCache
 from services.market import MarketService
 from services.settings import AppConfig
@@ -346,7 +347,52 @@ def test_the_live_cards_are_pushed_as_server_sent_events_and_the_pushes_are_boun
         assert price == tape.last("BTCUSDT", round(stamp.timestamp() * 1000))
         assert f"last tick {event['stamps']['live-a-sub.children']}" in event["values"]["live-a-sub.children"]
     assert client.get("/api/push?page=/live", buffered=False).status_code == 200, "the closed stream's slot is free"
+
+    monkeypatch.setattr(api, "PUSH_KEEPALIVE_S", 0.5)
+    quiet = client.get("/api/push?page=/live", buffered=False)
+    chunks = (chunk.decode() for chunk in quiet.response)
+    assert next(chunks).startswith("retry: ") and next(chunks).startswith("data: ")
+    fake_stream.stall(1.8)  # no trade, so nothing new to push: a comment keeps the connection in use
+    started, seen = time.time(), []
+    while not seen or seen[-1] != ": keep-alive\n\n":
+        seen.append(next(chunks))
+        assert time.time() - started < 1.5, f"no keep-alive in a quiet {time.time() - started:.1f} s: {seen}"
+    quiet.close()
     app.server.extensions["market"].relay.stop()
+
+
+def test_the_dev_server_sends_each_pushed_event_in_one_piece(fake_binance, fake_stream, tape, tmp_path):
+    """`python app.py` serves with werkzeug's dev server, which writes a chunk's size, data and end
+    separately: its handler buffers them, so each event leaves in one send and the reader wakes
+    once (on loopback, every read ends on an event)."""
+    port = free_port()
+    command = [sys.executable, "app.py", "--source", "stream", "--binance-url", fake_binance.url]
+    command += ["--stream-url", fake_stream.url, "--port", str(port), "--data-dir", str(tmp_path)]
+    with open(tmp_path / "app.log", "w") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_serving(proc, port)
+        health = f"http://127.0.0.1:{port}/api/health"
+        wait_for(lambda: requests.get(health, timeout=5).json()["stream"]["live"], message="the stream live")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /api/push?page=/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(65536)
+            head, piece = head.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding: chunked" in head
+            events = 0
+            while events < 5:
+                piece = piece or sock.recv(65536)
+                size, rest = piece.split(b"\r\n", 1)
+                assert len(rest) == int(size, 16) + 2 and rest.endswith(b"\r\n"), (
+                    f"a read of part of an event: {piece!r}"
+                )
+                events += rest.startswith(b"data: {")
+                piece = b""
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
 
 
 def test_nothing_is_pushed_when_the_source_does_not_stream(fake_binance, tmp_path):
