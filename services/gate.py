@@ -26,6 +26,7 @@ class PollGate:
         self.worker_id = worker_id
         self._last_slot: int | None = None
         self._pending: deque[tuple[int, str]] = deque(maxlen=8)  # (slot, key) another process polls
+        self._limit: tuple[float, float | None] = (-math.inf, None)  # (when read, the window's end)
 
     @staticmethod
     def _timeout(poll_interval_s: float) -> int:
@@ -73,12 +74,18 @@ class PollGate:
                 out.append(ticks)
         return out
 
-    def rate_limited_until(self, now: float) -> float | None:
-        """End of the exchange's Retry-After window (429/418), or None outside one."""
-        until = self.cache.get(RATE_LIMIT_KEY)
+    def rate_limited_until(self, now: float, max_age_s: float = 0.0) -> float | None:
+        """End of the exchange's Retry-After window (429/418), or None outside one. Read from the
+        shared cache, unless this process read it less than `max_age_s` ago: what a tab shows
+        may be that old; what decides a request is read fresh (the default)."""
+        read_at, until = self._limit
+        if time.monotonic() - read_at >= max_age_s:
+            until = self.cache.get(RATE_LIMIT_KEY)
+            self._limit = (time.monotonic(), until)
         return until if until is not None and until > now else None
 
     def open_rate_limit_window(self, status: int, retry_after: float | None, now: float) -> None:
         """Shared through the cache: every tab and worker stays quiet until it ends."""
         wait = retry_after if retry_after is not None else DEFAULT_RETRY_AFTER_S.get(status, 60)
         self.cache.set(RATE_LIMIT_KEY, now + wait, timeout=math.ceil(wait) + 1)
+        self._limit = (time.monotonic(), now + wait)

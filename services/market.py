@@ -66,6 +66,7 @@ LEG_STATES = ("live", "waiting", "stale", "disconnected")  # better to worse
 REFRESH_WAIT_S = 1.0  # a tick waits this long at most for a poll already in flight in this process
 SHARED_TICKS_WAIT_S = 0.5  # and this long for the ticks another process is polling this interval
 STREAM_SINK_WAIT_S = 0.2  # the stream's trades wait this long for a refresh in this process, then try again
+STATUS_READ_S = 0.5  # the status a tab shows reads the shared Retry-After window at most this often
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,8 @@ class MarketService:
         return polled
 
     def _poll(self, settings: UserSettings, book, symbols: tuple[str, ...], now: float) -> bool:
+        if self.relay is not None and self.relay.live():
+            return False  # the deployment's stream brings the trades: no slot to claim, nothing to ask
         key = self.gate.claim(symbols, settings.poll_interval_s, now)
         if key is None:
             return False
@@ -390,7 +393,7 @@ class MarketService:
         else:
             state = "ok" if age <= stale_after else "stale"
         source = self.source()
-        limited = self.gate.rate_limited_until(now)
+        limited = self.gate.rate_limited_until(now, max_age_s=STATUS_READ_S)
         return MarketStatus(
             state=state,
             source=source.kind,

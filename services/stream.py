@@ -60,6 +60,7 @@ LEASE_S = 3  # a holder that stops renewing loses the lease after this (whole se
 HEARTBEAT_S = 0.5  # the holder renews the lease and says how the connection is this often
 STATE_KEEP_S = 3_600  # the last holder's newest trade, for the next holder's hole
 RELAY_STEP_S = 0.1  # the holder hands the trades over this often
+STATE_READ_S = HEARTBEAT_S  # the holder's word is read again after this (it says it this often)
 RELAY_KEEP_S = 30  # a batch stays in the cache this long, for a process that reads it late
 MAX_BATCHES_READ = 600  # per refresh
 PRIVATE_STATE = ("at", "last_trade_s", "token", "batches")  # in the shared state, not in /api/health
@@ -343,9 +344,9 @@ class StreamRelay:
 
     # --- every process -----------------------------------------------------------------------
     def shared_state(self) -> dict | None:
-        """What the holder last said about the connection (read at most every RELAY_STEP_S)."""
+        """What the holder last said about the connection (read at most every STATE_READ_S)."""
         read_at, state = self._state
-        if time.monotonic() - read_at >= RELAY_STEP_S:
+        if time.monotonic() - read_at >= STATE_READ_S:
             state = self.cache.get(STATE_KEY)
             self._state = (time.monotonic(), state)
         return state
@@ -425,6 +426,7 @@ class StreamRelay:
                 "batches": self._seq,
             }
             self.cache.set(STATE_KEY, state, timeout=STATE_KEEP_S)
+            self._state = (time.monotonic(), state)  # what this process said: no need to read it back
 
     def _hand_over(self) -> None:
         ticks = self.source.stream.drain()

@@ -15,6 +15,7 @@ from scripted import ScriptedSource
 from services import settings as settings_module
 from services.binance import BinanceClient
 from services.cache import AtomicFileSystemCache
+from services.gate import PollGate
 from services.market import MarketService
 from services.settings import AppConfig, SettingsError
 from services.sources import BinanceSource, SimSource
@@ -269,6 +270,23 @@ def test_retry_after_window_means_no_request_at_all_from_any_worker(fake_binance
     hammer(workers, 1.5, threads=3)
     assert len(fake_binance.times["/api/v3/ticker/price"]) > before, "polling resumes after the window"
     assert workers[0].snapshot().status.rate_limit_resumes_in_s is None
+
+
+def test_a_window_another_process_opens_stops_the_next_request_at_once_and_shows_within_max_age(tmp_path):
+    cache = AtomicFileSystemCache(str(tmp_path / "cache"))
+    here, there = PollGate(cache, "here"), PollGate(cache, "there")
+    now = time.time()
+    assert here.rate_limited_until(now, max_age_s=0.5) is None, "a tab's status read: no window"
+    there.open_rate_limit_window(429, 30, now)
+    time.sleep(0.5)
+    assert here.rate_limited_until(now + 1, max_age_s=0.5) == now + 30, "a tab shows it within max_age_s"
+    assert here.rate_limited_until(now + 31, max_age_s=0.5) is None, "and not once it is over"
+
+    cache.delete("upstream:rate-limited-until")
+    elsewhere = PollGate(cache, "elsewhere")
+    assert elsewhere.rate_limited_until(now, max_age_s=60) is None, "a tab's status read: no window"
+    there.open_rate_limit_window(418, 30, now)
+    assert elsewhere.claim(("BTCUSDT", "ETHUSDT"), 1.0, now + 1) is None, "what decides a request is read fresh"
 
 
 def test_never_two_polls_in_flight_even_when_the_exchange_is_slower_than_the_interval(fake_binance, tmp_path):

@@ -104,7 +104,7 @@ def test_refused_handshakes_are_retried_with_growing_waits_until_the_server_take
 
 @pytest.mark.parametrize("fault", ["refused", "stall", "shutdown", "malformed"])
 def test_the_app_stays_live_through_each_stream_fault_and_every_second_holds_its_last_trade(
-    fake_binance, fake_stream, tape, tmp_path, fault
+    fake_binance, fake_stream, tape, tmp_path, fault, monkeypatch
 ):
     started = int(time.time()) + 1
     config = AppConfig(
@@ -125,11 +125,15 @@ def test_the_app_stays_live_through_each_stream_fault_and_every_second_holds_its
             time.sleep(0.25)
         return body
 
+    gate = app.server.extensions["market"].gate
+    claims = []
+    monkeypatch.setattr(gate, "claim", lambda *args, claim=gate.claim: claims.append(claim(*args)) or claims[-1])
     wait_for(lambda: health()["source_label"].startswith("Binance stream"), message="the stream in use")
     states.clear()
-    rest_calls = fake_binance.count("/api/v3/ticker/price")
+    rest_calls, claimed = fake_binance.count("/api/v3/ticker/price"), len(claims)
     body = watch(2)
     assert fake_binance.count("/api/v3/ticker/price") <= rest_calls + 1, "no REST polls while it streams"
+    assert len(claims) == claimed, "nor a poll slot claimed in the shared cache"
     assert body["stream"]["live"] and body["stream"]["symbols"] == ["BTCUSDT", "ETHUSDT"]
     faulted = time.time()
     if fault == "refused":
@@ -147,6 +151,7 @@ def test_the_app_stays_live_through_each_stream_fault_and_every_second_holds_its
         down_calls = fake_binance.count("/api/v3/ticker/price")
         body = watch(2)
         assert fake_binance.count("/api/v3/ticker/price") >= down_calls + 1, "one ticker request a poll interval"
+        assert any(claims[claimed:]), "REST's slots claimed again"
         assert body["stream"]["live"] is False
         if fault == "refused":
             assert "(stream down)" in body["source_label"] and "503" in body["stream"]["last_error"]
