@@ -29,7 +29,7 @@ from components import ids
 from components.layout import alert_text, alert_toast, leg_badges, navbar, status_banner
 from pages._tick import VIEWS
 from services import memory, metrics, webguard
-from services.cache import AtomicFileSystemCache
+from services.cache import open_shared_cache
 from services.db import Database, DatabaseProblem
 from services.export import PngRenderer
 from services.market import MarketService
@@ -39,6 +39,7 @@ from services.settings import (
     AppConfig,
     SettingsError,
     pair_name,
+    parse_cache_url,
     parse_pair,
     parse_pairs,
     parse_url,
@@ -66,9 +67,9 @@ ENV = {
     "allow_private_webhooks": "ALLOW_PRIVATE_WEBHOOKS",
     "allowed_hosts": "ALLOWED_HOSTS",
     "pairs": "PAIRS",
+    "cache_url": "CACHE_URL",
 }
 MAX_BODY_BYTES = 1 << 20  # no page sends more in one request; a bigger body gets a 413
-CACHE_THRESHOLD = 0  # no count file: AtomicFileSystemCache sweeps expired entries itself
 
 
 def config_from_env(environ=os.environ) -> AppConfig:
@@ -87,6 +88,8 @@ def config_from_env(environ=os.environ) -> AppConfig:
                 values[name] = int(raw)
             elif name == "pairs":
                 values[name] = parse_pairs(raw)
+            elif name == "cache_url":
+                values[name] = parse_cache_url(raw)
             else:
                 values[name] = (
                     tuple(raw.split())
@@ -157,6 +160,15 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         "(env DATA_DIR, default %(default)s)",
     )
     p.add_argument(
+        "--cache-url",
+        default=env.cache_url,
+        metavar="URL",
+        help="redis://[:password@]host[:port][/db]: the cache every host shares (the poll slot, the "
+        "Retry-After window, the stream lease), so that several hosts ask Binance once per interval "
+        "and hold one stream connection; while Redis does not answer, each host goes on with its own. "
+        "Default: a file cache under --data-dir, shared by this machine's processes (env CACHE_URL)",
+    )
+    p.add_argument(
         "--history",
         dest="history_s",
         type=int,
@@ -213,6 +225,10 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         pairs = env.pairs if a.pairs is None else parse_pairs(a.pairs)
     except SettingsError as exc:
         p.error(f"--pairs: {exc}")
+    try:
+        cache_url = parse_cache_url(a.cache_url)
+    except SettingsError as exc:
+        p.error(f"--cache-url: {exc}")
     return AppConfig(
         source=a.source,
         binance_url=a.binance_url,
@@ -229,6 +245,7 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         allow_private_webhooks=a.allow_private_webhooks,
         allowed_hosts=tuple(a.allowed_hosts),
         pairs=pairs,
+        cache_url=cache_url,
     ), a.collector
 
 
@@ -260,9 +277,9 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
     cache = Cache(
         server,
         config={
-            "CACHE_TYPE": "services.cache.AtomicFileSystemCache",
+            "CACHE_TYPE": "services.cache.shared_cache",
+            "CACHE_URL": config.cache_url,
             "CACHE_DIR": cache_dir(config),
-            "CACHE_THRESHOLD": CACHE_THRESHOLD,
         },
     )
     server.extensions["market"] = market or MarketService(config, cache)
@@ -341,6 +358,17 @@ def _banner(status: MarketStatus, auto: bool) -> list:
         )
     if status.settings_error:
         banner.append(dbc.Alert(status.settings_error, color="warning", className="py-2 small"))
+    shared = status.shared_cache or {}
+    if not shared.get("up", True):
+        banner.append(
+            dbc.Alert(
+                f"The shared cache (Redis at {shared['url']}) has not answered since {shared['down_since_utc']}: "
+                "this host goes on with its own, so it asks Binance and holds a stream connection itself "
+                "until Redis answers again.",
+                color="warning",
+                className="py-2 small",
+            )
+        )
     if status.database_error:
         banner.append(
             dbc.Alert(
@@ -509,7 +537,7 @@ def run_collector(config: AppConfig, stop: threading.Event | None = None) -> Non
     (SIGTERM or Ctrl-C). It shares the data dir's cache and database with any web app, so the
     two never poll the same interval twice and show one history and one alert log."""
     stop = stop or threading.Event()
-    market = MarketService(config, AtomicFileSystemCache(cache_dir(config), threshold=CACHE_THRESHOLD))
+    market = MarketService(config, open_shared_cache(config.cache_url, cache_dir(config)))
     open_market(market)
     log.info("collector running on %s; stop with Ctrl-C or SIGTERM", config.data_dir)
     next_report = 0.0

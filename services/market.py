@@ -37,6 +37,7 @@ from services.alerts import Alert, AlertLog
 from services.analysis import WARM_WAIT_S, Analyses, lateness_s
 from services.backtest import BacktestParams
 from services.binance import INVALID_SYMBOL, BinanceAPIError, BinanceClient, BinanceError, BinanceRateLimited
+from services.cache import cache_state
 from services.db import Database
 from services.engine import Params
 from services.gate import PollGate
@@ -415,6 +416,7 @@ class MarketService:
             webhook=self.notifier.status(),
             database_error=self.db.fault,
             stream=self.relay.state() if self.relay is not None else None,
+            shared_cache=cache_state(self.cache),
         )
 
     def newest_alert(self, snap: Snapshot) -> int:

@@ -47,6 +47,9 @@ STREAM_RECONNECTS = Counter(
 STREAM_FILLED = Counter(
     "pairmonitor_stream_filled_seconds", "Seconds of a stream's hole filled with their last trade (1 s klines)"
 )
+CACHE_FAILOVERS = Counter(
+    "pairmonitor_cache_failovers", "Times Redis stopped answering and this process went on with its own cache"
+)
 REFRESH_ERRORS = Counter("pairmonitor_refresh_errors", "Refreshes that failed inside the app (database, ingest)")
 
 

@@ -54,6 +54,7 @@ class AppConfig:
     allow_private_webhooks: bool = False  # webhooks may go to private and loopback addresses
     allowed_hosts: tuple[str, ...] = ()  # Host header names served besides loopback and --host
     pairs: tuple[tuple[str, str], ...] = ()  # the watchlist on the first start (--pairs)
+    cache_url: str = ""  # redis://host:port/db: the cache every host shares; "" = the file cache under data_dir
 
     def rest_hosts(self) -> tuple[str, ...]:
         """The REST hosts the app may talk to: the known Binance hosts, --binance-url and
@@ -167,6 +168,34 @@ def parse_url(value, name: str = "URL", required: bool = False) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"{name} must be an http:// or https:// address with a host, got {shown(text)}")
+    return text
+
+
+def shown_url(url: str) -> str:
+    """A URL as logs, /api/health and messages may show it: without a user or password."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]  # as written: may be no number
+    return parts._replace(netloc=netloc + (f":{port}" if port else "")).geturl()
+
+
+def parse_cache_url(value) -> str:
+    """A Redis URL, redis:// or rediss:// with a host (and a db number, if any); "" for the file
+    cache under the data dir."""
+    text = str(value or "").strip()
+    if not text:
+        return ""
+    try:
+        parts = urlsplit(text)
+        ok = parts.scheme in ("redis", "rediss") and parts.hostname and parts.port != 0
+    except ValueError:  # a port that is not a number
+        ok = False
+    db = parts.path.strip("/") if ok else ""
+    if not ok or (db and not db.isdigit()):
+        raise SettingsError(
+            f"the cache URL must be redis://[:password@]host[:port][/db] or rediss://..., got {shown(shown_url(text))}"
+        )
     return text
 
 

@@ -10,6 +10,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from chromium import OFFLINE_FLAGS
 from fake_binance import FakeBinance
 from fake_stream import FakeStream, TradeTape
+from loopback import RedisServer
 
 
 @pytest.fixture
@@ -30,6 +31,14 @@ def fake_stream(tape):
     server = FakeStream(tape)
     yield server
     server.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on 127.0.0.1 (a missing one fails the test: .ci/run installs it)."""
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()
 
 
 class FakeClock:

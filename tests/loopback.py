@@ -1,12 +1,15 @@
 """Loopback helpers shared by the tests and the benchmarks: free ports, and the app in its own
 process (so that its memory, its start-up and its exit are its own)."""
 
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import redis
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +56,44 @@ def wait_until_serving(proc: subprocess.Popen, port: int, timeout: float = 60) -
             assert proc.poll() is None, f"the app exited with {proc.returncode}"
             assert time.time() < deadline, "the app did not start"
             time.sleep(0.2)
+
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port, with a password and no persistence; it can
+    be stopped and started again on the same port (a Redis restart). `.ci/run` installs it."""
+
+    def __init__(self, work_dir: Path):
+        self.exe = shutil.which("redis-server")
+        if self.exe is None:
+            raise AssertionError("redis-server is not installed: apt-get install -y redis-server (.ci/run does)")
+        self.port, self.password, self.dir = free_port(), secrets.token_hex(8), Path(work_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, password=self.password, socket_timeout=2)
+
+    def start(self) -> None:
+        command = [self.exe, "--bind", "127.0.0.1", "--port", str(self.port), "--requirepass", self.password]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.dir)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+        def answers():
+            try:
+                return self.client().ping()
+            except redis.ConnectionError:
+                assert self.proc.poll() is None, f"redis-server exited with {self.proc.returncode}"
+                return False
+
+        wait_for(answers, timeout=10, message="redis-server to answer")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None

@@ -19,28 +19,13 @@ from services.gate import PollGate
 from services.market import MarketService
 from services.settings import AppConfig, SettingsError
 from services.sources import BinanceSource, SimSource
+from workers import hammer
 
 
 def sim_market(tmp_path, clock, **kw):
     cfg = AppConfig(source="sim", data_dir=str(tmp_path), history_s=kw.pop("history_s", 7_200))
     source = SimSource(seed=7, origin_s=int(clock()) - cfg.history_s, span_s=cfg.history_s, clock=clock)
     return MarketService(cfg, SimpleCache(), clock=clock, source=source)
-
-
-def hammer(services, seconds, threads=8):
-    """`threads` clients per service calling refresh() as fast as a busy browser would."""
-    stop = time.time() + seconds
-
-    def client(svc):
-        while time.time() < stop:
-            svc.refresh()
-            time.sleep(0.01)
-
-    workers = [threading.Thread(target=client, args=(svc,)) for svc in services for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
 
 
 def test_one_upstream_poll_per_interval_with_many_clients(fake_binance, tmp_path):
