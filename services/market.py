@@ -133,12 +133,17 @@ class MarketService:
                 self.worker_id,
                 source,
                 watched=lambda: watched_symbols(self.watchlist()),
+                newest=self._newest_live_second,
                 sink=self._streamed,
                 save=self.ingestion.save,
                 may_fetch=lambda: not self.gate.rate_limited_until(self.clock()),
                 on_error=self._record_error,
             )
             self.relay.start()
+
+    def _newest_live_second(self) -> int | None:
+        ticks = [self.store.last_tick(s) for s in watched_symbols(self.watchlist())]
+        return max((int(t.epoch) for t in ticks if t is not None), default=None)
 
     def close(self) -> None:
         """Before the process exits: a stream connection held here is handed on at once."""

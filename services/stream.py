@@ -62,7 +62,7 @@ STATE_KEEP_S = 3_600  # the last holder's newest trade, for the next holder's ho
 RELAY_STEP_S = 0.1  # the holder hands the trades over this often
 STATE_READ_S = HEARTBEAT_S  # the holder's word is read again after this (it says it this often)
 RELAY_KEEP_S = 30  # a batch stays in the cache this long, for a process that reads it late
-MAX_BATCHES_READ = 600  # per refresh
+MAX_BATCHES_READ = 600  # batches asked for per relay step
 PRIVATE_STATE = ("at", "last_trade_s", "token", "batches")  # in the shared state, not in /api/health
 SAVE_EVERY_S = 1.0  # the holder writes what came in to the database this often (one transaction)
 MAX_UNSUNK = 600  # batches waiting for a busy refresh (a minute of them)
@@ -304,11 +304,12 @@ class StreamRelay:
     the same way, so every process holds the exchange's last trade of each second.
     """
 
-    def __init__(self, cache, holder_id: str, source: StreamSource, watched, sink, save, may_fetch, on_error):
+    def __init__(self, cache, holder_id: str, source: StreamSource, watched, newest, sink, save, may_fetch, on_error):
         self.cache = cache
         self.holder_id = holder_id
         self.source = source
         self.watched = watched  # () -> the symbols to stream
+        self.newest = newest  # () -> the second of the newest live trade this process holds, or None
         self.sink = sink  # (ticks, fill) -> bool: in this process's memory (False: busy, hand them over again)
         self.save = save  # (trades, filled) -> None: into the database (the holder's, once a SAVE_EVERY_S)
         self.may_fetch = may_fetch  # () -> False inside the exchange's Retry-After window
@@ -366,19 +367,26 @@ class StreamRelay:
     def _collect(self) -> list[tuple[str, list[Tick]]]:
         """The batches ("trades" or "fill", ticks) another process published since the last call:
         the next ones of the holder last read until one is missing, then the current holder's
-        (named in its state, with how many it had published then) from its first."""
+        (named in its state, with how many it had published then) from its first. A batch the
+        holder said it had published but that is not there (expired unread, or published while
+        the shared cache was down) is passed over: the ones after it still come in."""
         state = self.shared_state()
         head = (state["token"], state["batches"]) if state and state.get("token") else None
         if head is None or head[0] == self._token:
             return []  # no holder yet, or this process's own (already stored)
         token, seq = self._cursor or head
-        out = []
+        out, reads = [], 0
         while True:
-            while len(out) < MAX_BATCHES_READ and (batch := self.cache.get(f"{BATCH_KEY}:{token}:{seq + 1}")):
-                out.append(batch)
+            said = head[1] if token == head[0] else 0
+            while reads < MAX_BATCHES_READ:
+                reads += 1
+                batch = self.cache.get(f"{BATCH_KEY}:{token}:{seq + 1}")
+                if batch is None and seq >= said:
+                    break  # not published yet
                 seq += 1
+                if batch is not None:
+                    out.append(batch)
             if token == head[0]:
-                seq = max(seq, head[1])  # batches that expired before they were read are lost here
                 break
             token, seq = head[0], 0  # a new holder: its batches from the first
         self._cursor = (token, seq)
@@ -406,8 +414,12 @@ class StreamRelay:
         held = self.lease.hold()
         stream = self.source.stream
         if held and not self.holding:
-            previous = self.cache.get(STATE_KEY) or {}  # REST polled until now: its seconds are filled too
-            stream.resume_from(previous.get("last_trade_s") or int(time.time()))
+            # The hole starts at the earlier of the last holder's newest trade and this process's (a
+            # follower cut off from the holder's batches, as when Redis stops answering): the seconds
+            # after it are filled. Filling a second already held is harmless: the fill is exact.
+            previous = self.cache.get(STATE_KEY) or {}
+            known = [s for s in (previous.get("last_trade_s"), self.newest()) if s is not None]
+            stream.resume_from(min(known) if known else int(time.time()))
             self._token, self._seq = f"{self.holder_id}-{uuid.uuid4().hex[:8]}", 0
             log.info("this process holds the stream connection now")
         elif self.holding and not held:

@@ -19,6 +19,7 @@ from services.cache import REDIS_RETRY_S, FailoverCache, open_shared_cache
 from services.market import MarketService
 from services.settings import AppConfig
 from services.sources import Tick, utc_from_epoch
+from services.stream import FILL_AFTER_S, LEASE_S
 from workers import hammer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,3 +170,40 @@ def answers(url: str) -> bool:
         return requests.get(url, timeout=5).status_code in (200, 503)
     except requests.ConnectionError:
         return False
+
+
+def test_a_redis_restart_mid_stream_gives_each_host_its_own_connection_then_one_and_loses_no_second(
+    fake_binance, fake_stream, tape, redis_server, tmp_path
+):
+    config = AppConfig(
+        source="stream", binance_url=fake_binance.url, stream_url=fake_stream.url, data_dir=str(tmp_path / "data")
+    )
+    hosts = [MarketService(config, open_shared_cache(redis_server.url, str(tmp_path / f"cache-{i}"))) for i in (0, 1)]
+    try:
+        for h in hosts:
+            h.source()  # opened: each has its relay running
+        wait_for(lambda: fake_stream.open == 1 and any(h.relay.holding for h in hosts), message="one holder")
+        started = int(time.time()) + 1
+        time.sleep(2)
+
+        redis_server.stop()
+        wait_for(lambda: fake_stream.open == 2, timeout=LEASE_S + 3, message="a connection for each host")
+        time.sleep(2)
+        redis_server.start()
+        wait_for(lambda: fake_stream.open == 1, timeout=REDIS_RETRY_S + LEASE_S + 3, message="one connection again")
+        assert sum(h.relay.holding for h in hosts) == 1
+        time.sleep(2 + FILL_AFTER_S)  # the seconds around each switch are filled once they have closed
+
+        closed = int(time.time()) - 2
+        assert closed - started >= 6
+        for h in hosts:
+            held = h.store.prices("BTCUSDT", started, closed - 1)
+            wrong = {
+                s: (p, tape.last_of_second("BTCUSDT", s))
+                for s, p in zip(range(started, closed), held)
+                if p != tape.last_of_second("BTCUSDT", s)
+            }
+            assert not wrong, f"{h.worker_id}: seconds not holding their last trade (held, exchange): {wrong}"
+    finally:
+        for h in hosts:
+            h.close()
