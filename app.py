@@ -363,8 +363,8 @@ def _banner(status: MarketStatus, auto: bool) -> list:
         banner.append(
             dbc.Alert(
                 f"The shared cache (Redis at {shared['url']}) has not answered since {shared['down_since_utc']}: "
-                "this host goes on with its own, so it asks Binance and holds a stream connection itself "
-                "until Redis answers again.",
+                "this host goes on with its own cache (its own polls and stream connection) until Redis answers "
+                "again.",
                 color="warning",
                 className="py-2 small",
             )
