@@ -85,7 +85,7 @@ class SourceLink:
         if client is None or client.base_url == want:
             return False
         log.info("REST host: %s -> %s", client.base_url, want)
-        client.set_base_url(want)
+        self.source().set_base_url(want)
         self.halted.clear()
         return True
 
@@ -103,7 +103,7 @@ class SourceLink:
             self.url_note = f"{restricted} answered HTTP 451 (restricted location); switched to {url}"
             log.warning(self.url_note)
             self.settings_store.save(replace(self.settings_store.current(), binance_url=url))
-            client.set_base_url(url)
+            self.source().set_base_url(url)
 
     def _symbols_key(self) -> str:
         source = self.source()

@@ -93,6 +93,10 @@ class BinanceSource:
     def label(self) -> str:
         return f"Binance · {self.client.base_url}"
 
+    def set_base_url(self, url: str) -> None:
+        """Talk to another REST host from the next request on (a 451, or the Settings page)."""
+        self.client.set_base_url(url)
+
     @property
     def store_key(self) -> str:
         """Binance.US is its own market; the other hosts serve the same prices."""
@@ -329,7 +333,8 @@ def open_source(
     if kind == "stream":
         from services.stream import StreamSource
 
-        return StreamSource(client, stream_url), f"Binance stream at {stream_url} (REST at {client.base_url} meanwhile)"
+        source = StreamSource(client, stream_url)
+        return source, f"Binance stream at {source.stream.url} (REST at {client.base_url} meanwhile)"
     if kind == "binance":
         return BinanceSource(client), f"Binance at {client.base_url}"
     notes = []
@@ -348,7 +353,8 @@ def open_source(
             return BinanceSource(client), f"{reachable}; polling REST (no market stream known for it)"
         from services.stream import StreamSource
 
-        return StreamSource(client, stream), f"{reachable}; trades from its stream at {stream}, REST while it is down"
+        note = f"{reachable}; trades from its stream at {stream}, REST while it is down"
+        return StreamSource(client, stream_url), note
     reason = f"Binance not reachable ({'; '.join(notes)}); using the simulation"
     log.warning(reason)
     return SimSource(seed=seed, span_s=span_s, clock=clock), reason

@@ -38,7 +38,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import connect
 
 from services import metrics
-from services.binance import DEFAULT_STREAM_URL, BinanceClient, BinanceError
+from services.binance import DEFAULT_STREAM_URL, BinanceClient, BinanceError, stream_for
 from services.sources import BinanceSource, Tick, iso_utc
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,18 @@ class TradeStream:
         in `second`: the seconds from there to this connection's first trade are reported as a hole."""
         with self._lock:
             self.last_trade_s = int(second)
+
+    def move_to(self, url: str) -> None:
+        """Stream from another host: an open connection is closed, and the next one goes there
+        (the seconds in between are a hole, filled as after any reconnect)."""
+        url = url.rstrip("/")
+        if url == self.url:
+            return
+        log.warning("stream host: %s -> %s", self.url, url)
+        self.url = url
+        connection = self._connection
+        if connection is not None:
+            connection.close()
 
     # --- what the source asks ------------------------------------------------------------
     def follow(self, symbols) -> None:
@@ -497,9 +509,19 @@ class StreamSource(BinanceSource):
     kind = "stream"
 
     def __init__(self, client: BinanceClient, stream_url: str, clock=None):
+        """`stream_url`: --stream-url. Left at its default, the stream is the REST host's own
+        (`binance.stream_for`), and moves with it (a 451, the Settings page)."""
         super().__init__(client, clock)
-        self.stream = TradeStream(stream_url)
+        self.configured_stream_url = stream_url
+        self.stream = TradeStream(self._stream_url())
         self.relay: StreamRelay | None = None  # set by the market that opens it
+
+    def _stream_url(self) -> str:
+        return stream_for(self.client.base_url, self.configured_stream_url) or self.configured_stream_url
+
+    def set_base_url(self, url: str) -> None:
+        super().set_base_url(url)
+        self.stream.move_to(self._stream_url())
 
     def live(self) -> bool:
         return self.relay is not None and self.relay.live()

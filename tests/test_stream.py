@@ -23,6 +23,7 @@ import api
 from app import create_app
 from fake_stream import FakeStream
 from loopback import free_port, wait_for, wait_until_serving
+from services import binance
 from services.cache import AtomicFileSystemCache, open_shared_cache
 from services.market import MarketService
 from services.settings import AppConfig
@@ -411,3 +412,40 @@ def test_nothing_is_pushed_when_the_source_does_not_stream(fake_binance, tmp_pat
     app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(tmp_path)))
     resp = app.server.test_client().get("/api/push?page=/live")
     assert resp.status_code == 204, "the page's tick is as fresh: the browser's EventSource stays closed"
+
+
+def test_the_stream_moves_with_the_rest_host_after_a_451_and_on_a_settings_change(
+    fake_binance, tape, tmp_path, monkeypatch
+):
+    """--stream-url left at its default: the stream is the REST host's own, whichever that is."""
+    restricted = fake_binance.url
+    other = restricted.replace("localhost", "127.0.0.1")
+    first, second = FakeStream(tape), FakeStream(tape)
+    monkeypatch.setitem(binance.STREAM_URLS, restricted, first.url)
+    monkeypatch.setitem(binance.STREAM_URLS, other, second.url)
+    config = AppConfig(source="stream", binance_url=restricted, fallback_urls=(other,), data_dir=str(tmp_path))
+    app = create_app(config)
+    client = app.server.test_client()
+
+    def streaming_from(server):
+        stream = client.get("/api/health").get_json()["stream"]
+        return stream["live"] and stream["url"] == server.url and server.open == 1
+
+    try:
+        wait_for(lambda: streaming_from(first), message="the first host's stream")
+        first.refuse = True  # a restricted location: its stream refuses, and its REST answers 451
+        first.drop()
+        fake_binance.fail_next(
+            "/api/v3/ticker/price", 451, {"code": 0, "msg": "Service unavailable from a restricted location"}
+        )
+        wait_for(lambda: streaming_from(second), timeout=15, message="the fallback host's stream")
+        assert first.open == 0 and client.get("/api/settings").get_json()["binance_url"] == other
+
+        first.refuse = False
+        assert client.patch("/api/settings", json={"binance_url": restricted}).status_code == 200
+        wait_for(lambda: streaming_from(first), timeout=15, message="back on the first host's stream")
+        assert second.open == 0
+    finally:
+        app.server.extensions["market"].close()
+        first.close()
+        second.close()
