@@ -24,7 +24,7 @@ from app import create_app
 from fake_stream import FakeStream
 from loopback import free_port, wait_for, wait_until_serving
 from services import binance
-from services.cache import AtomicFileSystemCache, open_shared_cache
+from services.cache import AtomicFileSystemCache
 from services.market import MarketService
 from services.settings import AppConfig
 from services.stream import LEASE_S, TradeStream
@@ -221,19 +221,13 @@ def test_a_close_for_too_many_messages_waits_the_longest_before_the_next_connect
     assert "1008" in stream.last_error
 
 
-@pytest.mark.parametrize("shared", ["file", "redis"])
-def test_processes_share_one_connection_and_a_holder_that_dies_is_replaced(
-    fake_binance, fake_stream, tape, tmp_path, shared, request
-):
+def test_processes_share_one_connection_and_a_holder_that_dies_is_replaced(fake_binance, fake_stream, tape, tmp_path):
+    """(On Redis, between hosts: tests/test_shared_cache.py.)"""
     config = AppConfig(
         source="stream", binance_url=fake_binance.url, stream_url=fake_stream.url, data_dir=str(tmp_path)
     )
-    if shared == "file":  # two processes of one machine, on its file cache
-        caches = [AtomicFileSystemCache(str(tmp_path / "cache"))] * 2
-    else:  # two hosts, each with its own file cache, on one Redis
-        url = request.getfixturevalue("redis_server").url
-        caches = [open_shared_cache(url, str(tmp_path / f"cache-{i}")) for i in range(2)]
-    workers = [MarketService(config, cache) for cache in caches]
+    cache = AtomicFileSystemCache(str(tmp_path / "cache"))
+    workers = [MarketService(config, cache) for _ in range(2)]  # two processes' markets on one cache
     for worker in workers:
         worker.source()  # opened: each has its relay running
     wait_for(lambda: any(w.relay.holding for w in workers) and fake_stream.open == 1, message="one holder")
