@@ -260,18 +260,21 @@ def test_settings_and_test_alert_routes(sim_client):
     assert sim_client.get("/api/alerts.csv?limit=0").status_code == 400
 
 
-def test_exports_stream_in_chunks_and_wait_for_one_of_the_slots(sim_client, monkeypatch):
+def test_exports_stream_in_chunks_and_wait_for_one_of_the_slots(tmp_path, monkeypatch):
     import api
 
+    monkeypatch.setattr(api, "EXPORT_WAIT_S", 0.2)  # (read when the app is made)
+    sim_client = create_app(AppConfig(source="sim", data_dir=str(tmp_path))).server.test_client()
     resp = sim_client.get("/api/analytics.csv?seconds=3600")
     assert resp.is_streamed
     chunks = list(resp.response)
     assert len(chunks) == 1 + -(-3_600 // api.CHUNK_ROWS), "a header, then CHUNK_ROWS rows at a time"
     assert sum(c.count(b"\n") for c in chunks) == 3_601
-    monkeypatch.setattr(api, "EXPORT_WAIT_S", 0.2)
     held = [sim_client.get("/api/ticks.csv") for _ in range(api.EXPORT_SLOTS)]  # streamed, not read yet
+    started = time.monotonic()
     busy = sim_client.get("/api/analytics.csv?seconds=60")
     assert busy.status_code == 503 and busy.headers["Retry-After"] == "2"
+    assert time.monotonic() - started < 5, "it waited EXPORT_WAIT_S for a slot, then answered"
     assert "exports are already running" in busy.get_json()["error"]
     for r in held:
         r.close()  # the client hung up: the slots are free again
