@@ -111,9 +111,10 @@ class FailoverCache(BaseCache):
     """Redis while it answers; this host's file cache while it does not. A failed call is not
     retried on the request path: a thread asks Redis every REDIS_RETRY_S until it answers."""
 
-    def __init__(self, primary: BaseCache, local: BaseCache, url: str):
+    def __init__(self, primary: BaseCache, local: BaseCache, url: str, ping):
         super().__init__()
         self.primary, self.local, self.url = primary, local, shown_url(url)
+        self.ping = ping  # () -> raises redis.RedisError while Redis does not answer
         self.down_since: float | None = None  # wall time of the first failure of this outage
         self.last_error: str | None = None
         self._lock = threading.Lock()
@@ -140,7 +141,7 @@ class FailoverCache(BaseCache):
         while True:
             time.sleep(REDIS_RETRY_S)
             try:
-                self.primary._write_client.ping()
+                self.ping()
             except redis.RedisError as exc:
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
                 continue
@@ -182,7 +183,7 @@ def open_shared_cache(cache_url: str, cache_dir: str) -> BaseCache:
     if not cache_url:
         return local
     client = redis.Redis.from_url(cache_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
-    return FailoverCache(RedisSharedCache(host=client, key_prefix=KEY_PREFIX), local, cache_url)
+    return FailoverCache(RedisSharedCache(host=client, key_prefix=KEY_PREFIX), local, cache_url, client.ping)
 
 
 def shared_cache(_app, config: dict, _args, _kwargs) -> BaseCache:
