@@ -172,12 +172,9 @@ def parse_url(value, name: str = "URL", required: bool = False) -> str:
 
 
 def shown_url(url: str) -> str:
-    """A URL as logs, /api/health and messages may show it: without a user or password."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]  # as written: may be no number
-    return parts._replace(netloc=netloc + (f":{port}" if port else "")).geturl()
+    """A URL as logs, /api/health and messages may show it: without a user or password (also when
+    it does not parse)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/?#]*@", r"\1", url, flags=re.IGNORECASE)
 
 
 def parse_cache_url(value) -> str:
@@ -188,11 +185,11 @@ def parse_cache_url(value) -> str:
         return ""
     try:
         parts = urlsplit(text)
-        ok = parts.scheme in ("redis", "rediss") and parts.hostname and parts.port != 0
-    except ValueError:  # a port that is not a number
+        db = parts.path.strip("/")
+        ok = parts.scheme in ("redis", "rediss") and parts.hostname and parts.port != 0 and (not db or db.isdigit())
+    except ValueError:  # a port that is not a number, a bracket left open
         ok = False
-    db = parts.path.strip("/") if ok else ""
-    if not ok or (db and not db.isdigit()):
+    if not ok:
         raise SettingsError(
             f"the cache URL must be redis://[:password@]host[:port][/db] or rediss://..., got {shown(shown_url(text))}"
         )

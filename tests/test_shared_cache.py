@@ -98,7 +98,10 @@ def test_the_cache_url_is_checked_at_start_and_its_password_never_shown(capsys):
     assert config.cache_url == "redis://:s3cret@127.0.0.1:6390/2"
     cache = open_shared_cache(config.cache_url, "/nonexistent-not-made")
     assert isinstance(cache, FailoverCache) and cache.url == "redis://127.0.0.1:6390/2"
-    for bad in ("http://127.0.0.1:6379", "redis://", "redis://:s3cret@host/db", "redis://:s3cret@host:port/0"):
+    odd = open_shared_cache("redis://:s3@cret@127.0.0.1:6390/2", "/nonexistent-not-made")
+    assert odd.url == "redis://127.0.0.1:6390/2", "a password with an @ in it is not shown either"
+    bad_urls = ("http://127.0.0.1:6379", "redis://", "redis://:s3cret@host/db", "redis://:s3cret@host:port/0")
+    for bad in (*bad_urls, "redis://:s3cret@[::1"):
         with pytest.raises(SystemExit):
             parse_args(["--cache-url", bad], environ={})
         err = capsys.readouterr().err
