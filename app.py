@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import dash
@@ -30,7 +30,7 @@ from components.layout import alert_text, alert_toast, leg_badges, navbar, statu
 from pages._tick import VIEWS
 from services import memory, metrics, webguard
 from services.cache import open_shared_cache
-from services.db import Database, DatabaseProblem
+from services.db import FAILURES, Database, DatabaseProblem, copy_database
 from services.export import PngRenderer
 from services.market import MarketService
 from services.replay import ReplayError
@@ -40,6 +40,7 @@ from services.settings import (
     SettingsError,
     pair_name,
     parse_cache_url,
+    parse_database_url,
     parse_pair,
     parse_pairs,
     parse_url,
@@ -68,7 +69,9 @@ ENV = {
     "allowed_hosts": "ALLOWED_HOSTS",
     "pairs": "PAIRS",
     "cache_url": "CACHE_URL",
+    "database_url": "DATABASE_URL",
 }
+PARSED = {"pairs": parse_pairs, "cache_url": parse_cache_url, "database_url": parse_database_url}
 MAX_BODY_BYTES = 1 << 20  # no page sends more in one request; a bigger body gets a 413
 
 
@@ -86,10 +89,8 @@ def config_from_env(environ=os.environ) -> AppConfig:
                 values[name] = raw.lower() in ("1", "true", "yes", "on")
             elif kind == "int":
                 values[name] = int(raw)
-            elif name == "pairs":
-                values[name] = parse_pairs(raw)
-            elif name == "cache_url":
-                values[name] = parse_cache_url(raw)
+            elif name in PARSED:
+                values[name] = PARSED[name](raw)
             else:
                 values[name] = (
                     tuple(raw.split())
@@ -105,8 +106,17 @@ def config_from_env(environ=os.environ) -> AppConfig:
     return AppConfig(**values)
 
 
-def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
-    """The configuration, and whether to run the headless collector instead of the web app."""
+@dataclass(frozen=True)
+class Run:
+    """What `python app.py` does besides serving: run the headless collector instead, or copy the
+    SQLite database into PostgreSQL and exit."""
+
+    collector: bool = False
+    migrate_to: str = ""  # a PostgreSQL URL (parse_database_url)
+
+
+def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, Run]:
+    """The configuration, and what to run."""
     env = config_from_env(environ)
     p = argparse.ArgumentParser(description="Live crypto pair dashboard (spread, rolling z-score, alerts).")
     p.add_argument(
@@ -169,6 +179,20 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         "Default: a file cache under --data-dir, shared by this machine's processes (env CACHE_URL)",
     )
     p.add_argument(
+        "--database-url",
+        default=env.database_url,
+        metavar="URL",
+        help="postgresql://user:password@host[:port]/database: the database every host shares (history, "
+        "settings, the watchlist, the alert log); while it does not answer, ticks and alerts wait in "
+        "memory and are written when it does. Default: an SQLite file under --data-dir (env DATABASE_URL)",
+    )
+    p.add_argument(
+        "--migrate-sqlite-to",
+        metavar="URL",
+        help="copy the SQLite database under --data-dir into the PostgreSQL database at URL (made or "
+        "upgraded to this version's schema; it must hold no data of this app yet), then exit",
+    )
+    p.add_argument(
         "--history",
         dest="history_s",
         type=int,
@@ -225,10 +249,14 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         pairs = env.pairs if a.pairs is None else parse_pairs(a.pairs)
     except SettingsError as exc:
         p.error(f"--pairs: {exc}")
-    try:
-        cache_url = parse_cache_url(a.cache_url)
-    except SettingsError as exc:
-        p.error(f"--cache-url: {exc}")
+    urls = {}
+    for flag in ("cache_url", "database_url", "migrate_sqlite_to"):
+        try:
+            urls[flag] = PARSED.get(flag, parse_database_url)(getattr(a, flag))
+        except SettingsError as exc:
+            p.error(f"--{flag.replace('_', '-')}: {exc}")
+    if a.migrate_sqlite_to is not None and not urls["migrate_sqlite_to"]:
+        p.error("--migrate-sqlite-to: give the PostgreSQL URL to copy into")
     return AppConfig(
         source=a.source,
         binance_url=a.binance_url,
@@ -245,8 +273,9 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, bool]:
         allow_private_webhooks=a.allow_private_webhooks,
         allowed_hosts=tuple(a.allowed_hosts),
         pairs=pairs,
-        cache_url=cache_url,
-    ), a.collector
+        cache_url=urls["cache_url"],
+        database_url=urls["database_url"],
+    ), Run(a.collector, urls["migrate_sqlite_to"])
 
 
 def cache_dir(config: AppConfig) -> str:
@@ -365,6 +394,20 @@ def _banner(status: MarketStatus, auto: bool) -> list:
                 f"The shared cache (Redis at {shared['url']}) has not answered since {shared['down_since_utc']}: "
                 "this host goes on with its own cache (its own polls and stream connection) until Redis answers "
                 "again.",
+                color="warning",
+                className="py-2 small",
+            )
+        )
+    database = status.database or {}
+    if not database.get("up", True):
+        waiting = database.get("unwritten", {})
+        banner.append(
+            dbc.Alert(
+                f"The database ({database['where']}) has not answered since {database['down_since_utc']} "
+                f"({database['reason']}). Live prices go "
+                f"on from memory; {waiting.get('buckets', 0):,} seconds, {waiting.get('ticks', 0):,} ticks and "
+                f"{waiting.get('alerts', 0):,} alerts wait to be written when it answers (settings changes can't be "
+                "saved until then).",
                 color="warning",
                 className="py-2 small",
             )
@@ -518,9 +561,27 @@ def check_database(config: AppConfig) -> None:
     """Before anything is made under the data dir: stop the start with one line when the database
     file can't be used (never modifying it)."""
     try:
-        log.info("database: %s", Database(config.data_dir).check())
+        log.info("database: %s", Database(config.data_dir, config.database_url).check())
     except DatabaseProblem as exc:
         raise SystemExit(f"error: {exc}") from None
+
+
+def migrate(config: AppConfig, url: str) -> None:
+    """--migrate-sqlite-to: copy the data dir's SQLite database into PostgreSQL, all or nothing."""
+    source, target = Database(config.data_dir), Database(config.data_dir, url)
+    try:
+        if not source.path.exists():
+            raise DatabaseProblem(f"{source.path}: no SQLite database to copy (is --data-dir right?)")
+        log.info("from: %s", source.check())
+        log.info("to: %s", target.check())
+        counts = copy_database(source, target)
+    except DatabaseProblem as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except FAILURES as exc:
+        reason = " ".join(str(getattr(exc, "orig", exc)).split())[:300]
+        raise SystemExit(f"error: copying into {target.shown_url} failed, nothing was written: {reason}") from None
+    copied = ", ".join(f"{n:,} {table}" for table, n in counts.items())
+    log.info("copied %s from %s to %s; start the app with --database-url", copied, source.path, target.shown_url)
 
 
 def open_market(market: MarketService) -> None:
@@ -583,10 +644,13 @@ class OneSendHandler(WSGIRequestHandler):
 
 
 def main(argv=None) -> None:
-    config, collector = parse_args(argv)
+    config, run = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if run.migrate_to:
+        migrate(config, run.migrate_to)
+        return
     check_database(config)
-    if collector:
+    if run.collector:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

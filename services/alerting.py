@@ -20,7 +20,7 @@ import pandas as pd
 
 from services import metrics
 from services.alerts import TEST_RULE, Alert, AlertLog, RuleState, evaluate_rule, initial_state
-from services.db import Database
+from services.db import FAILURES, Backlog, Database
 from services.engine import PairEngine
 from services.notify import WebhookNotifier
 from services.settings import UserSettings
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # The last evaluated bar is saved this often (and with every alert). After a crash the bars since
 # are evaluated again: an alert found twice is one row in the log and is delivered once.
 CURSOR_SAVE_EVERY_S = 10
+MAX_UNLOGGED = 10_000  # alerts held while the database does not answer (the log keeps as many)
 TEST_ALERT_GAP_S = 5.0  # test alerts are rate-limited: a button held down, or a script, is not a flood
 
 
@@ -72,6 +73,9 @@ class AlertEvaluator:
         self.log = log_
         self.notifier = notifier
         self._runs: dict[tuple[str, str], _Run] = {}  # per watched pair
+        # alerts found while the database did not answer: logged (and delivered, if this process
+        # logs them first) once it does, the oldest dropped past the bound
+        self.unlogged = Backlog("alerts", MAX_UNLOGGED)
 
     def keep(self, pairs) -> None:
         """Forget the evaluation state of pairs no longer watched (their cursors stay saved)."""
@@ -113,11 +117,25 @@ class AlertEvaluator:
                 for i in fired
             ]
         run.cursor = int(seconds[-1])
+        self.log_and_deliver(found, settings)
         if found or run.cursor - run.saved >= CURSOR_SAVE_EVERY_S:
             self.db.set_meta(_cursor_key(key), str(run.cursor))
             run.saved = run.cursor
-        if found:
-            self.deliver(self.log.add(sorted(found, key=lambda a: a.second)), settings)
+
+    def log_and_deliver(self, found: list[Alert], settings: UserSettings) -> None:
+        """Log `found` with any alerts left unlogged, and deliver those this process logged first.
+        While the database does not answer they wait (the evaluation goes on: its cursor is kept
+        in memory)."""
+        if not found and not self.unlogged.rows:
+            return
+        batch = {**self.unlogged.rows, **{(a.rule_key, a.pair, a.second): a for a in found}}
+        try:
+            added = self.log.add(sorted(batch.values(), key=lambda a: a.second))
+        except FAILURES:
+            self.unlogged.keep(batch)
+            return
+        self.unlogged.clear()
+        self.deliver(added, settings)
 
     def _start(self, key, settings: UserSettings, engine: PairEngine) -> _Run:
         """A pair's evaluation from its saved cursor (or its newest bar); raises if the database
@@ -142,9 +160,7 @@ class AlertEvaluator:
         """Alerts this process logged first: to the log (pages toast them) and the webhook."""
         for alert in alerts:
             metrics.ALERTS.labels(kind=alert.kind).inc()
-            log.info(
-                "alert %s: %s at %s, value %.6g", settings.pair_label, alert.rule, iso_utc(alert.second), alert.value
-            )
+            log.info("alert %s: %s at %s, value %.6g", alert.pair, alert.rule, iso_utc(alert.second), alert.value)
             if settings.webhook_url:
                 self.notifier.send(settings.webhook_url, alert)
 

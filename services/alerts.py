@@ -17,14 +17,15 @@ one that delivers it (webhook), so several workers and the collector never doubl
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
+from sqlalchemy import delete, func, select
 
-from services.db import Database
+from services.db import FAILURES, Database, insert
+from services.db import alerts as alert_rows
 from services.sources import utc_from_epoch
 
 RULE_KINDS = {
@@ -188,7 +189,10 @@ def _round(x, digits):
     return None if x is None else round(x, digits)
 
 
-COLUMNS = "id, second, rule, rule_key, pair, value, level, zscore, spread"
+COLUMNS = tuple(
+    alert_rows.c[name] for name in ("id", "second", "rule", "rule_key", "pair", "value", "level", "zscore", "spread")
+)
+IS_TEST = alert_rows.c.rule_key.like(TEST_PREFIX + "%")
 
 
 class AlertLog:
@@ -206,48 +210,46 @@ class AlertLog:
         added = []
         with self.db.write() as conn:
             for a in alerts:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO alerts (rule_key, rule, pair, second, value, level, zscore, spread, "
-                    "created_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        a.rule_key,
-                        a.rule,
-                        a.pair,
-                        a.second,
-                        _num(a.value),
-                        _num(a.level),
-                        _num(a.zscore),
-                        _num(a.spread),
-                        time.time_ns(),
-                    ),
-                )
-                if cur.rowcount:
-                    added.append(replace(a, id=cur.lastrowid))
+                row = {
+                    "rule_key": a.rule_key,
+                    "rule": a.rule,
+                    "pair": a.pair,
+                    "second": a.second,
+                    "value": _num(a.value),
+                    "level": _num(a.level),
+                    "zscore": _num(a.zscore),
+                    "spread": _num(a.spread),
+                    "created_ns": time.time_ns(),
+                }
+                stmt = insert(conn, alert_rows).values(row).on_conflict_do_nothing().returning(alert_rows.c.id)
+                new_id = conn.execute(stmt).scalar()
+                if new_id is not None:
+                    added.append(replace(a, id=new_id))
             for test, cap in ((False, self.max_rows), (True, self.max_test_rows)):
                 if any(a.is_test == test for a in added):
-                    kind = "LIKE" if test else "NOT LIKE"
-                    conn.execute(
-                        f"DELETE FROM alerts WHERE rule_key {kind} ? AND id < (SELECT min(id) FROM (SELECT id FROM "
-                        f"alerts WHERE rule_key {kind} ? ORDER BY id DESC LIMIT ?))",
-                        (TEST_PREFIX + "%", TEST_PREFIX + "%", cap),
-                    )
+                    kind = IS_TEST if test else ~IS_TEST
+                    newest = select(alert_rows.c.id).where(kind).order_by(alert_rows.c.id.desc()).limit(cap).subquery()
+                    oldest_kept = select(func.min(newest.c.id)).scalar_subquery()
+                    conn.execute(delete(alert_rows).where(kind, alert_rows.c.id < oldest_kept))
         return added
 
     def last_test_ns(self) -> int | None:
         """When the newest test alert was logged (by any process), in ns."""
-        return self.db.query("SELECT max(created_ns) FROM alerts WHERE rule_key LIKE ?", (TEST_PREFIX + "%",))[0][0]
+        return self.db.query(select(func.max(alert_rows.c.created_ns)).where(IS_TEST))[0][0]
 
-    def _read(self, sql: str, args=(), default=None):
-        """Rows of a read, or `default` when the file is damaged: the pages go on (and say so,
-        from `Database.fault`) instead of failing."""
+    def _read(self, statement, default=None):
+        """Rows of a read, or `default` when the database can't be read: the pages go on (and say
+        so, from `Database.fault` or `.outage`) instead of failing."""
         try:
-            return self.db.query(sql, args)
-        except sqlite3.DatabaseError:
+            return self.db.query(statement)
+        except FAILURES:
             return default
 
-    def _rows(self, where: str = "", args=(), limit: int | None = None) -> list[Alert]:
-        sql = f"SELECT {COLUMNS} FROM alerts {where} ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
-        return [self._alert(*row) for row in self._read(sql, args, [])]
+    def _rows(self, *where, limit: int | None = None) -> list[Alert]:
+        statement = select(*COLUMNS).where(*where).order_by(alert_rows.c.id.desc())
+        if limit:
+            statement = statement.limit(int(limit))
+        return [self._alert(*row) for row in self._read(statement, [])]
 
     @staticmethod
     def _alert(id_, second, rule, rule_key, pair, value, level, zscore, spread) -> Alert:
@@ -268,37 +270,37 @@ class AlertLog:
 
     def log(self, pair: str | None = None, limit: int | None = None, since_s: int | None = None) -> list[Alert]:
         """Alerts, newest first: for one pair or all, at bars from `since_s` on or all."""
-        where = [(clause, arg) for clause, arg in (("pair = ?", pair), ("second >= ?", since_s)) if arg is not None]
-        sql = ("WHERE " + " AND ".join(c for c, _ in where)) if where else ""
-        return self._rows(sql, tuple(a for _, a in where), limit)
+        where = [alert_rows.c.pair == pair] if pair is not None else []
+        where += [alert_rows.c.second >= since_s] if since_s is not None else []
+        return self._rows(*where, limit=limit)
 
     def count(self, pair: str, since_s: int | None = None) -> int | None:
         """How many alerts `pair` has in the log (None when the log can't be read); with
         `since_s`, the rules' alerts at bars from then on (test alerts left out)."""
-        if since_s is None:
-            rows = self._read("SELECT count(*) FROM alerts WHERE pair = ?", (pair,))
-        else:
-            rows = self._read(
-                "SELECT count(*) FROM alerts WHERE pair = ? AND second >= ? AND rule_key NOT LIKE ?",
-                (pair, since_s, TEST_PREFIX + "%"),
-            )
+        statement = select(func.count()).select_from(alert_rows).where(alert_rows.c.pair == pair)
+        if since_s is not None:
+            statement = statement.where(alert_rows.c.second >= since_s, ~IS_TEST)
+        rows = self._read(statement)
         return rows[0][0] if rows else None
 
     def since(self, alert_id: int, limit: int = 20) -> list[Alert]:
         """Alerts logged after `alert_id` (any process), newest first: for toasts."""
-        return self._rows("WHERE id > ?", (alert_id,), limit)
+        return self._rows(alert_rows.c.id > alert_id, limit=limit)
 
     def last_id(self) -> int:
         """The newest alert's id (the last one read while the log can't be read)."""
-        rows = self._read("SELECT coalesce(max(id), 0) FROM alerts")
+        rows = self._read(select(func.coalesce(func.max(alert_rows.c.id), 0)))
         if rows:
             self._last_id = rows[0][0]
         return self._last_id
 
     def last_fired(self, rule_key: str, pair: str) -> int | None:
-        return self.db.query("SELECT max(second) FROM alerts WHERE rule_key = ? AND pair = ?", (rule_key, pair))[0][0]
+        statement = select(func.max(alert_rows.c.second)).where(
+            alert_rows.c.rule_key == rule_key, alert_rows.c.pair == pair
+        )
+        return self.db.query(statement)[0][0]
 
     def clear(self) -> None:
         """Empty the log (ids keep counting up, so open tabs do not toast old alerts again)."""
         with self.db.write() as conn:
-            conn.execute("DELETE FROM alerts")
+            conn.execute(delete(alert_rows))

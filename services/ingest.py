@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 
 from services import metrics
 from services.binance import BinanceError
-from services.db import Database
+from services.db import FAILURES, Database
 from services.history import History
 from services.sources import Tick
 from services.store import PriceStore
@@ -36,7 +35,7 @@ DEEP_PAGES_PER_S = 4
 DEEP_PAGE_S = 1_000  # seconds of 1 s klines a page (Binance's limit per request)
 # A damaged database file (Database.fault shows it on every page) never stops live ticks: what
 # can't be read is fetched or left out, what can't be written stays in memory.
-DB_MAY_FAIL = contextlib.suppress(sqlite3.DatabaseError)
+DB_MAY_FAIL = contextlib.suppress(*FAILURES)
 
 
 class Ingestion:
@@ -142,7 +141,7 @@ class Ingestion:
         try:
             rows = history.buckets(symbol, now - self.history_s + 1, now)
             recent = history.recent_ticks(symbol, self.store.raw_ticks)
-        except sqlite3.DatabaseError:  # a damaged file (shown as such): live ticks go on
+        except FAILURES:  # a damaged file (shown as such): live ticks go on
             return
         self.store.add_ticks(rows, raw=False)
         self.store.add_ticks(recent)

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import math
 import os
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -38,7 +37,7 @@ from services.analysis import WARM_WAIT_S, Analyses, lateness_s
 from services.backtest import BacktestParams
 from services.binance import INVALID_SYMBOL, BinanceAPIError, BinanceClient, BinanceError, BinanceRateLimited
 from services.cache import cache_state
-from services.db import Database
+from services.db import FAILURES, Database
 from services.engine import Params
 from services.gate import PollGate
 from services.ingest import DB_MAY_FAIL, Ingestion
@@ -99,9 +98,9 @@ class MarketService:
         self.config = config
         self.cache = cache
         self._clock = clock
-        self.db = Database(config.data_dir)
+        self.db = Database(config.data_dir, config.database_url)
         self.settings_store = SettingsStore(self.db, legacy_dir=config.data_dir)
-        with contextlib.suppress(sqlite3.DatabaseError):  # a damaged file (shown as such): the saved pair
+        with contextlib.suppress(*FAILURES):  # a damaged file (shown as such): the saved pair
             self.settings_store.seed(config.pairs)
         self.store = PriceStore(config.history_s)
         self.alerts = AlertLog(self.db)
@@ -420,9 +419,15 @@ class MarketService:
             rest_host_note=self.link.url_note,
             webhook=self.notifier.status(),
             database_error=self.db.fault,
+            database=self._database_state(),
             stream=self.relay.state() if self.relay is not None else None,
             shared_cache=cache_state(self.cache),
         )
+
+    def _database_state(self) -> dict:
+        history = self.ingestion.history()
+        backlogs = [self.alerting.unlogged, *((history.unwritten_bars, history.unwritten_ticks) if history else ())]
+        return {**self.db.state(), "unwritten": {b.kind: len(b.rows) for b in backlogs}}
 
     def newest_alert(self, snap: Snapshot) -> int:
         """The newest alert's id (any process's), read once per second and store write for every

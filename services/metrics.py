@@ -13,6 +13,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -49,6 +50,15 @@ STREAM_FILLED = Counter(
 )
 CACHE_FAILOVERS = Counter(
     "pairmonitor_cache_failovers", "Times Redis stopped answering and this process went on with its own cache"
+)
+DB_UNWRITTEN = Gauge(
+    "pairmonitor_db_unwritten_rows",
+    "Rows held in memory because the database did not answer, written when it does",
+    ["kind"],
+    multiprocess_mode="livesum",
+)
+DB_DROPPED = Counter(
+    "pairmonitor_db_dropped_rows", "Rows dropped, oldest first, when the unwritten rows reached their bound", ["kind"]
 )
 REFRESH_ERRORS = Counter("pairmonitor_refresh_errors", "Refreshes that failed inside the app (database, ingest)")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 
@@ -27,7 +26,7 @@ from requests.adapters import HTTPAdapter
 from services import metrics
 from services.alerts import Alert
 from services.binance import JitteredRetry
-from services.db import Database
+from services.db import FAILURES, Database
 from services.netguard import RefusedAtConnect, TargetRefused, WebhookPolicy, guarded_pool_classes
 from services.sources import iso_utc
 
@@ -134,7 +133,7 @@ class WebhookNotifier:
             self._status_read = now
             try:
                 raw = self.db.meta(STATUS_KEY)
-            except sqlite3.DatabaseError:  # a damaged file (shown as such): the last status read stays
+            except FAILURES:  # a damaged file (shown as such): the last status read stays
                 return self._status
             self._status = json.loads(raw) if raw else None
         return self._status

@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 import math
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from sqlalchemy import delete, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from services.alerts import DEFAULT_RULES, LEGS, RULE_KINDS, Rule
 from services.bars import TIMEFRAMES
 from services.binance import DEFAULT_BASE_URL, DEFAULT_STREAM_URL, KNOWN_HOSTS, MARKET_DATA_URL
-from services.db import Database
+from services.db import FAILURES, Database, insert
+from services.db import pairs as pair_rows
+from services.db import settings as settings_rows
 from services.hedge import METHODS
 
 WINDOW_RANGE = (2, 86_400)
@@ -55,6 +60,7 @@ class AppConfig:
     allowed_hosts: tuple[str, ...] = ()  # Host header names served besides loopback and --host
     pairs: tuple[tuple[str, str], ...] = ()  # the watchlist on the first start (--pairs)
     cache_url: str = ""  # redis://host:port/db: the cache every host shares; "" = the file cache under data_dir
+    database_url: str = ""  # postgresql+psycopg://...: the database every host shares; "" = SQLite under data_dir
 
     def rest_hosts(self) -> tuple[str, ...]:
         """The REST hosts the app may talk to: the known Binance hosts, --binance-url and
@@ -194,6 +200,29 @@ def parse_cache_url(value) -> str:
             f"the cache URL must be redis://[:password@]host[:port][/db] or rediss://..., got {shown(shown_url(text))}"
         )
     return text
+
+
+def parse_database_url(value) -> str:
+    """A PostgreSQL URL (postgresql://user:password@host[:port]/database, postgres:// too), spelt
+    for psycopg 3; "" for the SQLite file under the data dir."""
+    text = str(value or "").strip()
+    if not text:
+        return ""
+    try:
+        url = make_url(text)
+        ok = (
+            url.drivername in ("postgresql", "postgres", "postgresql+psycopg")
+            and bool(url.host)
+            and bool(url.database)
+            and url.port != 0
+        )
+    except (ArgumentError, ValueError):  # not a URL, a port that is not a number
+        ok = False
+    if not ok:
+        raise SettingsError(
+            f"the database URL must be postgresql://user:password@host[:port]/database, got {shown(shown_url(text))}"
+        )
+    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
 def parse_rule(raw) -> Rule:
@@ -348,13 +377,13 @@ class SettingsStore:
             return self._book
         self._checked = now
         try:
-            rows = self.db.query("SELECT version FROM settings WHERE id = 1")
+            rows = self.db.query(select(settings_rows.c.version))
             if not rows:
                 self._take_over_legacy()
             elif rows[0][0] != self._version:
                 with self._lock:
                     self._reload()
-        except sqlite3.DatabaseError:  # a damaged file (shown as such): the settings in use go on
+        except FAILURES:  # a damaged file or a server down (shown as such): the settings in use go on
             pass
         return self._book
 
@@ -371,16 +400,18 @@ class SettingsStore:
             self.load_error = None
         except (ValueError, AttributeError, TypeError, KeyError) as exc:
             self.load_error = f"The saved settings are unreadable ({exc}); keeping the settings in use"
-            self._version = self.db.query("SELECT version FROM settings WHERE id = 1")[0][0]  # not re-read each tick
+            self._version = self.db.query(select(settings_rows.c.version))[0][0]  # not re-read each tick
 
     @staticmethod
     def _read(conn) -> tuple[int, tuple[UserSettings, ...]]:
         """(version, watchlist) as stored: the `settings` row alone is a watchlist of its one pair
         (a database of an earlier version, or one not seeded yet). Raises ValueError & co."""
-        row = conn.execute("SELECT version, body FROM settings WHERE id = 1").fetchone()
+        row = conn.execute(select(settings_rows.c.version, settings_rows.c.body)).first()
         version, first = (row[0], validate({**asdict(UserSettings()), **json.loads(row[1])})) if row else (0, None)
         first = first or UserSettings()
-        pairs = conn.execute("SELECT a, b, body FROM pairs ORDER BY position").fetchall()
+        pairs = conn.execute(
+            select(pair_rows.c.a, pair_rows.c.b, pair_rows.c.body).order_by(pair_rows.c.position)
+        ).all()
         book = tuple(
             validate({**asdict(first), **json.loads(body), "symbol_a": a, "symbol_b": b}) for a, b, body in pairs
         )
@@ -388,16 +419,23 @@ class SettingsStore:
 
     def _write(self, conn, version: int, book) -> None:
         book = tuple(replace(s, **_shared(book[0])) for s in book)
+        stmt = insert(conn, settings_rows).values(id=1, body=json.dumps(asdict(book[0])), version=version + 1)
         conn.execute(
-            "INSERT INTO settings (id, body, version) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE "
-            "SET body = excluded.body, version = excluded.version",
-            (json.dumps(asdict(book[0])), version + 1),
+            stmt.on_conflict_do_update(
+                index_elements=[settings_rows.c.id],
+                set_={"body": stmt.excluded.body, "version": stmt.excluded.version},
+            )
         )
-        conn.execute("DELETE FROM pairs")
-        conn.executemany(
-            "INSERT INTO pairs (position, a, b, body) VALUES (?, ?, ?, ?)",
+        conn.execute(delete(pair_rows))
+        conn.execute(
+            pair_rows.insert(),
             [
-                (i, s.symbol_a, s.symbol_b, json.dumps({k: v for k, v in asdict(s).items() if k in PAIR_FIELDS[2:]}))
+                {
+                    "position": i,
+                    "a": s.symbol_a,
+                    "b": s.symbol_b,
+                    "body": json.dumps({k: v for k, v in asdict(s).items() if k in PAIR_FIELDS[2:]}),
+                }
                 for i, s in enumerate(book)
             ],
         )
@@ -406,7 +444,7 @@ class SettingsStore:
     def _change(self, edit) -> tuple[UserSettings, ...]:
         """Apply `edit(watchlist) -> new watchlist` in one write transaction (raising leaves
         everything as it was)."""
-        with self._lock, self.db.write() as conn:
+        with self._lock, self.db.write(lock="settings") as conn:
             version, book = self._read(conn)
             self._write(conn, version, tuple(edit(list(book))))
             return self._book
@@ -465,8 +503,8 @@ class SettingsStore:
         saved (or default) analysis; without `pairs`, the saved pair. After that the watchlist is
         changed from Settings and the API only."""
         self.watchlist()  # takes over a settings.json of an older version first
-        with self._lock, self.db.write() as conn:
-            if conn.execute("SELECT 1 FROM pairs LIMIT 1").fetchone():
+        with self._lock, self.db.write(lock="settings") as conn:
+            if conn.execute(select(pair_rows.c.position).limit(1)).first():
                 return
             version, book = self._read(conn)
             if pairs:

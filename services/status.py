@@ -46,6 +46,7 @@ class MarketStatus:
     webhook: dict | None
     database_error: str | None = None  # the database file failed while running: live data from memory only
     stream: dict | None = None  # --source stream: the connection's state (TradeStream.state)
+    database: dict | None = None  # the engine, where it is, whether it answers, and the rows waiting for it
     shared_cache: dict | None = None  # the file cache, or Redis and whether it answers (services.cache)
 
     @property

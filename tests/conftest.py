@@ -10,7 +10,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from chromium import OFFLINE_FLAGS
 from fake_binance import FakeBinance
 from fake_stream import FakeStream, TradeTape
-from loopback import RedisServer
+from loopback import PostgresServer, RedisServer
 
 
 @pytest.fixture
@@ -39,6 +39,27 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path / "redis")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL on 127.0.0.1 that the session's tests share, each in a database of its own
+    (a missing one fails the test: .ci/run installs it)."""
+    server = PostgresServer()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a new, empty database on the session's PostgreSQL."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request):
+    """Each engine in turn: "" (the SQLite file under the data dir), then a new PostgreSQL database."""
+    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
 
 
 class FakeClock:

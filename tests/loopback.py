@@ -1,14 +1,18 @@
 """Loopback helpers shared by the tests and the benchmarks: free ports, and the app in its own
 process (so that its memory, its start-up and its exit are its own)."""
 
+import contextlib
+import os
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import psycopg
 import redis
 import requests
 
@@ -97,3 +101,59 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(timeout=10)
         self.proc = None
+
+
+class PostgresServer:
+    """Debian's PostgreSQL in a temp dir on a free loopback port: `initdb` and `pg_ctl`, run as the
+    `postgres` user when the tests run as root (the server refuses to run as root). Password
+    authentication (scram) on TCP only, no fsync (a test's data need not survive a power cut).
+    It can be stopped and started again on the same port (a PostgreSQL restart). `.ci/run`
+    installs it."""
+
+    def __init__(self):
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+        if not bins:
+            raise AssertionError("PostgreSQL is not installed: apt-get install -y postgresql (.ci/run does)")
+        self.bin = bins[-1].parent
+        self.port, self.password = free_port(), secrets.token_hex(8)
+        self.dir = Path(tempfile.mkdtemp(prefix="pm-postgres-"))  # not under pytest's root-only tmp
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user:
+            shutil.chown(self.dir, self.user)
+        pwfile = self.dir / "pw"
+        pwfile.write_text(self.password)
+        if self.user:
+            shutil.chown(pwfile, self.user)
+        auth = ["-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}"]
+        self._run("initdb", "-D", str(self.dir / "data"), *auth)
+        pwfile.unlink()
+        self.start()
+
+    def _run(self, tool: str, *args: str) -> None:
+        done = subprocess.run(
+            [str(self.bin / tool), *args], user=self.user, capture_output=True, text=True, timeout=60, cwd=self.dir
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"{tool} failed ({done.returncode}): {done.stdout[-800:]} {done.stderr[-800:]}")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """A new, empty database; its URL."""
+        name = "pm_" + secrets.token_hex(6)
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off -c full_page_writes=off"
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(AssertionError):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -28,7 +28,7 @@ def made_database(data_dir: Path) -> Path:
     assert client.get("/api/health").status_code == 200
     market.save_settings({"window": 30})
     client.post("/api/alerts/test")
-    with market.db.connection() as conn:
+    with sqlite3.connect(market.db.path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return data_dir / FILENAME
 
@@ -125,10 +125,10 @@ def test_damage_found_while_running_shows_on_every_page_and_in_health_and_live_d
     client.post("/api/alerts/test")
     time.sleep(1.1)
     client.get("/api/health")
-    with market.db.connection() as conn:
+    with sqlite3.connect(market.db.path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     damage_the_middle(market.db.path)
-    market.db._idle.clear()  # new connections read the damaged pages (a cache would hide them a while)
+    market.db.engine().dispose()  # new connections read the damaged pages (a cache would hide them a while)
     time.sleep(5)  # a hole longer than the forward fill: the next tick looks for it in the database
     resp = client.get("/api/health")
     assert resp.status_code == 503 and resp.is_json

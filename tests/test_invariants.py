@@ -64,12 +64,12 @@ def test_cli_help_documents_every_option():
 def test_env_twins_configure_the_app(monkeypatch):
     import app
 
-    cfg, collector = app.parse_args([], environ={"SOURCE": "sim", "PORT": "9001", "DATA_DIR": "/tmp/x", "DEBUG": "0"})
+    cfg, run = app.parse_args([], environ={"SOURCE": "sim", "PORT": "9001", "DATA_DIR": "/tmp/x", "DEBUG": "0"})
     assert (cfg.source, cfg.port, cfg.data_dir, cfg.debug, cfg.host) == ("sim", 9001, "/tmp/x", False, "127.0.0.1")
-    assert not collector and cfg.fallback_urls == ("https://data-api.binance.vision",)
+    assert run == app.Run() and cfg.fallback_urls == ("https://data-api.binance.vision",)
     assert app.parse_args(["--port", "9002"], environ={"PORT": "9001"})[0].port == 9002
-    cfg, collector = app.parse_args(["--collector"], environ={"BINANCE_FALLBACK_URLS": "http://a.test, http://b.test"})
-    assert collector and cfg.fallback_urls == ("http://a.test", "http://b.test")
+    cfg, run = app.parse_args(["--collector"], environ={"BINANCE_FALLBACK_URLS": "http://a.test, http://b.test"})
+    assert run.collector and cfg.fallback_urls == ("http://a.test", "http://b.test")
 
 
 def test_bad_urls_stop_at_start_with_a_clear_error(capsys):

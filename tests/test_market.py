@@ -183,7 +183,7 @@ def test_corrupt_saved_settings_keep_the_defaults_and_say_so(tmp_path, clock, mo
     monkeypatch.setattr(settings_module, "CHECK_EVERY_S", 0.0)  # another process's write, seen at once
     market = sim_market(tmp_path, clock)
     with market.db.write() as conn:
-        conn.execute("UPDATE settings SET body = '{not json', version = version + 1")
+        conn.exec_driver_sql("UPDATE settings SET body = '{not json', version = version + 1")
     assert market.current_settings().pair == ("BTCUSDT", "ETHUSDT")
     assert "unreadable" in market.snapshot().status.settings_error
 

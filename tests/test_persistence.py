@@ -214,7 +214,7 @@ def test_the_collector_alerts_with_nobody_watching_and_the_web_app_shows_its_his
                 assert time.time() < deadline and collector.poll() is None, "the collector raised no alert"
                 time.sleep(0.5)
             started = time.time()
-            recorded = alerts.query("SELECT count(*) FROM ticks WHERE tick_ns < ?", (int(started * 1e9),))[0][0]
+            recorded = alerts.query("SELECT count(*) FROM ticks WHERE tick_ns < :ns", {"ns": int(started * 1e9)})[0][0]
             web = start(["--source", "binance", "--binance-url", fake_binance.url, "--port", str(port)], data, log)
             try:
                 base = f"http://127.0.0.1:{port}/api"
