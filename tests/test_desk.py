@@ -1,0 +1,208 @@
+"""A desk's deployment, as issue 12 describes it: two hosts (`gunicorn -w 2` each, separate data
+dirs and ports) and a collector, all on one real redis-server and one real PostgreSQL, polling a
+Binance-shaped server. The guarantees of one machine hold across them, also through a PostgreSQL
+restart and a Redis restart under load."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from werkzeug import Response
+
+from loopback import PostgresServer, free_port, wait_for
+from services.db import Database
+from services.settings import parse_database_url
+
+ROOT = Path(__file__).resolve().parents[1]
+TICKER = "/api/v3/ticker/price"
+
+
+class Desk:
+    """The processes of the deployment, their logs, and a load of open tabs on both hosts."""
+
+    def __init__(self, tmp_path, env):
+        self.tmp_path, self.env, self.procs, self.hosts = tmp_path, env, [], []
+        for name in ("a", "b"):
+            port = free_port()
+            self._start(name, [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "app:server"], port)
+            self.hosts.append(f"http://127.0.0.1:{port}")
+        self._start("collector", [sys.executable, "app.py", "--collector"], 0)
+        self.statuses: list[str] = []
+        self._stop = threading.Event()
+        self._tabs = [threading.Thread(target=self._tab, args=(h,), daemon=True) for h in self.hosts for _ in range(2)]
+
+    def open_tabs(self):
+        """Once both hosts serve: two tabs on each."""
+        for host in self.hosts:
+            wait_for(lambda host=host: answers(host), timeout=60, message=f"{host} serving")
+        for t in self._tabs:
+            t.start()
+
+    def _start(self, name, command, port):
+        env = {**self.env, "DATA_DIR": str(self.tmp_path / name), "PORT": str(port), "WEB_CONCURRENCY": "2"}
+        if port:  # gunicorn's workers add up their metrics there
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.tmp_path / name / "metrics")
+        log = open(self.tmp_path / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append((proc, log))
+
+    def _tab(self, host):  # a tab's tick a second, on either worker of the host
+        while not self._stop.is_set():
+            try:
+                self.statuses.append(requests.get(f"{host}/api/health", timeout=5).json()["status"])
+            except requests.RequestException as exc:
+                self.statuses.append(repr(exc))
+            self._stop.wait(0.3)
+
+    def health(self, host) -> dict:
+        return requests.get(f"{host}/api/health", timeout=5).json()
+
+    def unwritten(self, host, kind: str) -> float:
+        """The rows the host's workers hold for the database (/metrics adds them up)."""
+        text = requests.get(f"{host}/metrics", timeout=5).text
+        found = re.search(rf'^pairmonitor_db_unwritten_rows{{kind="{kind}"}} (\S+)$', text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    def logs(self) -> str:
+        return "".join(p.read_text() for p in self.tmp_path.glob("*.log"))
+
+    def close(self):
+        self._stop.set()
+        for t in self._tabs:
+            if t.is_alive():
+                t.join(timeout=10)
+        for proc, _ in self.procs:
+            proc.terminate()
+        for proc, log in self.procs:
+            proc.wait(timeout=20)
+            log.close()
+
+
+def answers(host: str) -> bool:
+    try:
+        return requests.get(f"{host}/api/health", timeout=5).status_code in (200, 503)
+    except requests.RequestException:  # not listening yet, or its workers still importing
+        return False
+
+
+def calls_per_interval(fake_binance, seconds: float) -> tuple[int, int]:
+    before, start = fake_binance.count(TICKER), time.time()
+    time.sleep(seconds)
+    return fake_binance.count(TICKER) - before, int(time.time()) - int(start) + 1
+
+
+def table(db: Database, name: str, order: str) -> list[tuple]:
+    return [tuple(r) for r in db.query(f"SELECT * FROM {name} ORDER BY {order}")]
+
+
+@pytest.mark.slow
+def test_two_hosts_and_a_collector_on_one_redis_and_one_postgresql_through_restarts(
+    fake_binance, redis_server, httpserver, tmp_path
+):
+    received = []
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(
+        lambda r: (received.append(json.loads(r.data)), Response("ok"))[1]
+    )
+    postgres = PostgresServer()
+    url = postgres.new_database()
+    env = {
+        **os.environ,
+        "SOURCE": "binance",
+        "BINANCE_BASE_URL": fake_binance.url,
+        "CACHE_URL": redis_server.url,
+        "DATABASE_URL": url,
+        "ALLOW_PRIVATE_WEBHOOKS": "1",
+    }
+    desk = Desk(tmp_path, env)
+    try:
+        desk.open_tabs()
+        a, b = desk.hosts
+        db = Database(tmp_path, parse_database_url(url))
+
+        # a change on one host is seen on the other within one tick (and the collector alerts by it)
+        change = {"rules": [{"kind": "abs_z"}], "threshold": 1.0, "webhook_url": httpserver.url_for("/hook")}
+        changed = requests.patch(f"{a}/api/settings", json=change, timeout=10)  # |z| ≥ 1: a crossing every few s
+        assert changed.status_code == 200, changed.text
+        added = requests.post(f"{a}/api/pairs", json={"a": "SOLUSDT", "b": "BTCUSDT"}, timeout=10)
+        assert added.status_code == 201, added.text
+        time.sleep(1.2)  # a tick, and the once-a-second look at the settings' version
+        for _ in range(8):  # new connections: both of host b's workers answer some
+            pairs = [[p["a"], p["b"]] for p in requests.get(f"{b}/api/pairs", timeout=5).json()]
+            assert ["SOLUSDT", "BTCUSDT"] in pairs, "the pair added on host a, on host b"
+            assert requests.get(f"{b}/api/settings", timeout=5).json()["threshold"] == 1.0
+
+        # one upstream call per interval from 4 workers on 2 hosts and the collector
+        time.sleep(2)
+        calls, slots = calls_per_interval(fake_binance, 4.2)
+        assert slots - 1 <= calls <= slots, f"{calls} ticker calls in {slots} intervals"
+
+        # PostgreSQL restarts under load: ticks and alerts wait, then every second is written
+        kept = {name: table(db, name, order) for name, order in (("settings", "id"), ("pairs", "position"))}
+        before = table(db, "buckets", "source, symbol, second")
+        postgres.stop()
+        down_at = int(time.time())
+        wait_for(lambda: not desk.health(a)["database"]["up"], timeout=5, message="host a to say the database is down")
+        wait_for(lambda: desk.unwritten(a, "alerts") > 0, timeout=30, message="an alert found while it is down")
+        body = desk.health(b)
+        assert not body["database"]["up"] and body["database"]["down_since_utc"].endswith("Z")
+        assert body["status"] == "ok", "live prices go on from memory"
+        assert postgres.password not in json.dumps(body)
+        restart_ns = time.time_ns()
+        postgres.start()
+        up_at = int(time.time())
+        wait_for(
+            lambda: all(desk.health(h)["database"]["up"] for h in desk.hosts), timeout=10, message="database up again"
+        )
+
+        # Redis restarts under load: each host (and the collector) polls on its own meanwhile
+        redis_server.stop()
+        time.sleep(1.5)
+        calls, slots = calls_per_interval(fake_binance, 3.2)
+        assert calls <= 3 * slots, f"{calls} ticker calls in {slots} intervals: at most one per host"
+        redis_server.start()
+        wait_for(lambda: all(desk.health(h)["shared_cache"]["up"] for h in desk.hosts), timeout=10, message="Redis")
+        time.sleep(3)
+        calls, slots = calls_per_interval(fake_binance, 3.2)
+        assert calls <= slots, f"{calls} ticker calls in {slots} intervals: shared again"
+        end = int(time.time()) - 2
+
+        # the database, row by row: what was there is unchanged, and every second since is there,
+        # at the price the exchange answered for it
+        assert {name: table(db, name, order) for name, order in (("settings", "id"), ("pairs", "position"))} == kept
+        after = {(r[1], r[2]): r for r in table(db, "buckets", "source, symbol, second")}
+        assert all(after[(r[1], r[2])] == r for r in before), "no row written before the restart changed"
+        first = max(s for (sym, s) in after if sym == "BTCUSDT" and s < down_at - 5)
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            got = {s: row[4] for (sym, s), row in after.items() if sym == symbol and first <= s <= end}
+            missing = sorted(set(range(first, end + 1)) - set(got))
+            assert not missing, f"{symbol}: seconds missing ({down_at}..{up_at} was the outage): {missing}"
+            wrong = {
+                s: (p, fake_binance.price(symbol, s)) for s, p in got.items() if p != fake_binance.price(symbol, s)
+            }
+            assert not wrong, f"{symbol}: stored prices that are not what the exchange answered: {wrong}"
+
+        # each alert logged once and delivered once, whichever process logged it first
+        time.sleep(2)  # the last alerts' webhooks
+        log = db.query("SELECT id, rule_key, pair, second, created_ns FROM alerts ORDER BY id")
+        keys = [(r[1], r[2], r[3]) for r in log]
+        assert len(keys) == len(set(keys)) >= 3, log
+        assert sorted(r["id"] for r in received) == [r[0] for r in log], "each alert POSTed once"
+        held = [r for r in log if r[3] < restart_ns // 10**9 and r[4] >= restart_ns]
+        assert held, "alerts found while the database was down were logged (and delivered) once it was back"
+
+        statuses = desk.statuses
+        assert len(statuses) > 100 and set(statuses[-20:]) == {"ok"}, statuses[-20:]
+        logs = desk.logs()
+        assert "Traceback" not in logs and "does not answer" in logs and "answers again" in logs
+        for secret in (postgres.password, redis_server.password):
+            assert secret not in desk.logs(), "no password in any log line"
+    finally:
+        desk.close()
+        postgres.remove()
