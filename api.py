@@ -27,6 +27,7 @@ from pages._tick import PUSHES
 from services import memory, metrics
 from services.alerting import TooSoonForTestAlert
 from services.analysis import TooMuchWork
+from services.auth import NotAnEditor
 from services.backtest import parse_params as parse_backtest
 from services.bars import TIMEFRAMES
 from services.export import PngRenderer, RendererUnavailable
@@ -141,6 +142,10 @@ def create_api(renderer: PngRenderer) -> Blueprint:
     def bad_request(exc):
         return jsonify(error=str(exc)), 400
 
+    @api.errorhandler(NotAnEditor)
+    def not_an_editor(exc):
+        return jsonify(error=str(exc)), 403
+
     @api.errorhandler(ScanError)
     def scan_failed(exc):
         return jsonify(error=str(exc)), exc.status, {"Retry-After": "5"} if exc.status == 503 else {}
@@ -208,6 +213,8 @@ def create_api(renderer: PngRenderer) -> Blueprint:
             current_market().remove_pair(pair)
         except KeyError as exc:
             return jsonify(error=exc.args[0]), 404
+        except NotAnEditor:
+            raise  # a 403
         except SettingsError as exc:
             return jsonify(error=str(exc)), 409
         return "", 204

@@ -28,7 +28,8 @@ from api import create_api, metrics_response
 from components import ids
 from components.layout import alert_text, alert_toast, leg_badges, navbar, status_banner
 from pages._tick import VIEWS
-from services import memory, metrics, webguard
+from services import auth, memory, metrics, webguard
+from services.auth import AuthConfig
 from services.cache import open_shared_cache
 from services.db import FAILURES, Database, DatabaseProblem, copy_database
 from services.export import PngRenderer
@@ -47,7 +48,7 @@ from services.settings import (
     query_pair,
 )
 from services.status import MarketStatus
-from services.webguard import host_name, is_loopback
+from services.webguard import host_name, is_loopback, parse_proxies
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("dashboard")
@@ -70,8 +71,17 @@ ENV = {
     "pairs": "PAIRS",
     "cache_url": "CACHE_URL",
     "database_url": "DATABASE_URL",
+    "users_file": "USERS_FILE",
+    "trust_proxy_auth": "TRUST_PROXY_AUTH",
+    "trusted_proxies": "TRUSTED_PROXIES",
+    "insecure_no_auth": "INSECURE_NO_AUTH",
 }
-PARSED = {"pairs": parse_pairs, "cache_url": parse_cache_url, "database_url": parse_database_url}
+PARSED = {
+    "pairs": parse_pairs,
+    "cache_url": parse_cache_url,
+    "database_url": parse_database_url,
+    "trusted_proxies": lambda raw: parse_proxies(raw.replace(",", " ").split()),
+}
 MAX_BODY_BYTES = 1 << 20  # no page sends more in one request; a bigger body gets a 413
 
 
@@ -108,11 +118,13 @@ def config_from_env(environ=os.environ) -> AppConfig:
 
 @dataclass(frozen=True)
 class Run:
-    """What `python app.py` does besides serving: run the headless collector instead, or copy the
-    SQLite database into PostgreSQL and exit."""
+    """What `python app.py` does besides serving: run the headless collector instead, or do one
+    thing and exit (copy the SQLite database into PostgreSQL, add a user or a token)."""
 
     collector: bool = False
     migrate_to: str = ""  # a PostgreSQL URL (parse_database_url)
+    add_user: str = ""  # NAME:ROLE, into --users-file
+    add_token: str = ""  # NAME, into --users-file
 
 
 def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, Run]:
@@ -222,6 +234,40 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, Run]:
         "forwards (env ALLOWED_HOSTS, comma- or space-separated); other Host headers get a 400",
     )
     p.add_argument(
+        "--users-file",
+        default=env.users_file,
+        metavar="PATH",
+        help="who may sign in: lines 'user NAME viewer|editor HASH' and 'token NAME SHA256' (write them with "
+        "--add-user and --add-token). Viewers see everything; editors also change settings, the watchlist, "
+        "rules and the webhook (env USERS_FILE)",
+    )
+    p.add_argument(
+        "--trust-proxy-auth",
+        action="store_true",
+        default=env.trust_proxy_auth,
+        help="a reverse proxy authenticates and names the user in X-Forwarded-User (read from "
+        "--trusted-proxies only; the role is the users file's, viewer for anyone not in it) (env TRUST_PROXY_AUTH)",
+    )
+    p.add_argument(
+        "--trusted-proxies",
+        nargs="*",
+        default=list(env.trusted_proxies),
+        metavar="ADDR",
+        help="addresses or networks of the reverse proxies whose X-Forwarded-For/-Proto/-Host (and "
+        "X-Forwarded-User) are believed; no one's by default (env TRUSTED_PROXIES)",
+    )
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        default=env.insecure_no_auth,
+        help="serve a non-loopback --host with no login: anyone who reaches it can change everything "
+        "(said on every page). Refused without it (env INSECURE_NO_AUTH)",
+    )
+    p.add_argument(
+        "--add-user", metavar="NAME:ROLE", help="set a user's password (asked) and role in --users-file, then exit"
+    )
+    p.add_argument("--add-token", metavar="NAME", help="print a new API token for a user of --users-file, then exit")
+    p.add_argument(
         "--pairs",
         default=None,
         metavar="A-B,C-D",
@@ -255,6 +301,12 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, Run]:
             urls[flag] = PARSED.get(flag, parse_database_url)(getattr(a, flag))
         except SettingsError as exc:
             p.error(f"--{flag.replace('_', '-')}: {exc}")
+    try:
+        proxies = parse_proxies(a.trusted_proxies)
+    except ValueError as exc:
+        p.error(f"--trusted-proxies: {exc}")
+    if (a.add_user or a.add_token) and not a.users_file:
+        p.error("--add-user and --add-token write to --users-file: name it")
     if a.migrate_sqlite_to is not None and not urls["migrate_sqlite_to"]:
         p.error("--migrate-sqlite-to: give the PostgreSQL URL to copy into")
     return AppConfig(
@@ -275,7 +327,11 @@ def parse_args(argv=None, environ=os.environ) -> tuple[AppConfig, Run]:
         pairs=pairs,
         cache_url=urls["cache_url"],
         database_url=urls["database_url"],
-    ), Run(a.collector, urls["migrate_sqlite_to"])
+        users_file=a.users_file,
+        trust_proxy_auth=a.trust_proxy_auth,
+        trusted_proxies=proxies,
+        insecure_no_auth=a.insecure_no_auth,
+    ), Run(a.collector, urls["migrate_sqlite_to"], a.add_user or "", a.add_token or "")
 
 
 def cache_dir(config: AppConfig) -> str:
@@ -302,7 +358,11 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
     server = app.server
     server.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     server.register_error_handler(Exception, _request_failed)
-    webguard.install(server, config.host, config.allowed_hosts)
+    webguard.install(server, config.host, config.allowed_hosts, config.trusted_proxies)
+    if auth_required(config):
+        auth.install(
+            server, AuthConfig(config.users_file, config.trust_proxy_auth, config.trusted_proxies), config.data_dir
+        )
     cache = Cache(
         server,
         config={
@@ -322,8 +382,8 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
             dcc.Store(id=ids.NEW_ALERTS),
             dcc.Store(id=ids.NOTIFY_DONE),
             dcc.Store(id=ids.TICK),
-            navbar(dash.page_registry.values()),
-            dbc.Container(status_banner(), fluid=True),
+            navbar(dash.page_registry.values(), sign_out=auth_required(config)),
+            dbc.Container(status_banner(open_to=config.host if insecure(config) else ""), fluid=True),
             html.Div(id=ids.TOASTS, className="toast-area"),
             dash.page_container,
         ]
@@ -621,16 +681,40 @@ def run_collector(config: AppConfig, stop: threading.Event | None = None) -> Non
     log.info("collector stopped")
 
 
+def auth_required(config: AppConfig) -> bool:
+    return bool(config.users_file or config.trust_proxy_auth)
+
+
+def insecure(config: AppConfig) -> bool:
+    """Served beyond loopback with no login (--insecure-no-auth)."""
+    return not is_loopback(host_name(config.host)) and not auth_required(config)
+
+
+def check_exposure(config: AppConfig) -> None:
+    """Stop the start of a web server reachable beyond this machine with no way to know its users,
+    unless --insecure-no-auth says it is meant to be open; and one whose users file is unusable."""
+    if insecure(config) and not config.insecure_no_auth:
+        raise SystemExit(
+            f"error: --host {config.host} is reachable beyond this machine and nobody would need to sign in: "
+            "give --users-file (or --trust-proxy-auth behind a proxy that authenticates), or --insecure-no-auth "
+            "to serve it open on purpose"
+        )
+    try:
+        auth.Directory.load(config.users_file)
+    except auth.AuthConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def startup_warnings(config: AppConfig) -> list[str]:
     """What a person starting the web server must know about how exposed it is."""
     warnings = []
     if config.debug:
         warnings.append("--debug: Werkzeug's interactive debugger is on, a Python console for whoever reaches the port")
-    if not is_loopback(host_name(config.host)):
+    if insecure(config):
         warnings.append(
-            f"listening on {config.host}: anyone who can reach it can see the data and change the settings "
-            "(there is no login yet). Serve it behind a reverse proxy that authenticates, and name the host "
-            "people use with --allowed-hosts"
+            f"--insecure-no-auth on {config.host}: anyone who can reach it can see the data and change the "
+            "settings (no login). Give --users-file, or serve it behind a reverse proxy that authenticates, and "
+            "name the host people use with --allowed-hosts"
         )
     return warnings
 
@@ -646,6 +730,16 @@ class OneSendHandler(WSGIRequestHandler):
 def main(argv=None) -> None:
     config, run = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if run.add_user or run.add_token:
+        try:
+            print(
+                auth.add_user(config.users_file, run.add_user)
+                if run.add_user
+                else auth.add_token(config.users_file, run.add_token)
+            )
+        except auth.AuthConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        return
     if run.migrate_to:
         migrate(config, run.migrate_to)
         return
@@ -656,6 +750,7 @@ def main(argv=None) -> None:
             signal.signal(sig, lambda *_: stop.set())
         run_collector(config, stop)
         return
+    check_exposure(config)
     app = create_app(config)
     open_market(app.server.extensions["market"])
     for warning in startup_warnings(config):
@@ -669,6 +764,7 @@ def __getattr__(name: str):
     for `create_app` or `main` does not build a second app."""
     if name == "server":
         config = config_from_env()
+        check_exposure(config)
         check_database(config)
         globals()["server"] = create_app(config).server
         return globals()["server"]

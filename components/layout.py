@@ -20,13 +20,16 @@ RANGES = {"5m": 300, "15m": 900, "1h": 3_600, "6h": 21_600, "24h": 86_400}
 DEFAULT_RANGE = "15m"
 
 
-def navbar(pages) -> dbc.Navbar:
+def navbar(pages, sign_out: bool = False) -> dbc.Navbar:
     """The brand, the source and freshness badges (always in view, on one line), and the rest:
-    page links, the pair, the legs and "Notify me", behind a toggler below the lg breakpoint (992 px)."""
+    page links, the pair, the legs and "Notify me", behind a toggler below the lg breakpoint (992 px).
+    With `sign_out` (the app has users), a link to sign out."""
     links = [
         dbc.NavLink(p["name"], href=p["relative_path"], id=ids.nav_link(p["relative_path"]), active=False)
         for p in pages
     ]
+    if sign_out:
+        links.append(dbc.NavLink("Sign out", href="/logout", external_link=True, className="sign-out"))
     status = html.Div(
         [
             dbc.Badge("…", id=ids.SOURCE_BADGE, color="secondary", className="me-2 source-badge"),
@@ -84,8 +87,20 @@ def navbar(pages) -> dbc.Navbar:
     )
 
 
-def status_banner() -> html.Div:
-    return html.Div(id=ids.STATUS_BANNER)
+def status_banner(open_to: str = "") -> html.Div:
+    """The live banner (filled by the tick), under a fixed one when the app is `open_to` a
+    non-loopback address with no login (--insecure-no-auth)."""
+    fixed = []
+    if open_to:
+        fixed.append(
+            dbc.Alert(
+                f"No login: anyone who can reach {open_to} can see this and change the settings, the watchlist, "
+                "rules and the webhook (--insecure-no-auth).",
+                color="danger",
+                className="py-2 small mb-2 insecure-banner",
+            )
+        )
+    return html.Div([*fixed, html.Div(id=ids.STATUS_BANNER)])
 
 
 LEG_COLORS = {"live": "success", "stale": "danger", "disconnected": "danger", "waiting": "secondary"}

@@ -16,6 +16,8 @@ import shutil
 import tempfile
 
 bind = os.environ.get("BIND", f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8050')}")
+if not bind.startswith(("unix:", "fd://")):  # the app knows where it listens: beyond loopback it needs a login
+    os.environ["HOST"] = bind.rsplit(":", 1)[0].strip("[]")
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 threads = int(os.environ.get("WEB_THREADS", "64"))  # one per open tab's tick in flight, with room

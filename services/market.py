@@ -34,6 +34,7 @@ from services import metrics
 from services.alerting import AlertEvaluator
 from services.alerts import Alert, AlertLog
 from services.analysis import WARM_WAIT_S, Analyses, lateness_s
+from services.auth import require_editor
 from services.backtest import BacktestParams
 from services.binance import INVALID_SYMBOL, BinanceAPIError, BinanceClient, BinanceError, BinanceRateLimited
 from services.cache import cache_state
@@ -168,6 +169,7 @@ class MarketService:
     def add_pair(self, a, b) -> UserSettings:
         """Watch another pair: both symbols trading, different, not watched yet, at most
         MAX_PAIRS in all. Raises SettingsError with the reason; nothing changes then."""
+        require_editor()
         known = set(self.symbols())
         pair = (parse_symbol(a, known, "Symbol A"), parse_symbol(b, known, "Symbol B"))
         if pair[0] == pair[1]:
@@ -177,6 +179,7 @@ class MarketService:
     def remove_pair(self, pair) -> None:
         """Stop watching `pair`; its history stays until it ages out. KeyError if not watched,
         SettingsError for the last pair."""
+        require_editor()
         self.settings_store.remove_pair(pair)
 
     def params(self, settings: UserSettings, **overrides) -> Params:
@@ -213,8 +216,10 @@ class MarketService:
         newly picked symbol must be trading; the pair already watched may stay even if one leg
         stopped (so that rules, webhook or host can still be changed).
 
-        Raises SettingsError with a user-facing message; nothing is saved then.
+        Raises SettingsError with a user-facing message (NotAnEditor for a viewer); nothing is
+        saved then.
         """
+        require_editor()
         current = self.settings_for(pair)
         merged = {**asdict(current), **raw}
         symbols = set(self.symbols()) | set(current.pair)
@@ -566,6 +571,7 @@ class MarketService:
 
     def send_test_alert(self) -> Alert:
         """A test alert through every channel (log, toasts on every page, webhook)."""
+        require_editor()
         snap = self.snapshot()
         return self.alerting.send_test(snap.settings, snap.now, self.latest(snap))
 

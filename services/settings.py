@@ -60,6 +60,10 @@ class AppConfig:
     allowed_hosts: tuple[str, ...] = ()  # Host header names served besides loopback and --host
     pairs: tuple[tuple[str, str], ...] = ()  # the watchlist on the first start (--pairs)
     cache_url: str = ""  # redis://host:port/db: the cache every host shares; "" = the file cache under data_dir
+    users_file: str = ""  # who may sign in, and their roles (services.auth)
+    trust_proxy_auth: bool = False  # the reverse proxy names the user in X-Forwarded-User
+    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-* headers are read
+    insecure_no_auth: bool = False  # beyond loopback with no login, on purpose (said on every page)
     database_url: str = ""  # postgresql+psycopg://...: the database every host shares; "" = SQLite under data_dir
 
     def rest_hosts(self) -> tuple[str, ...]:

@@ -8,6 +8,9 @@
   `Origin` on such requests (and `Referer` with it); when either names another site, the answer
   is a 403 and nothing changes. A request with neither (curl, a script) is not a browser's and
   passes.
+- **Proxies.** `X-Forwarded-For`, `-Proto` and `-Host` are read only from `--trusted-proxies`
+  (werkzeug's ProxyFix would take them from anyone), so the Host check and the client's address
+  hold behind a reverse proxy and can't be forged around it.
 - **Framing.** Every answer says `X-Frame-Options: DENY` and a CSP `frame-ancestors 'none'`, so
   no other site can frame the settings page and lure clicks onto it.
 """
@@ -18,8 +21,9 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from flask import Flask, jsonify, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from services.settings import shown
+from services.settings import SettingsError, shown
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -48,6 +52,41 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def trusted(addr: str | None, proxies) -> bool:
+    """Whether a peer address is one of `proxies` (addresses or networks; loopback when none)."""
+    try:
+        ip = ipaddress.ip_address(addr or "")
+    except ValueError:
+        return False
+    if not proxies:
+        return ip.is_loopback
+    return any(ip in ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+class TrustedProxyFix:
+    """WSGI: the X-Forwarded-* headers of a request from a trusted proxy (one hop), and none of
+    anyone else's."""
+
+    def __init__(self, app, proxies):
+        self.plain, self.proxies = app, tuple(proxies)
+        self.fixed = ProxyFix(app, x_for=1, x_proto=1, x_host=1)
+
+    def __call__(self, environ, start_response):
+        app = self.fixed if trusted(environ.get("REMOTE_ADDR"), self.proxies) else self.plain
+        return app(environ, start_response)
+
+
+def parse_proxies(values) -> tuple[str, ...]:
+    """--trusted-proxies: addresses or networks (SettingsError names a bad one)."""
+    out = []
+    for value in values:
+        try:
+            out.append(str(ipaddress.ip_network(value.strip(), strict=False)))
+        except ValueError:
+            raise SettingsError(f"not an address or network: {shown(value)}") from None
+    return tuple(out)
+
+
 def allowed_hosts(bound: str, extra) -> frozenset[str]:
     """The names a `Host` header may carry: loopback, the bound address (unless it is every
     interface: then the names must be given), and `extra` (--allowed-hosts)."""
@@ -57,8 +96,10 @@ def allowed_hosts(bound: str, extra) -> frozenset[str]:
     return frozenset(names)
 
 
-def install(server: Flask, bound: str, extra=()) -> None:
+def install(server: Flask, bound: str, extra=(), proxies=()) -> None:
     hosts = allowed_hosts(bound, extra)
+    if proxies:
+        server.wsgi_app = TrustedProxyFix(server.wsgi_app, proxies)
 
     @server.before_request
     def check_host_and_origin():

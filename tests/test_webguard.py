@@ -83,9 +83,14 @@ def test_debug_is_refused_on_a_non_loopback_host_and_warns_on_loopback():
     assert "Python console" in warning
 
 
-def test_a_non_loopback_host_warns_and_allowed_hosts_come_from_the_environment():
-    config, _ = app_module.parse_args(["--host", "0.0.0.0"], environ={"ALLOWED_HOSTS": "desk.example, ops.example"})
+def test_an_open_non_loopback_host_warns_and_allowed_hosts_come_from_the_environment(tmp_path):
+    env = {"ALLOWED_HOSTS": "desk.example, ops.example"}
+    config, _ = app_module.parse_args(["--host", "0.0.0.0", "--insecure-no-auth"], environ=env)
     assert config.allowed_hosts == ("desk.example", "ops.example")
     [warning] = app_module.startup_warnings(config)
     assert "no login" in warning and "--allowed-hosts" in warning
+    users = tmp_path / "users"
+    users.write_text("")
+    locked, _ = app_module.parse_args(["--host", "0.0.0.0", "--users-file", str(users)], environ=env)
+    assert app_module.startup_warnings(locked) == []
     assert app_module.startup_warnings(app_module.parse_args([], environ={})[0]) == []
