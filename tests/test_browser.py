@@ -13,6 +13,7 @@ from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 from werkzeug import Response
+from werkzeug.security import generate_password_hash
 
 from app import create_app
 from components import ids
@@ -706,3 +707,41 @@ def test_streamed_prices_are_pushed_to_the_live_cards_between_ticks_and_never_go
         assert float(price.replace(",", "")) == tape.last("BTCUSDT", round(stamp.timestamp() * 1000))
     assert dash_duo.get_logs() == []
     app.server.extensions["market"].relay.stop()  # before the test server's threads are stopped
+
+
+def test_sign_in_a_viewer_is_refused_a_change_signs_out_and_an_editor_saves(dash_duo, data_dir, tmp_path):
+    users = tmp_path / "users"
+    lines = [
+        f"user {name} {role} {generate_password_hash(name + '-password')}"
+        for name, role in (("vi", "viewer"), ("ed", "editor"))
+    ]
+    users.write_text("\n".join(lines) + "\n")
+    app = create_app(AppConfig(source="sim", data_dir=str(data_dir), history_s=3_600, users_file=str(users)))
+    dash_duo.start_server(app, navigate=False)
+    driver = dash_duo.driver
+
+    def sign_in(name, password):
+        wait_for(lambda: "/login" in driver.current_url, message="the sign-in page")
+        dash_duo.wait_for_element("#name").send_keys(name)
+        dash_duo.find_element("#password").send_keys(password)
+        dash_duo.find_element("button[type=submit]").click()
+
+    driver.get(dash_duo.server.url + "/settings")  # a page asked for: sign in first, then that page
+    sign_in("vi", "wrong-password")
+    dash_duo.wait_for_contains_text(".alert-danger", "Wrong name or password")
+    dash_duo.find_element("#name").clear()
+    sign_in("vi", "vi-password")
+    dash_duo.wait_for_element(f"#{settings.THRESHOLD}", timeout=15)
+    assert driver.current_url.endswith("/settings")
+    set_input(dash_duo, settings.THRESHOLD, "1.5")
+    press(dash_duo, settings.SAVE)
+    dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Only editors can change this; vi is a viewer", timeout=10)
+    assert saved_settings(data_dir) is None
+    navigate(dash_duo, "Sign out")
+    sign_in("ed", "ed-password")
+    dash_duo.wait_for_element(f"#{ids.NAV_PAIR}", timeout=15)
+    navigate(dash_duo, "Settings")
+    set_input(dash_duo, settings.THRESHOLD, "1.5")
+    press(dash_duo, settings.SAVE)
+    dash_duo.wait_for_contains_text(f"#{settings.SAVE_MSG}", "Saved", timeout=10)
+    assert saved_settings(data_dir).threshold == 1.5
