@@ -18,13 +18,14 @@ from collections.abc import Iterator
 from dataclasses import asdict, fields, replace
 
 from flask import Blueprint, Response, g, jsonify, make_response, request
+from flask_limiter import Limiter
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.http import http_date
 
 from components import figures
 from components.tables import TRADE_COLUMNS, trade_rows
 from pages._tick import PUSHES
-from services import memory, metrics
+from services import limits, memory, metrics
 from services.alerting import TooSoonForTestAlert
 from services.analysis import TooMuchWork
 from services.auth import NotAnEditor
@@ -120,8 +121,10 @@ class BadRequest(ValueError):
     pass
 
 
-def create_api(renderer: PngRenderer) -> Blueprint:
+def create_api(renderer: PngRenderer, limiter: Limiter) -> Blueprint:
     api = Blueprint("api", __name__, url_prefix="/api")
+    exports, scans = limiter.limit(limits.EXPORTS), limiter.limit(limits.SCANS)
+    test_alerts, changes = limiter.limit(limits.TEST_ALERTS), limiter.limit(limits.CHANGES)
     exporting = held_slots(  # this app's, in this process
         threading.BoundedSemaphore(EXPORT_SLOTS),
         EXPORT_WAIT_S,
@@ -177,6 +180,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         return jsonify(asdict(g.snap.settings))
 
     @api.patch("/settings")
+    @changes
     def change_settings():
         """Change any of the Settings page's fields (JSON object), with the page's validation:
         200 with the saved settings, or 400 naming the field, and nothing saved."""
@@ -194,6 +198,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         return jsonify([row for _, row in current_market().pair_rows(g.snap)])
 
     @api.post("/pairs")
+    @changes
     def add_pair():
         """Watch another pair, JSON {"a": "SOLUSDT", "b": "BNBUSDT"}: 201 with its row, or 400
         with the reason (a symbol not trading, the same twice, already watched, 20 already)."""
@@ -205,6 +210,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         return jsonify(market.pair_row(added, g.snap.now, market.newest_alert(g.snap))), 201
 
     @api.delete("/pairs/<name>")
+    @changes
     def remove_pair(name):
         """Stop watching a pair (its history stays until it ages out): 204, 404 if it is not
         watched, 409 for the last one."""
@@ -220,6 +226,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         return "", 204
 
     @api.get("/analytics.csv")
+    @exports
     @exporting
     def analytics_csv():
         market, _settings, params = _analytics_params()
@@ -230,6 +237,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         return _csv_response(_frame_chunks(out), f"analytics_{a}-{b}_{params.tf}.csv")
 
     @api.get("/backtest.csv")
+    @exports
     @exporting
     def backtest_csv():
         market, settings, params = _analytics_params()
@@ -249,6 +257,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         )
 
     @api.get("/alerts.csv")
+    @exports
     @exporting
     def alerts_csv():
         """The alert log, oldest first (every process's alerts: it is the shared log)."""
@@ -259,6 +268,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         return _csv_rows(fields, rows, "alerts.csv")
 
     @api.post("/alerts/test")
+    @test_alerts
     def test_alert():
         """A test alert through every channel (log, toasts, webhook), like the Settings button.
         Never from a webhook delivery (a webhook pointed here would loop), at most one per
@@ -272,6 +282,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         return jsonify(alert.as_row()), 201
 
     @api.get("/ticks.csv")
+    @exports
     @exporting
     def ticks_csv():
         market = current_market()
@@ -285,6 +296,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         return _csv_rows(["timestamp_utc", "symbol", "price"], rows, "ticks.csv")
 
     @api.get("/chart/<kind>.png")
+    @exports
     @exporting
     def chart_png(kind):
         if kind not in figures.CHART_KINDS:
@@ -353,6 +365,7 @@ def create_api(renderer: PngRenderer) -> Blueprint:
         return Response(events(), mimetype="text/event-stream", headers=headers)
 
     @api.get("/scan")
+    @scans
     def scan():
         """The scanner's ranked pairs (CSV, or JSON with format=json) for quote & top, or symbols,
         with tf and lookback. A cached result answers at once; else a scan starts in a process of

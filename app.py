@@ -28,7 +28,7 @@ from api import create_api, metrics_response
 from components import ids
 from components.layout import alert_text, alert_toast, leg_badges, navbar, status_banner
 from pages._tick import VIEWS
-from services import auth, memory, metrics, webguard
+from services import auth, limits, memory, metrics, webguard
 from services.auth import AuthConfig
 from services.cache import open_shared_cache
 from services.db import FAILURES, Database, DatabaseProblem, copy_database
@@ -372,7 +372,7 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
         },
     )
     server.extensions["market"] = market or MarketService(config, cache)
-    server.register_blueprint(create_api(PngRenderer()))
+    server.register_blueprint(create_api(PngRenderer(), limits.make(server, config.cache_url)))
     server.add_url_rule("/metrics", "metrics", metrics_response)
 
     app.layout = html.Div(
