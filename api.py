@@ -19,6 +19,7 @@ from dataclasses import asdict, fields, replace
 
 from flask import Blueprint, Response, g, jsonify, make_response, request
 from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.http import http_date
 
@@ -144,6 +145,15 @@ def create_api(renderer: PngRenderer, limiter: Limiter) -> Blueprint:
     @api.errorhandler(TooMuchWork)
     def bad_request(exc):
         return jsonify(error=str(exc)), 400
+
+    @api.errorhandler(RateLimitExceeded)
+    def too_many(exc):
+        wait = limits.retry_after_s(limiter)
+        return (
+            jsonify(error=f"too many requests ({exc.description}); try again in {wait} s"),
+            429,
+            {"Retry-After": str(wait)},
+        )
 
     @api.errorhandler(NotAnEditor)
     def not_an_editor(exc):

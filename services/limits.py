@@ -8,6 +8,9 @@ otherwise, and while Redis does not answer. Past a limit the answer is a 429 wit
 
 from __future__ import annotations
 
+import math
+import time
+
 from flask import Flask, request
 from flask_limiter import Limiter
 
@@ -39,7 +42,12 @@ def make(server: Flask, cache_url: str) -> Limiter:
     return Limiter(
         client,
         app=server,
-        headers_enabled=True,  # Retry-After (and X-RateLimit-*) on every limited answer
         in_memory_fallback_enabled=True,  # Redis down: each process counts on its own meanwhile
         key_prefix="pairmonitor",
-    )
+    )  # (no headers on every answer: a route's own Retry-After, e.g. an export's 503, stays its own)
+
+
+def retry_after_s(limiter: Limiter) -> int:
+    """Seconds until the limit this request broke lets the client in again (at least 1)."""
+    current = limiter.current_limit
+    return max(1, math.ceil(current.reset_at - time.time())) if current is not None else 60
