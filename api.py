@@ -38,6 +38,7 @@ from services.market import current_market
 from services.notify import DELIVERY_HEADER
 from services.scanner import COLUMNS, ScanError, busy_with_another
 from services.settings import (
+    DatabaseDown,
     SettingsError,
     UserSettings,
     pair_name,
@@ -155,6 +156,10 @@ def create_api(renderer: PngRenderer, limiter: Limiter) -> Blueprint:
             {"Retry-After": str(wait)},
         )
 
+    @api.errorhandler(DatabaseDown)
+    def database_down(exc):
+        return jsonify(error=str(exc)), 503, {"Retry-After": "5"}
+
     @api.errorhandler(NotAnEditor)
     def not_an_editor(exc):
         return jsonify(error=str(exc)), 403
@@ -229,8 +234,8 @@ def create_api(renderer: PngRenderer, limiter: Limiter) -> Blueprint:
             current_market().remove_pair(pair)
         except KeyError as exc:
             return jsonify(error=exc.args[0]), 404
-        except NotAnEditor:
-            raise  # a 403
+        except (NotAnEditor, DatabaseDown):
+            raise  # a 403, a 503
         except SettingsError as exc:
             return jsonify(error=str(exc)), 409
         return "", 204

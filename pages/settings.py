@@ -477,7 +477,7 @@ def send_test_alert(_n):
     market = current_market()
     try:
         alert = market.send_test_alert()
-    except TooSoonForTestAlert as exc:
+    except (TooSoonForTestAlert, SettingsError) as exc:  # too soon, a viewer, the database down
         return error_text(f"Not sent: {exc}")
     where = "the webhook and " if market.current_settings().webhook_url else ""
     return ok_text(f"Test alert #{alert.id} sent to {where}every open page.")

@@ -23,7 +23,7 @@ from services.alerts import TEST_RULE, Alert, AlertLog, RuleState, evaluate_rule
 from services.db import FAILURES, Backlog, Database
 from services.engine import PairEngine
 from services.notify import WebhookNotifier
-from services.settings import UserSettings
+from services.settings import DatabaseDown, UserSettings
 from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,13 @@ class AlertEvaluator:
     def send_test(self, settings: UserSettings, now: float, latest: pd.Series | None) -> Alert:
         """A test alert through every channel: the log (so every open page toasts it) and the
         webhook when one is set. At most one per TEST_ALERT_GAP_S across processes, else
-        TooSoonForTestAlert."""
+        TooSoonForTestAlert; DatabaseDown when the log can't be read or written."""
+        try:
+            return self._send_test(settings, now, latest)
+        except FAILURES:
+            raise DatabaseDown("sent") from None
+
+    def _send_test(self, settings: UserSettings, now: float, latest: pd.Series | None) -> Alert:
         last = self.log.last_test_ns()
         wait = TEST_ALERT_GAP_S - (time.time_ns() - last) / 1e9 if last is not None else 0.0
         if wait > 0:

@@ -41,6 +41,13 @@ class SettingsError(ValueError):
     """Invalid user input; the message is shown to the user as is."""
 
 
+class DatabaseDown(SettingsError):
+    """The database did not answer: nothing was saved (a 503 from the API, a message on a page)."""
+
+    def __init__(self, what: str = "saved"):
+        super().__init__(f"The database does not answer; nothing was {what}. Try again in a moment")
+
+
 @dataclass(frozen=True)
 class AppConfig:
     source: str = "auto"  # auto | binance | stream | sim | replay
@@ -448,10 +455,13 @@ class SettingsStore:
     def _change(self, edit) -> tuple[UserSettings, ...]:
         """Apply `edit(watchlist) -> new watchlist` in one write transaction (raising leaves
         everything as it was)."""
-        with self._lock, self.db.write(lock="settings") as conn:
-            version, book = self._read(conn)
-            self._write(conn, version, tuple(edit(list(book))))
-            return self._book
+        try:
+            with self._lock, self.db.write(lock="settings") as conn:
+                version, book = self._read(conn)
+                self._write(conn, version, tuple(edit(list(book))))
+                return self._book
+        except FAILURES:
+            raise DatabaseDown() from None
 
     def _take_over_legacy(self) -> None:
         if self.legacy is None or not self.legacy.exists():

@@ -134,6 +134,15 @@ def test_a_viewer_sees_everything_and_changes_nothing(locked):
     resp = client.post("/_dash-update-component", json=body)
     assert resp.status_code == 200 and "Only editors can change this" in resp.get_data(as_text=True)
     assert market.current_settings().webhook_url == ""
+    test_button = {
+        "output": f"{SID.TEST_MSG}.children",
+        "outputs": {"id": SID.TEST_MSG, "property": "children"},
+        "inputs": [{"id": SID.TEST_ALERT, "property": "n_clicks", "value": 1}],
+        "changedPropIds": [f"{SID.TEST_ALERT}.n_clicks"],
+    }
+    resp = client.post("/_dash-update-component", json=test_button)
+    assert "Not sent: Only editors can change this; vi is a viewer" in resp.get_data(as_text=True)
+    assert market.alerts.last_id() == 0
 
 
 def test_an_editors_token_changes_settings_that_the_other_host_shows(tmp_path, locked):

@@ -16,17 +16,19 @@ from cachelib import SimpleCache
 from sqlalchemy import inspect
 from test_database_truth import made_database
 
+from app import create_app
 from loopback import PostgresServer
 from services import metrics
 from services.alerts import Alert, AlertLog
 from services.db import FILENAME, SCHEMA_VERSION, Database, DatabaseProblem, copy_database
 from services.history import History
 from services.market import MarketService
-from services.settings import AppConfig, SettingsError, SettingsStore, parse_database_url
+from services.settings import AppConfig, DatabaseDown, SettingsError, SettingsStore, parse_database_url
 from services.sources import SimSource, Tick, utc_from_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_761_091_200
+DEAD_URL = "postgresql+psycopg://u:p@127.0.0.1:9/none"  # nothing listens on port 9
 PRICE = 65_432.123456789  # needs a double: a 4-byte float would store 65432.125
 
 # The schema of the previous version (before PostgreSQL), as it made its SQLite files.
@@ -298,6 +300,10 @@ def test_postgresql_down_keeps_ticks_and_alerts_in_memory_and_writes_them_when_i
         assert status.database["unwritten"]["buckets"] >= 20, status.database  # 2 legs x 10+ s
         assert metrics.DB_UNWRITTEN.labels(kind="buckets")._value.get() - waiting >= 20
         assert int(market.store.last_tick("BTCUSDT").epoch) == int(clock()), "live prices go on from memory"
+        with pytest.raises(DatabaseDown, match="nothing was saved"):
+            market.save_settings({"threshold": 3.0})
+        with pytest.raises(DatabaseDown, match="nothing was sent"):
+            market.send_test_alert()
         market.alerting.log_and_deliver([alert(T0), alert(T0 + 1)], settings)  # and any the rules found
         waiting_alerts = set(market.alerting.unlogged.rows)
         assert {("abs_z", "BTCUSDT/ETHUSDT", T0 + 1)} < waiting_alerts
@@ -316,9 +322,20 @@ def test_postgresql_down_keeps_ticks_and_alerts_in_memory_and_writes_them_when_i
         server.remove()
 
 
+def test_an_app_whose_postgresql_does_not_answer_serves_says_so_and_refuses_changes_with_a_503(tmp_path):
+    app = create_app(AppConfig(source="sim", data_dir=str(tmp_path), database_url=DEAD_URL))
+    client = app.server.test_client()
+    health = client.get("/api/health")
+    assert health.status_code == 200 and health.get_json()["database"]["up"] is False
+    for resp in (client.patch("/api/settings", json={"threshold": 3.0}), client.post("/api/alerts/test")):
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+        assert resp.get_json()["error"].startswith("The database does not answer; nothing was")
+    assert client.get("/").status_code == 200 and client.get("/api/pairs").status_code == 200
+
+
 def test_rows_past_the_bound_are_dropped_oldest_first_and_counted(tmp_path, monkeypatch):
     monkeypatch.setattr("services.db.RETRY_S", 0.0)
-    db = Database(tmp_path / "gone", "postgresql+psycopg://u:p@127.0.0.1:9/none")  # nothing listens on port 9
+    db = Database(tmp_path / "gone", DEAD_URL)
     h = History(db, "binance", 10**9)
     monkeypatch.setattr(h.unwritten_bars, "limit", 5)
     dropped = metrics.DB_DROPPED.labels(kind="buckets")._value.get()
