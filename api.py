@@ -49,6 +49,7 @@ from services.settings import (
     parse_threshold,
     parse_window,
     shown,
+    shown_webhook,
 )
 from services.singleflight import SingleFlight
 from services.sources import iso_utc
@@ -189,10 +190,14 @@ def create_api(renderer: PngRenderer, limiter: Limiter) -> Blueprint:
         status = g.snap.status
         return jsonify(status.as_dict()), 503 if status.unhealthy else 200
 
+    def settings_body(saved) -> dict:
+        """Settings as the API shows them: the webhook by its origin only (its path often holds a token)."""
+        return {**asdict(saved), "webhook_url": shown_webhook(saved.webhook_url)}
+
     @api.get("/settings")
     def settings():
         """The saved settings (edited on /settings), alert rules included."""
-        return jsonify(asdict(g.snap.settings))
+        return jsonify(settings_body(g.snap.settings))
 
     @api.patch("/settings")
     @changes
@@ -205,7 +210,10 @@ def create_api(renderer: PngRenderer, limiter: Limiter) -> Blueprint:
         unknown = sorted(set(raw) - SETTINGS_FIELDS)
         if unknown:
             raise BadRequest(f"unknown field {shown(unknown[0])}; the fields are {', '.join(sorted(SETTINGS_FIELDS))}")
-        return jsonify(asdict(current_market().save_settings(raw)))
+        market = current_market()
+        if raw.get("webhook_url") == shown_webhook(market.current_settings().webhook_url):
+            del raw["webhook_url"]  # the shown form sent back (a GET's body PATCHed as is): unchanged
+        return jsonify(settings_body(market.save_settings(raw)))
 
     @api.get("/pairs")
     def pairs():

@@ -16,6 +16,7 @@ from components.tables import ALERT_COLUMNS, grid
 from pages._tick import cursor_store, key, register_view
 from services.alerting import TooSoonForTestAlert
 from services.alerts import RULE_KINDS, Z_KINDS
+from services.auth import may_edit
 from services.bars import TIMEFRAMES
 from services.binance import KNOWN_HOSTS
 from services.market import current_market
@@ -30,6 +31,7 @@ from services.settings import (
     pair_name,
     parse_pair,
     query_pair,
+    shown_webhook,
 )
 
 PATH = "/settings"
@@ -180,7 +182,7 @@ def layout(pair=None, **_kwargs):
                         dbc.Input(
                             id=ID.WEBHOOK,
                             type="url",
-                            value=s.webhook_url,
+                            value=s.webhook_url if may_edit() else shown_webhook(s.webhook_url),
                             placeholder="https://example.com/hook (empty: no webhook)",
                         ),
                         dbc.Button("Save webhook", id=ID.WEBHOOK_SAVE, color="primary"),
@@ -469,7 +471,8 @@ def save_webhook(_n, url):
         saved = current_market().save_settings({"webhook_url": url})
     except SettingsError as exc:
         return error_text(f"Not saved: {exc}")
-    return ok_text(f"Alerts will be POSTed to {saved.webhook_url}." if saved.webhook_url else "Webhook off.")
+    where = shown_webhook(saved.webhook_url)
+    return ok_text(f"Alerts will be POSTed to {where}." if saved.webhook_url else "Webhook off.")
 
 
 @callback(Output(ID.TEST_MSG, "children"), Input(ID.TEST_ALERT, "n_clicks"), prevent_initial_call=True)

@@ -187,6 +187,15 @@ def require_editor() -> None:
         raise NotAnEditor(f"Only editors can change this; {user.name} is a viewer")
 
 
+def may_edit() -> bool:
+    """Whether this request's user may change things (see require_editor)."""
+    try:
+        require_editor()
+    except NotAnEditor:
+        return False
+    return True
+
+
 def who() -> User | None:
     """The user of this request: the session's, a bearer token's, or the trusted proxy's."""
     cached = getattr(request, "_auth_user", False)

@@ -71,7 +71,7 @@ class WebhookPolicy:
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
-            raise TargetRefused(f"Webhook URL has no valid port: {shown(url)}") from None
+            raise TargetRefused(f"Webhook URL has no valid port (host {shown(parts.hostname)})") from None
         addresses = _resolve(parts.hostname, port)
         if not addresses:
             raise TargetRefused(f"Webhook host {shown(parts.hostname)} does not resolve")

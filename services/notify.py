@@ -28,6 +28,7 @@ from services.alerts import Alert
 from services.binance import JitteredRetry
 from services.db import FAILURES, Database
 from services.netguard import RefusedAtConnect, TargetRefused, WebhookPolicy, guarded_pool_classes
+from services.settings import shown_webhook
 from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
@@ -102,13 +103,17 @@ class WebhookNotifier:
             )
         except requests.RequestException as exc:
             if isinstance(getattr(exc.args[0] if exc.args else None, "reason", None), RefusedAtConnect):
-                return self._record(alert, False, f"not sent: {url} resolved to an address that is refused")
-            return self._record(alert, False, f"{url} unreachable ({exc.__class__.__name__})")
+                return self._record(
+                    alert, False, f"not sent: {shown_webhook(url)} resolved to an address that is refused"
+                )
+            return self._record(alert, False, f"{shown_webhook(url)} unreachable ({exc.__class__.__name__})")
         if 300 <= resp.status_code < 400:
-            return self._record(alert, False, f"{url} answered HTTP {resp.status_code}; redirects are not followed")
+            return self._record(
+                alert, False, f"{shown_webhook(url)} answered HTTP {resp.status_code}; redirects are not followed"
+            )
         if resp.status_code >= 300:
-            return self._record(alert, False, f"{url} answered HTTP {resp.status_code}")
-        return self._record(alert, True, f"{url} answered HTTP {resp.status_code}")
+            return self._record(alert, False, f"{shown_webhook(url)} answered HTTP {resp.status_code}")
+        return self._record(alert, True, f"{shown_webhook(url)} answered HTTP {resp.status_code}")
 
     def _record(self, alert: Alert, ok: bool, detail: str) -> bool:
         metrics.WEBHOOK_DELIVERIES.labels(outcome="ok" if ok else "failed").inc()

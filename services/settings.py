@@ -188,6 +188,22 @@ def parse_url(value, name: str = "URL", required: bool = False) -> str:
     return text
 
 
+def shown_webhook(url: str) -> str:
+    """A webhook URL as the API, /api/health, logs and viewers may see it: its origin, and "/…"
+    for the rest (a receiver's path or query often holds its secret token)."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unreadable URL)"
+    host = f"[{host}]" if ":" in host else host
+    rest = "/…" if parts.path not in ("", "/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
+
+
 def shown_url(url: str) -> str:
     """A URL as logs, /api/health and messages may show it: without a user or password (also when
     it does not parse)."""

@@ -1,6 +1,7 @@
 """A door that locks: who may look and who may change things once the app is reachable beyond
 this machine (users file, tokens, a trusted proxy's header), and a start refused without one."""
 
+import json
 import os
 import re
 import stat
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from flask_login import login_user
+from plotly.utils import PlotlyJSONEncoder
 from werkzeug.security import generate_password_hash
 
 import app as app_module
@@ -218,3 +221,38 @@ def test_a_proxys_user_header_is_believed_from_the_trusted_proxy_only(tmp_path):
         "/api/health", headers={"X-Forwarded-Host": "desk.example"}, environ_base={"REMOTE_ADDR": "10.0.0.8"}
     )
     assert direct.status_code == 200, "not a proxy: its X-Forwarded-Host is not read (its Host is localhost)"
+
+
+def test_a_webhooks_token_is_never_shown_by_the_api_health_a_viewers_page_or_the_log(tmp_path, httpserver, caplog):
+    httpserver.expect_request("/services/T0/B0/s3cr3tT0ken", method="POST").respond_with_data("no", status=500)
+    hook = httpserver.url_for("/services/T0/B0/s3cr3tT0ken") + "?key=s3cr3tK3y"
+    origin = f"http://localhost:{httpserver.port}/…"
+    app = make_app(tmp_path, users_file=str(users_file(tmp_path)), allow_private_webhooks=True)
+    editor, viewer = app.server.test_client(), app.server.test_client()
+    sign_in(editor, "ed", "ed-password")
+    sign_in(viewer, "vi", "vi-password")
+    saved = editor.patch("/api/settings", json={"webhook_url": hook})
+    assert saved.status_code == 200 and saved.get_json()["webhook_url"] == origin
+    market = app.server.extensions["market"]
+    assert market.current_settings().webhook_url == hook, "kept whole, shown by its origin"
+    body = editor.get("/api/settings").get_json()
+    assert editor.patch("/api/settings", json={**body, "threshold": 2.5}).status_code == 200
+    assert market.current_settings().webhook_url == hook, "a GET's body PATCHed back leaves the webhook as it was"
+    assert editor.post("/api/alerts/test").status_code == 201
+    assert market.notifier.wait_idle()
+    health = editor.get("/api/health").get_data(as_text=True)
+    assert "answered HTTP 500" in health
+    from pages import settings as settings_page  # (imported by the app: Dash registers the pages)
+
+    with app.server.test_request_context("/settings"):
+        login_user(auth.User("vi", "viewer"))
+        page = json.dumps(settings_page.layout(), cls=PlotlyJSONEncoder, ensure_ascii=False)
+        login_user(auth.User("ed", "editor"))
+        assert "s3cr3tT0ken" in json.dumps(settings_page.layout(), cls=PlotlyJSONEncoder, ensure_ascii=False), (
+            "the editor edits it whole"
+        )
+    assert origin in page and "s3cr3t" not in page, "a viewer's Settings page shows its origin only"
+    app_log = "\n".join(r.getMessage() for r in caplog.records if r.name != "werkzeug")  # (the receiver's access log)
+    assert "webhook delivery failed" in app_log
+    for text in (health, editor.get("/api/settings").get_data(as_text=True), app_log):
+        assert "s3cr3t" not in text
