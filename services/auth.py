@@ -299,13 +299,14 @@ def secret_key(data_dir: str) -> bytes:
     return key
 
 
-def add_user(path: str, spec: str, stdin=sys.stdin) -> str:
+def add_user(path: str, spec: str, stdin=None) -> str:
     """--add-user NAME:ROLE: set a user's password (asked twice on a terminal, else one line of
     stdin) and role in the users file, replacing the user's line if there is one."""
     name, _, role = spec.partition(":")
     role = role or "viewer"
     if not NAME_RE.match(name) or role not in ROLES:
         raise AuthConfigError(f"--add-user NAME:viewer|editor (letters, digits, _ . @ -), got {spec!r}")
+    stdin = stdin or sys.stdin
     if stdin.isatty():
         password = getpass.getpass(f"password for {name}: ")
         if getpass.getpass("again: ") != password:

@@ -1,6 +1,7 @@
 """A door that locks: who may look and who may change things once the app is reachable beyond
 this machine (users file, tokens, a trusted proxy's header), and a start refused without one."""
 
+import io
 import json
 import os
 import re
@@ -165,31 +166,32 @@ def test_an_editors_token_changes_settings_that_the_other_host_shows(tmp_path, l
     assert locked.server.test_client().get("/api/settings", headers=wrong).status_code == 401
 
 
-def test_add_user_and_add_token_write_the_users_file_from_the_command_line(tmp_path):
+def test_add_user_and_add_token_write_the_users_file_from_the_command_line(tmp_path, monkeypatch, capsys):
     path = tmp_path / "users"
 
     def run(*args, stdin=""):
-        return subprocess.run(
-            [sys.executable, "app.py", "--users-file", str(path), *args],
-            cwd=ROOT,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        """`python app.py --users-file PATH ARGS` (in this process): (exit status, stdout, error)."""
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))  # not a terminal: one line is the password
+        try:
+            app_module.main(["--users-file", str(path), *args])
+            status, error = 0, ""
+        except SystemExit as exc:
+            status, error = 1, str(exc)
+        return status, capsys.readouterr().out, error
 
-    assert run("--add-user", "ann:editor", stdin="long-enough-pw\n").returncode == 0
-    assert run("--add-user", "ann:viewer", stdin="another-password\n").returncode == 0, "replaced, not added"
-    short = run("--add-user", "bob:editor", stdin="short\n")
-    assert short.returncode != 0 and "at least 8 characters" in short.stderr
-    assert run("--add-user", "bad name:editor", stdin="long-enough-pw\n").returncode != 0
-    token = run("--add-token", "ann")
-    assert token.returncode == 0 and len(token.stdout.strip()) >= 40
+    assert run("--add-user", "ann:editor", stdin="long-enough-pw\n")[0] == 0
+    assert run("--add-user", "ann:viewer", stdin="another-password\n")[0] == 0, "replaced, not added"
+    status, _, error = run("--add-user", "bob:editor", stdin="short\n")
+    assert status != 0 and "at least 8 characters" in error
+    assert run("--add-user", "bad name:editor", stdin="long-enough-pw\n")[0] != 0
+    status, token, _ = run("--add-token", "ann")
+    token = token.strip()
+    assert status == 0 and len(token) >= 40
     directory = auth.Directory.load(path)
     assert directory.check_password("ann", "another-password") == auth.User("ann", "viewer")
     assert directory.check_password("ann", "long-enough-pw") is None
-    assert directory.token_user(token.stdout.strip()) == auth.User("ann", "viewer")
-    assert run("--add-token", "nobody").returncode != 0
+    assert directory.token_user(token) == auth.User("ann", "viewer")
+    assert run("--add-token", "nobody")[0] != 0
 
 
 def test_a_proxys_user_header_is_believed_from_the_trusted_proxy_only(tmp_path):
