@@ -49,6 +49,15 @@ def start_sim_app(data_dir: Path, port: int, quiet: bool = False) -> subprocess.
     )
 
 
+def answers(url: str) -> bool:
+    """Whether `url` answers at all (any status): False while nothing listens there yet, or its
+    workers are still importing (gunicorn accepts before they are ready)."""
+    try:
+        return requests.get(url, timeout=5).status_code > 0
+    except requests.RequestException:
+        return False
+
+
 def wait_until_serving(proc: subprocess.Popen, port: int, timeout: float = 60) -> None:
     """Until /api/health answers (any status); AssertionError if the process exits or it takes too long."""
     deadline = time.time() + timeout

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from app import _banner, parse_args
-from loopback import free_port, wait_for
+from loopback import answers, free_port, wait_for
 from services.cache import REDIS_RETRY_S, FailoverCache, open_shared_cache
 from services.market import MarketService
 from services.settings import AppConfig
@@ -166,13 +166,6 @@ def test_two_gunicorn_hosts_on_separate_data_dirs_poll_once_per_interval_on_one_
             log.close()
         logs = "".join((tmp_path / f"{name}.log").read_text() for name in ("a", "b"))
         assert redis_server.password not in logs, "the password is in no log line"
-
-
-def answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=5).status_code in (200, 503)
-    except requests.ConnectionError:
-        return False
 
 
 def test_a_redis_restart_mid_stream_gives_each_host_its_own_connection_then_one_and_loses_no_second(
