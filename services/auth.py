@@ -159,11 +159,6 @@ class AuthConfig:
     users_file: str = ""
     trust_proxy_auth: bool = False
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks; loopback when empty
-    insecure_no_auth: bool = False
-
-    @property
-    def required(self) -> bool:
-        return bool(self.users_file or self.trust_proxy_auth)
 
 
 def peer() -> str | None:
