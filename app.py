@@ -1,7 +1,8 @@
 """Live crypto pair dashboard: Binance prices in 1-second UTC buckets, spread, rolling z, alerts.
 
-Run `python app.py --help` for the options. For gunicorn: `gunicorn app:server` (configured from
-the environment variables; nothing is fetched and no thread starts at import).
+Run `python app.py --help` for the options. For gunicorn: `gunicorn app:server`; for the scans'
+workers when CACHE_URL is set: `celery -A app:celery_app worker` (both configured from the
+environment variables; nothing is fetched and no thread starts at import).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from pathlib import Path
 
 import dash
 import dash_bootstrap_components as dbc
-import diskcache
 from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, dcc, html
-from flask import jsonify, request
+from flask import Flask, jsonify, request
 from flask_caching import Cache
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import WSGIRequestHandler
@@ -28,7 +28,7 @@ from api import create_api, metrics_response
 from components import ids
 from components.layout import alert_text, alert_toast, leg_badges, navbar, status_banner
 from pages._tick import VIEWS
-from services import auth, limits, memory, metrics, webguard
+from services import auth, jobs, limits, memory, metrics, webguard
 from services.auth import AuthConfig
 from services.cache import open_shared_cache
 from services.db import FAILURES, Database, DatabaseProblem, copy_database
@@ -343,8 +343,14 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
     """Build the Dash app and its service layer. Cheap: no network, no threads."""
     config = config or config_from_env()
     memory.limit_arenas()  # before the server's threads allocate
+    server = Flask(__name__)
+    background = jobs.manager(config.cache_url, config.data_dir, server)
+    if config.cache_url:  # Celery: a scan started through one host is followed through another
+        server.extensions["celery"] = background.handle
+        server.secret_key = auth.secret_key(config.data_dir)  # signs its handles; SECRET_KEY on every host
     app = dash.Dash(
         __name__,
+        server=server,
         use_pages=True,
         pages_folder=str(HERE / "pages"),
         assets_folder=str(HERE / "assets"),
@@ -352,10 +358,8 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
         update_title=None,  # Bootswatch Darkly is served from assets/ (offline)
         suppress_callback_exceptions=True,
         on_error=_callback_failed,
-        # the scanner's scans: each in a process of its own, their progress and results on disk
-        background_callback_manager=dash.DiskcacheManager(diskcache.Cache(str(Path(config.data_dir) / "jobs"))),
+        background_callback_manager=background,  # the scanner's scans: services/jobs.py
     )
-    server = app.server
     server.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     server.register_error_handler(Exception, _request_failed)
     webguard.install(server, config.host, config.allowed_hosts, config.trusted_proxies)
@@ -705,9 +709,15 @@ def check_exposure(config: AppConfig) -> None:
         raise SystemExit(f"error: {exc}") from None
 
 
-def startup_warnings(config: AppConfig) -> list[str]:
-    """What a person starting the web server must know about how exposed it is."""
+def startup_warnings(config: AppConfig, environ=os.environ) -> list[str]:
+    """What a person starting the web server must know about how exposed it is, or how alone."""
     warnings = []
+    if config.cache_url and not environ.get("SECRET_KEY") and not is_loopback(host_name(config.host)):
+        warnings.append(
+            "CACHE_URL is set but SECRET_KEY is not: this host signs sign-ins and scans with a key of its own "
+            "(in its data dir), so a user's next request that reaches another host is not recognised there. "
+            "Give every host behind one address the same SECRET_KEY"
+        )
     if config.debug:
         warnings.append("--debug: Werkzeug's interactive debugger is on, a Python console for whoever reaches the port")
     if insecure(config):
@@ -768,6 +778,10 @@ def __getattr__(name: str):
         check_database(config)
         globals()["server"] = create_app(config).server
         return globals()["server"]
+    if name == "celery_app":  # `celery -A app:celery_app worker`: the scans' workers
+        if not config_from_env().cache_url:
+            raise SystemExit("error: CACHE_URL is not set: scans run in the web app's own processes, not on workers")
+        return (globals().get("server") or __getattr__("server")).extensions["celery"]
     raise AttributeError(name)
 
 

@@ -7,6 +7,8 @@ is cached for every tab and the API until the timeframe's next bar closes.
 
 from __future__ import annotations
 
+import logging
+
 import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, dcc, html, no_update
@@ -14,6 +16,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 from components.ids import Scanner as ID
 from components.layout import button_group, error_text, ok_text
 from components.tables import grid
+from services import jobs
 from services.market import current_market
 from services.scanner import (
     DEFAULT_LOOKBACK,
@@ -34,6 +37,8 @@ from services.scanner import (
 )
 from services.settings import SettingsError, pair_name, parse_pair
 from services.sources import iso_utc
+
+log = logging.getLogger(__name__)
 
 PATH = "/scanner"
 dash.register_page(__name__, path=PATH, name="Scanner", title="Scanner · Pair Monitor", order=4)
@@ -260,6 +265,17 @@ def budget(mode, quote, top, symbols, tf, lookback):
     return f"{universe}. {cost}.", not listed, listed, listed
 
 
+def _failed(exc: Exception) -> tuple:
+    """What a scan that could not run or raised says: never nothing (a pressed Scan that came to
+    nothing), never its traceback (that goes to the log)."""
+    if jobs.unreachable(exc):
+        message = "Scans run on the job workers through Redis, which is not answering: try again when it is back"
+    else:
+        log.error("the scan failed: %s", exc)
+        message = "The scan failed; the server's log says why"
+    return no_update, no_update, no_update, error_text(message)
+
+
 @callback(
     Output(ID.RESULTS, "rowData"),
     Output(ID.SUMMARY, "children"),
@@ -283,6 +299,7 @@ def budget(mode, quote, top, symbols, tf, lookback):
     progress_default=[0, ""],
     interval=500,
     prevent_initial_call=True,
+    on_error=_failed,
 )
 def scan(set_progress, _n, mode, quote, top, symbols, tf, lookback):
     """Run (or reuse) the scan the controls describe, in the background job's process."""

@@ -9,7 +9,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
@@ -69,6 +72,51 @@ def wait_until_serving(proc: subprocess.Popen, port: int, timeout: float = 60) -
             assert proc.poll() is None, f"the app exited with {proc.returncode}"
             assert time.time() < deadline, "the app did not start"
             time.sleep(0.2)
+
+
+class RoundRobin:
+    """A load balancer on a free loopback port with no sticky sessions: each request goes to the
+    next of `hosts` in turn (`served` counts them per host and path)."""
+
+    HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})  # Host is passed on
+
+    def __init__(self, hosts: list[str]):
+        proxy, turn, lock = self, iter(range(1 << 62)), threading.Lock()
+        self.served: Counter = Counter()
+
+        class Forward(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self._forward()
+
+            def do_POST(self):
+                self._forward()
+
+            def _forward(self):
+                with lock:
+                    host = hosts[next(turn) % len(hosts)]
+                    proxy.served[host, self.path.split("?")[0]] += 1
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.HOP_BY_HOP}
+                headers["Accept-Encoding"] = "identity"
+                answer = requests.request(self.command, host + self.path, data=body, headers=headers, timeout=30)
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in proxy.HOP_BY_HOP:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class RedisServer:

@@ -17,6 +17,7 @@ from services.settings import AppConfig
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 GUNICORN_VARS = {"WEB_CONCURRENCY", "WEB_THREADS", "BIND", "PROMETHEUS_MULTIPROC_DIR"}
 KNOWN_VARS = set(app_module.ENV.values()) | GUNICORN_VARS | {"SECRET_KEY"}
+WORKER = ["-A", "app:celery_app", "worker", "--concurrency", "1", "--loglevel", "INFO"]  # as tests/test_jobs.py runs it
 
 
 def example_env() -> dict:
@@ -49,9 +50,9 @@ def config_of(environment: dict, argv=()) -> AppConfig:
     return config
 
 
-def test_compose_runs_the_web_app_and_the_collector_on_its_redis_and_postgresql(compose, tmp_path):
+def test_compose_runs_the_web_app_the_collector_and_the_job_worker_on_its_redis_and_postgresql(compose, tmp_path):
     services = compose["services"]
-    assert set(services) == {"web", "collector", "redis", "postgres"}
+    assert set(services) == {"web", "collector", "jobs", "redis", "postgres"}
     web, collector, postgres = services["web"], services["collector"], services["postgres"]
     config = config_of(web["environment"])
     users = tmp_path / "users"
@@ -73,7 +74,10 @@ def test_compose_runs_the_web_app_and_the_collector_on_its_redis_and_postgresql(
     collector_config = config_of(collector["environment"], argv[2:])
     assert app_module.parse_args(argv[2:], environ={})[1].collector
     assert (collector_config.cache_url, collector_config.database_url) == (config.cache_url, config.database_url)
-    for app_service in (web, collector):
+    jobs = services["jobs"]
+    assert jobs["command"] == ["celery", *WORKER]
+    assert config_of(jobs["environment"]).cache_url == config.cache_url, "queued on the web app's Redis"
+    for app_service in (web, collector, jobs):
         assert set(app_service["depends_on"]) == {"redis", "postgres"}
     assert "/api/health" in " ".join(web["healthcheck"]["test"])
     assert web["volumes"][-1].endswith(":" + str(Path(config.users_file).parent))
@@ -87,7 +91,9 @@ def test_the_image_runs_gunicorn_with_the_config_in_deploy():
     assert "gunicorn" in (DEPLOY.parent / "requirements.txt").read_text(), "the image installs requirements.txt only"
 
 
-@pytest.mark.parametrize("unit", ["pair-monitor-web.service", "pair-monitor-collector.service"])
+@pytest.mark.parametrize(
+    "unit", ["pair-monitor-web.service", "pair-monitor-collector.service", "pair-monitor-jobs.service"]
+)
 def test_the_systemd_units_start_what_exists_with_the_env_file(unit, tmp_path):
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str
@@ -97,6 +103,8 @@ def test_the_systemd_units_start_what_exists_with_the_env_file(unit, tmp_path):
     argv = shlex.split(service["ExecStart"])
     if argv[0].endswith("gunicorn"):
         assert argv[1:] == ["-c", "deploy/gunicorn.conf.py", "app:server"]
+    elif argv[0].endswith("celery"):
+        assert argv[1:] == WORKER
     else:
         assert argv[1:] == ["app.py", "--collector"]
     env = dict(line.split("=", 1) for line in (DEPLOY / "pair-monitor.env").read_text().splitlines() if "=" in line)
