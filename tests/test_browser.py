@@ -646,11 +646,11 @@ def test_settings_adds_edits_and_removes_watched_pairs(dash_duo, sim_app, data_d
     ), "the last pair can't be removed"
 
 
-def test_a_scan_shows_its_progress_can_be_cancelled_and_adds_a_pair_to_the_watchlist(dash_duo, fake_binance, data_dir):
-    fake_binance.add_scan_universe()
-    app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
-    dash_duo.start_server(app)
+def scan_then_cancel(dash_duo, fake_binance):
+    """On the Scanner page: a 1 h scan of the top 4 symbols on a slow exchange, its progress
+    watched, then cancelled: nothing shown, and Scan can be pressed again."""
     navigate(dash_duo, "Scanner")
+    dash_duo.wait_for_element(f"#{scanner.TIMEFRAME}", timeout=15)
     dash_duo.driver.find_element(By.XPATH, f"//div[@id='{scanner.TIMEFRAME}']//label[.='1h']").click()
     set_input(dash_duo, scanner.TOP, 4)
     dash_duo.wait_for_contains_text(f"#{scanner.BUDGET}", "Request weight about 108", timeout=10)
@@ -665,10 +665,23 @@ def test_a_scan_shows_its_progress_can_be_cancelled_and_adds_a_pair_to_the_watch
     assert "d-none" in dash_duo.find_element(f"#{scanner.PROGRESS_ROW}").get_attribute("class")
     assert grid_rows(dash_duo, scanner.RESULTS) == [], "a cancelled scan shows no result"
 
-    press(dash_duo, scanner.SCAN)  # the killed scan left the slot: this one runs
+
+def scan_to_the_end(dash_duo):
+    """Scan (the controls as scan_then_cancel left them): the table of the 6 pairs, the
+    cointegrated one first."""
+    press(dash_duo, scanner.SCAN)
     dash_duo.wait_for_contains_text(f"#{scanner.SUMMARY}", "4 symbols, 6 of 6 pairs tested", timeout=30)
     rows = wait_for(lambda: grid_rows(dash_duo, scanner.RESULTS), message="result rows")
     assert len(rows) == 6 and "COINAUSDT-COINBUSDT" in rows[0].text and "cointegrated" in rows[0].text
+    return rows
+
+
+def test_a_scan_shows_its_progress_can_be_cancelled_and_adds_a_pair_to_the_watchlist(dash_duo, fake_binance, data_dir):
+    fake_binance.add_scan_universe()
+    app = create_app(AppConfig(source="binance", binance_url=fake_binance.url, data_dir=str(data_dir)))
+    dash_duo.start_server(app)
+    scan_then_cancel(dash_duo, fake_binance)
+    rows = scan_to_the_end(dash_duo)  # the killed scan left the slot: this one runs
     click(dash_duo, rows[0].find_element(By.CSS_SELECTOR, "button.scan-add"))
     dash_duo.wait_for_contains_text(f"#{scanner.ADD_MSG}", "Added COINAUSDT/COINBUSDT to the watchlist", timeout=10)
     added = SettingsStore(Database(data_dir)).for_pair(("COINAUSDT", "COINBUSDT"))
