@@ -13,6 +13,9 @@ from dash import html
 STATE_COLORS = {"live": "success", "waiting": "secondary", "stale": "danger", "disconnected": "danger"}
 COLUMNS = ("Pair", "Last prices", "z", "Spread", "β", "Half-life", "ADF p", "State", "Alerts today", "z, last hour")
 SPARK_W, SPARK_H = 120, 28
+SPARK_S = 3_600  # the sparkline's span
+SPARK_POINTS = 120  # one every 30 s
+SPARK_EVERY_S = SPARK_S // SPARK_POINTS
 
 
 def _num(value, spec: str, missing: str = "–") -> str:
@@ -36,6 +39,21 @@ def z_view(z: float | None, threshold: float) -> dict:
         fill = {"left": f"{50 + min(share, 0):.1f}%", "width": f"{abs(share):.1f}%"}
     title = f"z against ±θ = ±{threshold:g} (the bar spans ±{2 * threshold:g})"
     return {"color": color, "fill": fill, "text": _num(z, "+.2f"), "title": title}
+
+
+def spark_points(seconds: np.ndarray, z: np.ndarray, end_s: int, bar_s: int) -> np.ndarray:
+    """The z of bars opened at `seconds` (ascending) in the hour up to `end_s`, one point per
+    slot of the hour (SPARK_EVERY_S wide, or a bar wide if bars are longer): the slot's last bar.
+    A slot with no bar is NaN, a gap in the line: an hour not yet recorded shows as a gap on the
+    left, never stretched across the width."""
+    every = max(SPARK_EVERY_S, bar_s)
+    points = np.full(SPARK_S // every, np.nan)
+    slot = (seconds - (end_s - SPARK_S + 1)) // every
+    inside = (slot >= 0) & (slot < len(points))
+    slot, z = slot[inside], z[inside]
+    last = np.r_[slot[1:] != slot[:-1], True] if len(slot) else np.zeros(0, bool)
+    points[slot[last]] = z[last]
+    return points
 
 
 def sparkline(values, threshold: float) -> str:

@@ -9,7 +9,7 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import html
 
-from components.book import header, row_view, sparkline
+from components.book import SPARK_EVERY_S, SPARK_S, header, row_view, spark_points, sparkline
 from components.ids import Overview as ID
 from components.layout import button_group
 from pages._tick import cursor_store, key, register_view
@@ -18,9 +18,6 @@ PATH = "/"
 dash.register_page(__name__, path=PATH, name="Overview", title="Overview · Pair Monitor", order=0)
 
 SORTS = {"watchlist": "Watchlist order", "|z|": "|z|, largest first"}
-SPARK_S = 3_600  # the sparkline's span
-SPARK_POINTS = 120  # one every 30 s
-SPARK_EVERY_S = SPARK_S // SPARK_POINTS
 
 
 def layout(**_kwargs):
@@ -42,15 +39,17 @@ def layout(**_kwargs):
 
 
 def _spark(market, snap, settings) -> str:
-    """The last hour of a pair's z, at most SPARK_POINTS bars of it (the newest included),
-    redrawn every SPARK_EVERY_S, for every tab."""
+    """The last hour of a pair's z on an hour-wide axis, redrawn every SPARK_EVERY_S, for every
+    tab."""
     params = market.params(settings)
     end = snap.now_s // SPARK_EVERY_S * SPARK_EVERY_S
 
     def draw():
-        z = market.frame(snap, end - SPARK_S + 1, end, params)["zscore"].to_numpy()
-        step = max(1, len(z) // SPARK_POINTS)  # 1 s bars: one in 30; 1m bars: each
-        return sparkline(z[::-1][::step][::-1], settings.threshold)
+        frame = market.frame(snap, end - SPARK_S + 1, end, params)
+        return sparkline(
+            spark_points(frame.index.asi8 // 1_000_000_000, frame["zscore"].to_numpy(), end, params.tf_s),
+            settings.threshold,
+        )
 
     return market.shared(("spark", params, settings.threshold, end), draw)
 

@@ -7,10 +7,12 @@ import sqlite3
 import time
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from app import create_app, parse_args
+from components.book import spark_points, sparkline
 from services.alerts import Rule
 from services.db import Database
 from services.settings import MAX_PAIRS, AppConfig, SettingsError, SettingsStore, UserSettings, parse_pairs
@@ -239,3 +241,23 @@ def test_three_pairs_are_live_on_one_ticker_call_a_second_and_each_csv_is_the_ex
         for _, row in table.iterrows():
             second = int(row["timestamp_utc"].timestamp())
             assert (row[a], row[b]) == (fake_binance.price(a, second), fake_binance.price(b, second)), (a, b, second)
+
+
+def test_the_sparkline_puts_each_bar_at_its_place_in_the_hour_and_leaves_the_unrecorded_part_empty():
+    end = 7_200_000 + 3_599  # the hour is [7_200_000, 7_203_599]
+    ten_minutes = np.arange(end - 599, end + 1)  # only the last 10 minutes were recorded
+    z = np.sin(ten_minutes / 50.0)
+    points = spark_points(ten_minutes, z, end, bar_s=1)
+    assert len(points) == 120 and np.isnan(points[:100]).all(), "50 minutes unrecorded: a gap, not stretched"
+    assert points[100:].tolist() == z[29::30].tolist(), "each 30 s slot shows its last bar"
+
+    hour = np.arange(end - 3_599, end + 1)
+    with_gap = np.delete(hour, slice(1_800, 1_890))  # 90 s missing in the middle
+    points = spark_points(with_gap, np.ones(len(with_gap)), end, bar_s=1)
+    assert np.isnan(points[60:63]).all() and np.isfinite(np.delete(points, [60, 61, 62])).all()
+
+    minutes = np.arange(end - 3_599, end + 1, 60)  # 1m bars: one point a bar
+    points = spark_points(minutes, np.arange(60.0), end, bar_s=60)
+    assert points.tolist() == list(np.arange(60.0))
+    assert np.isnan(spark_points(np.array([end - 3_600, end + 1]), np.ones(2), end, bar_s=1)).all(), "outside the hour"
+    assert sparkline(points, 2.0).startswith("data:image/svg+xml")
