@@ -368,10 +368,13 @@ def test_the_live_cards_are_pushed_as_server_sent_events_and_the_pushes_are_boun
     app.server.extensions["market"].relay.stop()
 
 
-def test_the_dev_server_sends_each_pushed_event_in_one_piece(fake_binance, fake_stream, tape, tmp_path):
+def test_the_dev_server_sends_each_pushed_event_in_one_piece_and_logs_only_failed_requests(
+    fake_binance, fake_stream, tape, tmp_path
+):
     """`python app.py` serves with werkzeug's dev server, which writes a chunk's size, data and end
     separately: its handler buffers them, so each event leaves in one send and the reader wakes
-    once (on loopback, every read ends on an event)."""
+    once (on loopback, every read ends on an event). Its access log has the requests that went
+    wrong, not every tab's tick."""
     port = free_port()
     command = [sys.executable, "app.py", "--source", "stream", "--binance-url", fake_binance.url]
     command += ["--stream-url", fake_stream.url, "--port", str(port), "--data-dir", str(tmp_path)]
@@ -397,9 +400,13 @@ def test_the_dev_server_sends_each_pushed_event_in_one_piece(fake_binance, fake_
                 )
                 events += rest.startswith(b"data: {")
                 piece = b""
+        assert requests.get(f"http://127.0.0.1:{port}/api/no-such-route", timeout=5).status_code == 404
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+    logged = (tmp_path / "app.log").read_text()
+    assert re.search(r"GET /api/no-such-route HTTP/1.1\S*\" 404", logged), "a failed request is logged"
+    assert "GET /api/health" not in logged and "GET /api/push" not in logged
 
 
 def test_nothing_is_pushed_when_the_source_does_not_stream(fake_binance, tmp_path):
