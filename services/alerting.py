@@ -20,7 +20,7 @@ import pandas as pd
 
 from services import metrics
 from services.alerts import TEST_RULE, Alert, AlertLog, RuleState, evaluate_rule, initial_state
-from services.db import FAILURES, Backlog, Database
+from services.db import FAILURES, Backlog, Database, set_meta
 from services.engine import PairEngine
 from services.notify import WebhookNotifier
 from services.settings import DatabaseDown, UserSettings
@@ -65,6 +65,7 @@ class _Run:
     cursor: int
     saved: int
     states: dict[str, RuleState]
+    found: bool = False  # an alert since the last save: the cursor is saved with the next write
 
 
 class AlertEvaluator:
@@ -117,10 +118,22 @@ class AlertEvaluator:
                 for i in fired
             ]
         run.cursor = int(seconds[-1])
+        run.found = run.found or bool(found)
         self.log_and_deliver(found, settings)
-        if found or run.cursor - run.saved >= CURSOR_SAVE_EVERY_S:
-            self.db.set_meta(_cursor_key(key), str(run.cursor))
-            run.saved = run.cursor
+
+    def save_cursors(self) -> None:
+        """Once a pair found an alert or moved on by CURSOR_SAVE_EVERY_S since its last save,
+        save the last evaluated bar of every pair that moved: one write for the whole watchlist
+        every few seconds (after it is evaluated), not one per pair."""
+        runs = self._runs.values()
+        if not any(run.found or run.cursor - run.saved >= CURSOR_SAVE_EVERY_S for run in runs):
+            return
+        moved = [run for run in runs if run.cursor != run.saved]
+        with self.db.write() as conn:
+            for run in moved:
+                set_meta(conn, _cursor_key(run.key), str(run.cursor))
+        for run in moved:
+            run.saved, run.found = run.cursor, False
 
     def log_and_deliver(self, found: list[Alert], settings: UserSettings) -> None:
         """Log `found` with any alerts left unlogged, and deliver those this process logged first.

@@ -312,6 +312,8 @@ class MarketService:
                 engine.update(int(now), late)
                 with DB_MAY_FAIL:  # the alert log can't be written: Database.fault says so on every page
                     self.alerting.evaluate(pair_settings, engine)
+        with DB_MAY_FAIL:
+            self.alerting.save_cursors()
         self._analysed = analysed
         self.ingestion.prune_if_due(now)
         return polled
@@ -438,6 +440,11 @@ class MarketService:
         """The newest alert's id (any process's), read once per second and store write for every
         tab: a tick asks the log for new alerts only when there are some."""
         return self.shared(("newest-alert", snap.now_s, snap.seq), self.alerts.last_id)
+
+    def alerts_since(self, snap: Snapshot, seen: int) -> list[Alert]:
+        """Alerts logged after the id `seen`, newest first: read once per newest alert for every
+        tab that has seen the same one (the tabs of one browser, or of one desk, mostly have)."""
+        return self.shared(("alerts-since", seen, self.newest_alert(snap)), lambda: self.alerts.since(seen))
 
     def pair_rows(self, snap: Snapshot) -> list[tuple[UserSettings, dict]]:
         """Every watched pair's settings and figures (`pair_row`), computed once per second and

@@ -9,6 +9,7 @@ from cachelib import SimpleCache
 from werkzeug import Response
 
 from scripted import ScriptedSource
+from services import alerting
 from services.alerts import Alert, AlertLog, Rule, RuleState, evaluate_rule
 from services.db import Database
 from services.market import MarketService
@@ -218,3 +219,25 @@ def test_alerts_missed_while_down_are_raised_after_a_restart(tmp_path, clock):
     assert any(1_200 <= a.second - clock.origin < 1_210 for a in new), "the blow-out during the downtime"
     restarted.refresh()
     assert len(restarted.alerts.log()) == before + len(new)
+
+
+def test_the_watchlists_cursors_are_saved_together_in_one_write_every_few_seconds(tmp_path, clock, monkeypatch):
+    prices = {**script_prices(), "CCCUSDT": np.full(N, 300.0), "DDDUSDT": np.full(N, 200.0)}
+    market = scripted_market(tmp_path, clock, prices=prices)
+    market.save_settings({"symbol_a": "AAAUSDT", "symbol_b": "BBBUSDT", "rules": [{"kind": "z_above"}]})
+    for a, b in (("CCCUSDT", "BBBUSDT"), ("DDDUSDT", "BBBUSDT")):
+        market.add_pair(a, b)
+    saved = []  # (transaction, key, bar) of each cursor written (the connection kept: ids are not reused)
+    record = alerting.set_meta
+    monkeypatch.setattr(alerting, "set_meta", lambda conn, k, v: (saved.append((conn, k, v)), record(conn, k, v)))
+    clock.origin = int(clock()) - ORIGIN_OFFSET
+    run_until(clock, [market], 1_100)
+    writes = {}
+    for conn, key, bar in saved:
+        writes.setdefault(id(conn), {})[key] = bar
+    sizes = [len(keys) for keys in writes.values()]
+    steady = sizes[sizes.index(3) :]  # the pairs' evaluations start one after another
+    assert len(steady) >= 9 and set(steady) == {3}, f"once all three run, one write holds them: {sizes}"
+    runs = market.alerting._runs.values()
+    assert {market.db.meta(alerting._cursor_key(r.key)) for r in runs} == {str(r.saved) for r in runs}
+    assert all(r.cursor - r.saved < alerting.CURSOR_SAVE_EVERY_S for r in runs)
