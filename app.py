@@ -530,9 +530,9 @@ def _toasts(market, snap, seen) -> tuple:
     """Alerts logged since this tab last looked (by any worker or the collector) as toasts.
     A tab that just opened starts from the newest alert: it does not replay the log."""
     newest = market.newest_alert(snap)
-    if seen is None:
+    if not isinstance(seen, int):  # None: a tab that just opened (anything else: not what a page sends)
         return dash.no_update, newest, dash.no_update
-    new = market.alerts.since(seen) if not isinstance(seen, int) or newest > seen else []
+    new = market.alerts_since(snap, seen) if newest > seen else []
     if not new:
         return dash.no_update, dash.no_update, dash.no_update
     notes = [{"title": f"{a.pair}: {a.rule}", "body": alert_text(a), "tag": str(a.id)} for a in new]

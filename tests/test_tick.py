@@ -9,7 +9,7 @@ import pytest
 from cachelib import SimpleCache
 
 from components import ids
-from services import metrics, stats
+from services import alerting, metrics, stats
 from services.binance import BinanceClient
 from services.cache import AtomicFileSystemCache
 from services.market import MarketService
@@ -149,3 +149,36 @@ def test_a_crafted_tick_gets_an_answer_not_a_500(tmp_path, path, view, cursor):
     resp = client.post("/_dash-update-component", json=body)
     assert resp.status_code == 200, resp.data[:300]
     assert resp.get_json()["response"][ids.NAV_PAIR]["children"] == "BTCUSDT/ETHUSDT"
+
+
+@pytest.mark.parametrize("seen", ["abc", [1], {"id": 1}, 1e308, None])
+def test_a_crafted_last_seen_alert_starts_the_tab_from_the_newest(tmp_path, seen):
+    """What a tab has seen is the newest alert id the app gave it; anything else is a tab that has
+    seen nothing yet: it gets the newest id and no toasts (never a query on a crafted value)."""
+    from app import create_app
+    from dash_client import tick_payload
+
+    app = create_app(AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600))
+    newest = app.server.extensions["market"].send_test_alert().id
+    resp = app.server.test_client().post("/_dash-update-component", json=tick_payload(1, "/", seen=seen))
+    assert resp.status_code == 200, resp.data[:300]
+    answer = resp.get_json()["response"]
+    assert answer[ids.ALERT_SEEN]["data"] == newest and ids.TOASTS not in answer
+
+
+def test_tabs_that_have_seen_the_same_alert_read_the_new_ones_once(tmp_path, monkeypatch):
+    from app import create_app
+    from dash_client import tick_payload
+
+    app = create_app(AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600))
+    market, client = app.server.extensions["market"], app.server.test_client()
+    monkeypatch.setattr(alerting, "TEST_ALERT_GAP_S", 0)
+    seen = market.send_test_alert().id
+    newest = market.send_test_alert().id
+    reads = []
+    since = market.alerts.since
+    monkeypatch.setattr(market.alerts, "since", lambda alert_id: reads.append(alert_id) or since(alert_id))
+    for _ in range(4):  # four tabs, each one tick behind the new alert
+        answer = client.post("/_dash-update-component", json=tick_payload(3, "/", seen=seen)).get_json()["response"]
+        assert answer[ids.ALERT_SEEN]["data"] == newest and len(answer[ids.TOASTS]["children"]) == 1
+    assert reads == [seen]
