@@ -530,7 +530,7 @@ def _toasts(market, snap, seen) -> tuple:
     """Alerts logged since this tab last looked (by any worker or the collector) as toasts.
     A tab that just opened starts from the newest alert: it does not replay the log."""
     newest = market.newest_alert(snap)
-    if not isinstance(seen, int):  # None: a tab that just opened (anything else: not what a page sends)
+    if not isinstance(seen, int) or seen < 0:  # None: a tab that just opened (else: not what a page sends)
         return dash.no_update, newest, dash.no_update
     new = market.alerts_since(snap, seen) if newest > seen else []
     if not new:

@@ -151,7 +151,7 @@ def test_a_crafted_tick_gets_an_answer_not_a_500(tmp_path, path, view, cursor):
     assert resp.get_json()["response"][ids.NAV_PAIR]["children"] == "BTCUSDT/ETHUSDT"
 
 
-@pytest.mark.parametrize("seen", ["abc", [1], {"id": 1}, 1e308, None])
+@pytest.mark.parametrize("seen", ["abc", [1], {"id": 1}, 1e308, -(10**30), None])
 def test_a_crafted_last_seen_alert_starts_the_tab_from_the_newest(tmp_path, seen):
     """What a tab has seen is the newest alert id the app gave it; anything else is a tab that has
     seen nothing yet: it gets the newest id and no toasts (never a query on a crafted value)."""
