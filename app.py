@@ -18,6 +18,7 @@ from pathlib import Path
 
 import dash
 import dash_bootstrap_components as dbc
+import diskcache
 from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, dcc, html
 from flask import Flask, jsonify, request
 from flask_caching import Cache
@@ -344,10 +345,12 @@ def create_app(config: AppConfig | None = None, market: MarketService | None = N
     config = config or config_from_env()
     memory.limit_arenas()  # before the server's threads allocate
     server = Flask(__name__)
-    background = jobs.manager(config.cache_url, config.data_dir, server)
-    if config.cache_url:  # Celery: a scan started through one host is followed through another
-        server.extensions["celery"] = background.handle
-        server.secret_key = auth.secret_key(config.data_dir)  # signs its handles; SECRET_KEY on every host
+    if config.cache_url:  # the scans on Celery workers: one started through a host is followed through another
+        server.extensions["celery"] = jobs.celery_app(config.cache_url, server)
+        server.secret_key = auth.secret_key(config.data_dir)  # signs their handles; SECRET_KEY on every host
+        background = dash.CeleryManager(server.extensions["celery"])
+    else:  # each in a process of its own, forked by the web worker, its progress and result on disk
+        background = dash.DiskcacheManager(diskcache.Cache(str(Path(config.data_dir) / "jobs")))
     app = dash.Dash(
         __name__,
         server=server,

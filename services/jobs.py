@@ -1,34 +1,21 @@
-"""Where Dash's background callbacks (the scanner's scans) run.
+"""The scanner's job workers (Celery), when the deployment has a Redis (--cache-url).
 
-- **Without --cache-url** (one machine, nothing to set up): each in a process the web worker
-  forks, its progress and result in the data dir's `jobs` cache (Dash's DiskcacheManager).
-- **With --cache-url**: on a Celery worker, queued through the same Redis and answered through
-  it (Dash's CeleryManager). A scan started through one host is followed, cancelled and read
-  through any other, so the load balancer needs no sticky sessions. Start the workers with
-  `celery -A app:celery_app worker` (deploy/ has the unit and the compose service); a task runs
-  inside the app's context, as a callback does in the web app.
+Dash's background callbacks (the scans) then run on `celery -A app:celery_app worker`, queued
+through the same Redis and answered through it (app.py gives Dash a CeleryManager on this Celery
+app). A scan started through one host is followed, cancelled and read through any other, so the
+load balancer needs no sticky sessions; deploy/ has the worker's unit and compose service. A task
+runs inside the web app's context, as a callback does there. Without a Redis, the scans run in a
+process the web worker forks (Dash's DiskcacheManager): nothing to start.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import dash
 from flask import Flask
 
 from services.scanner import SLOT_MAX_S
 
 RESULT_TTL_S = 3600  # a finished scan's result waits this long for its page to read it
 REDIS_TIMEOUT_S = 2  # a Redis that does not answer within this fails the request that needed it
-
-
-def manager(cache_url: str, data_dir: str, server: Flask):
-    """The background callback manager for a web app or a job worker with this configuration."""
-    if not cache_url:
-        import diskcache
-
-        return dash.DiskcacheManager(diskcache.Cache(str(Path(data_dir) / "jobs")))
-    return dash.CeleryManager(celery_app(cache_url, server))
 
 
 def unreachable(exc: BaseException | None) -> bool:
