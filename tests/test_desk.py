@@ -125,11 +125,16 @@ def test_two_hosts_and_a_collector_on_one_redis_and_one_postgresql_through_resta
         assert changed.status_code == 200, changed.text
         added = requests.post(f"{a}/api/pairs", json={"a": "SOLUSDT", "b": "BTCUSDT"}, timeout=10)
         assert added.status_code == 201, added.text
+        changed_at = time.monotonic()
         time.sleep(1.2)  # a tick, and the once-a-second look at the settings' version
-        for _ in range(8):  # new connections: both of host b's workers answer some
+
+        def seen_on_b():  # new connections: both of host b's workers answer some
             pairs = [[p["a"], p["b"]] for p in requests.get(f"{b}/api/pairs", timeout=5).json()]
-            assert ["SOLUSDT", "BTCUSDT"] in pairs, "the pair added on host a, on host b"
-            assert requests.get(f"{b}/api/settings", timeout=5).json()["threshold"] == 1.0
+            return ["SOLUSDT", "BTCUSDT"] in pairs and requests.get(f"{b}/api/settings", timeout=5).json()["threshold"]
+
+        for _ in range(8):  # (a loaded machine may take a moment more to answer than the look takes)
+            assert wait_for(lambda: seen_on_b() == 1.0, timeout=3, message="host a's change on host b")
+        assert time.monotonic() - changed_at < 5
 
         # one upstream call per interval from 4 workers on 2 hosts and the collector
         time.sleep(1)
@@ -184,7 +189,7 @@ def test_two_hosts_and_a_collector_on_one_redis_and_one_postgresql_through_resta
         # each alert logged once and delivered once, whichever process logged it first
         log = db.query("SELECT id, rule_key, pair, second, created_ns FROM alerts ORDER BY id")
         keys = [(r[1], r[2], r[3]) for r in log]
-        assert len(keys) == len(set(keys)) >= 3, log
+        assert len(keys) == len(set(keys)) >= 2, log  # a crossing while it was down at least, for both pairs
         logged = [r[0] for r in log]
         wait_for(lambda: set(logged) <= {r["id"] for r in received}, timeout=10, message="the webhooks of the logged")
         posted = sorted(r["id"] for r in list(received) if r["id"] <= logged[-1])  # (later ones go on arriving)
