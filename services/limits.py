@@ -39,12 +39,16 @@ def make(server: Flask, cache_url: str) -> Limiter:
     server.config["RATELIMIT_STORAGE_URI"] = cache_url or "memory://"
     if cache_url:  # a Redis that does not answer costs a request a second at most, then memory counts
         server.config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_connect_timeout": 1, "socket_timeout": 1}
-    return Limiter(
+    limiter = Limiter(
         client,
         app=server,
         in_memory_fallback_enabled=True,  # Redis down: each process counts on its own meanwhile
         key_prefix="pairmonitor",
     )  # (no headers on every answer: a route's own Retry-After, e.g. an export's 503, stays its own)
+    # Only the API's routes carry limits: every other request (each tab's tick, every second) skips
+    # the limiter's lookup of the limits of its route, which cost more than the tick's own work.
+    limiter.request_filter(lambda: request.blueprint != "api")
+    return limiter
 
 
 def retry_after_s(limiter: Limiter) -> int:
