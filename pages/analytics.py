@@ -172,7 +172,7 @@ def _cards(market, snap) -> tuple:
         _fmt(std),
         _fmt(beta, ".6g"),
         f"α = {_fmt(alpha)} · {HEDGE_LABELS[settings.hedge]}",
-        _fmt(market.alerts.count(settings.pair_label), "d"),
+        _fmt(market.alert_count(settings.pair_label, market.newest_alert(snap)), "d"),
     )
 
 

@@ -93,6 +93,10 @@ def watched_symbols(book) -> tuple[str, ...]:
     return tuple(dict.fromkeys(sym for s in book for sym in s.pair))
 
 
+class _Unread(Exception):
+    """The database could not be read: a shared value that is not kept."""
+
+
 class MarketService:
     def __init__(self, config: AppConfig, cache, clock=None, source=None):
         """`clock` defaults to the source's own (wall time, or replay time for a replay)."""
@@ -494,11 +498,24 @@ class MarketService:
             "half_life_bars": figure(stats.get("half_life_bars")),
             "adf_pvalue": figure((stats.get("adf") or {}).get("pvalue")),
             "state": max(legs, key=LEG_STATES.index),
-            "alerts_today": self.shared(  # counted again only when an alert has been logged
-                ("alerts-today", settings.pair_label, midnight, newest_alert),
-                lambda: self.alerts.count(settings.pair_label, since_s=midnight),
-            ),
+            "alerts_today": self.alert_count(settings.pair_label, newest_alert, since_s=midnight),
         }
+
+    def alert_count(self, pair_label: str, newest_alert: int, since_s: int | None = None) -> int | None:
+        """`AlertLog.count`, once for every tab, and again only when an alert has been logged
+        (`newest_alert` changed). None when the log can't be read, which is not kept: the next
+        tick asks again."""
+
+        def count() -> int:
+            counted = self.alerts.count(pair_label, since_s=since_s)
+            if counted is None:
+                raise _Unread
+            return counted
+
+        try:
+            return self.shared(("alert-count", pair_label, since_s, newest_alert), count)
+        except _Unread:
+            return None
 
     def _leg(self, sym: str, tick: Tick | None, now: float, stale_after: float) -> LegStatus:
         """Live, stale (with its age), or disconnected (with the reason)."""

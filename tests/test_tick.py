@@ -182,3 +182,44 @@ def test_tabs_that_have_seen_the_same_alert_read_the_new_ones_once(tmp_path, mon
         answer = client.post("/_dash-update-component", json=tick_payload(3, "/", seen=seen)).get_json()["response"]
         assert answer[ids.ALERT_SEEN]["data"] == newest and len(answer[ids.TOASTS]["children"]) == 1
     assert reads == [seen]
+
+
+def test_the_alert_count_card_is_read_once_per_new_alert_and_a_failed_read_is_not_kept(tmp_path, monkeypatch):
+    """Four /analytics tabs ticking read the alert log's count once; a new alert is counted on the
+    next second's tick (the newest alert's id is read once a second); a count the database could
+    not give shows '–' and is asked again on the next tick."""
+    from app import create_app
+    from dash_client import Tab
+
+    app = create_app(AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600))
+    market, client = app.server.extensions["market"], app.server.test_client()
+    monkeypatch.setattr(alerting, "TEST_ALERT_GAP_S", 0)
+    reads, failing = [], []
+    count = market.alerts.count
+
+    def counting(pair, since_s=None):
+        reads.append(pair)
+        return None if failing else count(pair, since_s)
+
+    monkeypatch.setattr(market.alerts, "count", counting)
+
+    def post(body):
+        resp = client.post("/_dash-update-component", json=body)
+        return resp.status_code, resp.get_json()
+
+    tabs = [Tab(post, "/analytics") for _ in range(4)]
+
+    def shown() -> set:
+        return {tab.tick()[ids.TICK]["data"]["values"][f"{ids.Analytics.STAT_ALERTS}.children"] for tab in tabs}
+
+    assert shown() == {"0"} and reads == ["BTCUSDT/ETHUSDT"]
+    market.send_test_alert()
+    wait_next_second()
+    assert shown() == {"1"} and len(reads) == 2
+    market.send_test_alert()
+    failing.append(True)
+    wait_next_second()
+    assert shown() == {"–"} and len(reads) == 6  # every tab's read failed: each asked again
+    failing.clear()
+    assert shown() == {"2"} and len(reads) == 7
+    assert shown() == {"2"} and len(reads) == 7
