@@ -16,6 +16,7 @@ one that delivers it (webhook), so several workers and the collector never doubl
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, replace
@@ -39,6 +40,7 @@ RULE_KINDS = {
 }
 Z_KINDS = ("abs_z", "z_above", "z_below")
 LEGS = ("A", "B")
+LAST_ID = "alerts:last-id"  # looked at once a second, with the other values of the database's Pulse
 TEST_RULE = "test"
 TEST_PREFIX = TEST_RULE + ":"  # a test alert's rule_key
 
@@ -203,6 +205,7 @@ class AlertLog:
         self.max_rows = max_rows  # real alerts kept
         self.max_test_rows = max_test_rows  # test alerts kept, apart: they never evict a real one
         self._last_id = 0
+        db.pulse.watch(LAST_ID, select(func.coalesce(func.max(alert_rows.c.id), 0)))
 
     def add(self, alerts: list[Alert]) -> list[Alert]:
         """Insert alerts; returns those that were new (an alert another process logged first is
@@ -231,6 +234,8 @@ class AlertLog:
                     newest = select(alert_rows.c.id).where(kind).order_by(alert_rows.c.id.desc()).limit(cap).subquery()
                     oldest_kept = select(func.min(newest.c.id)).scalar_subquery()
                     conn.execute(delete(alert_rows).where(kind, alert_rows.c.id < oldest_kept))
+        if added:
+            self.db.pulse.saw(LAST_ID, max(self._last_id, *(a.id for a in added)))
         return added
 
     def last_test_ns(self) -> int | None:
@@ -288,10 +293,10 @@ class AlertLog:
         return self._rows(alert_rows.c.id > alert_id, limit=limit)
 
     def last_id(self) -> int:
-        """The newest alert's id (the last one read while the log can't be read)."""
-        rows = self._read(select(func.coalesce(func.max(alert_rows.c.id), 0)))
-        if rows:
-            self._last_id = rows[0][0]
+        """The newest alert's id, at most a second old (the database's `Pulse`), and at once for an
+        alert this process logged (the last one read while the log can't be read)."""
+        with contextlib.suppress(*FAILURES):
+            self._last_id = self.db.pulse.value(LAST_ID)
         return self._last_id
 
     def last_fired(self, rule_key: str, pair: str) -> int | None:

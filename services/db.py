@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -62,6 +63,7 @@ CONNECT_TIMEOUT_S = 3  # PostgreSQL: a server that does not answer is an outage 
 
 # What a failed statement raises: the driver's error (wrapped by SQLAlchemy), or no connection free
 # in the pool in time. Callers that must go on without the database catch these.
+PULSE_EVERY_S = 1.0  # a write in another process shows within this long (Pulse)
 RETRY_S = 1.0  # PostgreSQL down: each process tries it again at most this often, failing at once in between
 
 
@@ -165,6 +167,37 @@ class Backlog:
         self.rows = {}
 
 
+class Pulse:
+    """The few values every process looks at once a second (the settings' version, the webhook's
+    last delivery, the newest alert's id), each a one-value read, read in one statement instead of
+    one each. A reader asks for its value; the first ask after the values are `PULSE_EVERY_S` old
+    reads them all again. A value this process has just written is noted (`saw`), so that it
+    shows here at once, and in every other process within a second."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self._reads: dict = {}  # name -> a scalar subquery
+        self._values: dict = {}
+        self._read_at = -math.inf  # time.monotonic() of the last read
+
+    def watch(self, name: str, statement) -> None:
+        """Read `statement` (a select of one value; no row reads as None) with the others."""
+        self._reads[name] = statement.scalar_subquery()
+        self._read_at = -math.inf
+
+    def value(self, name: str):
+        """`name`'s value, at most PULSE_EVERY_S old. Raises what the database raised."""
+        now = time.monotonic()
+        if now - self._read_at >= PULSE_EVERY_S:
+            row = self.db.query(select(*(read.label(n) for n, read in self._reads.items())))[0]
+            self._values, self._read_at = dict(zip(self._reads, row)), now
+        return self._values[name]
+
+    def saw(self, name: str, value) -> None:
+        """This process wrote `value` for `name`."""
+        self._values = {**self._values, name: value}
+
+
 class DatabaseProblem(Exception):
     """The database can't be used; the message says what is wrong and what to do."""
 
@@ -184,6 +217,7 @@ class Database:
         self.outage: str | None = None  # PostgreSQL: why the last statement failed to reach it, until one does
         self.down_since: str | None = None  # when the outage began (UTC)
         self._retry_at = 0.0  # time.monotonic() after which a database that did not answer is asked again
+        self.pulse = Pulse(self)
 
     @property
     def shown_url(self) -> str:

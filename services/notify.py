@@ -22,18 +22,18 @@ import time
 
 import requests
 from requests.adapters import HTTPAdapter
+from sqlalchemy import select
 
 from services import metrics
 from services.alerts import Alert
 from services.binance import JitteredRetry
-from services.db import FAILURES, Database
+from services.db import FAILURES, Database, meta
 from services.netguard import RefusedAtConnect, TargetRefused, WebhookPolicy, guarded_pool_classes
 from services.settings import shown_webhook
 from services.sources import iso_utc
 
 log = logging.getLogger(__name__)
 STATUS_KEY = "webhook:last"
-STATUS_MAX_AGE_S = 1.0
 DELIVERY_HEADER = "X-Pairmonitor-Delivery"
 RETRY = JitteredRetry(
     total=2,
@@ -62,8 +62,8 @@ class WebhookNotifier:
             adapter = HTTPAdapter(max_retries=RETRY)
             adapter.poolmanager.pool_classes_by_scheme = guarded_pool_classes(policy)
             self._session.mount(scheme, adapter)
-        self._status: dict | None = None
-        self._status_read = float("-inf")
+        db.pulse.watch(STATUS_KEY, select(meta.c.value).where(meta.c.key == STATUS_KEY))
+        self._status: tuple[str | None, dict | None] = (None, None)  # (as stored, parsed)
 
     def send(self, url: str, alert: Alert) -> None:
         """Queue `alert` for `url`; returns at once."""
@@ -126,22 +126,22 @@ class WebhookNotifier:
             "alert_id": alert.id,
             "rule": alert.rule,
         }
-        self.db.set_meta(STATUS_KEY, json.dumps(status))
-        self._status, self._status_read = status, time.monotonic()
+        stored = json.dumps(status)
+        self.db.set_meta(STATUS_KEY, stored)
+        self.db.pulse.saw(STATUS_KEY, stored)
         return ok
 
     def status(self) -> dict | None:
         """The last delivery: ok, detail, time_utc, alert_id, rule (None before any). Read from the
-        database (any process may have delivered) at most once a second: every tab's tick shows it."""
-        now = time.monotonic()
-        if now - self._status_read >= STATUS_MAX_AGE_S:
-            self._status_read = now
-            try:
-                raw = self.db.meta(STATUS_KEY)
-            except FAILURES:  # a damaged file (shown as such): the last status read stays
-                return self._status
-            self._status = json.loads(raw) if raw else None
-        return self._status
+        database (any process may have delivered) at most once a second (with the database's
+        `Pulse`): every tab's tick shows it."""
+        try:
+            stored = self.db.pulse.value(STATUS_KEY)
+        except FAILURES:  # a damaged file (shown as such): the last status read stays
+            return self._status[1]
+        if stored != self._status[0]:
+            self._status = (stored, json.loads(stored) if stored else None)
+        return self._status[1]
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until every queued alert was tried (tests, and the collector at exit)."""

@@ -11,7 +11,6 @@ import json
 import math
 import re
 import threading
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -34,7 +33,7 @@ COOLDOWN_MAX_S = 86_400
 MAX_RULES = 20
 THRESHOLD_RANGE = (0.01, 100.0)  # |z| below 0.01 is every bar, beyond 100 never: both are typos
 SHOWN_MAX = 80  # an echoed input is cut to this many characters
-CHECK_EVERY_S = 1.0  # a save in another process shows here within this long
+VERSION = "settings:version"  # looked at once a second, with the other values of the database's Pulse
 
 
 class SettingsError(ValueError):
@@ -378,8 +377,8 @@ class SettingsStore:
     pair is `current()`, the one a page shows when it names none. The `settings` row holds the
     first pair's UserSettings (the format of earlier versions), the `pairs` table every pair.
 
-    The version is looked at at most once a second (one indexed read, not one per tab's tick)
-    and the rows re-read only when it changed: a change shows at once in the process that made
+    The version is looked at at most once a second (with the database's `Pulse`, not once per
+    tab's tick) and the rows re-read only when it changed: a change shows at once in the process that made
     it, and within a second in every other. Every change is one transaction: a crash mid-save
     leaves the old settings. A `settings.json` from an older version is taken over once.
     """
@@ -389,7 +388,7 @@ class SettingsStore:
         self.legacy = Path(legacy_dir) / "settings.json" if legacy_dir is not None else None
         self._lock = threading.Lock()
         self._version: int | None = None
-        self._checked = -CHECK_EVERY_S  # time.monotonic() of the last look at the version
+        db.pulse.watch(VERSION, select(settings_rows.c.version))
         self._book: tuple[UserSettings, ...] = (UserSettings(),)
         self.load_error: str | None = None
 
@@ -399,17 +398,13 @@ class SettingsStore:
 
     def watchlist(self) -> tuple[UserSettings, ...]:
         """Every watched pair's settings, in the watchlist's order."""
-        now = time.monotonic()
-        if now - self._checked < CHECK_EVERY_S:
-            return self._book
-        self._checked = now
         try:
-            rows = self.db.query(select(settings_rows.c.version))
-            if not rows:
+            version = self.db.pulse.value(VERSION)
+            if version is None:
                 self._take_over_legacy()
-            elif rows[0][0] != self._version:
+            elif version != self._version:
                 with self._lock:
-                    self._reload()
+                    self._reload(version)
         except FAILURES:  # a damaged file or a server down (shown as such): the settings in use go on
             pass
         return self._book
@@ -419,7 +414,7 @@ class SettingsStore:
         wanted = frozenset(pair)
         return next((s for s in self.watchlist() if frozenset(s.pair) == wanted), None)
 
-    def _reload(self) -> None:
+    def _reload(self, seen: int) -> None:
         try:
             with self.db.connection() as conn:
                 version, book = self._read(conn)
@@ -427,7 +422,7 @@ class SettingsStore:
             self.load_error = None
         except (ValueError, AttributeError, TypeError, KeyError) as exc:
             self.load_error = f"The saved settings are unreadable ({exc}); keeping the settings in use"
-            self._version = self.db.query(select(settings_rows.c.version))[0][0]  # not re-read each tick
+            self._version = seen  # not re-read each tick
 
     @staticmethod
     def _read(conn) -> tuple[int, tuple[UserSettings, ...]]:
@@ -467,6 +462,7 @@ class SettingsStore:
             ],
         )
         self._book, self._version = book, version + 1
+        self.db.pulse.saw(VERSION, version + 1)
 
     def _change(self, edit) -> tuple[UserSettings, ...]:
         """Apply `edit(watchlist) -> new watchlist` in one write transaction (raising leaves

@@ -12,7 +12,7 @@ import pytest
 from cachelib import SimpleCache
 
 from scripted import ScriptedSource
-from services import settings as settings_module
+from services import db as db_module
 from services.binance import BinanceClient
 from services.cache import AtomicFileSystemCache
 from services.gate import PollGate
@@ -180,7 +180,7 @@ def test_settings_survive_a_restart_and_bad_input_changes_nothing(tmp_path, cloc
 
 
 def test_corrupt_saved_settings_keep_the_defaults_and_say_so(tmp_path, clock, monkeypatch):
-    monkeypatch.setattr(settings_module, "CHECK_EVERY_S", 0.0)  # another process's write, seen at once
+    monkeypatch.setattr(db_module, "PULSE_EVERY_S", 0.0)  # another process's write, seen at once
     market = sim_market(tmp_path, clock)
     with market.db.write() as conn:
         conn.exec_driver_sql("UPDATE settings SET body = '{not json', version = version + 1")

@@ -19,10 +19,13 @@ from werkzeug import Response
 
 from loopback import free_port
 from scripted import ScriptedSource
-from services import settings as settings_module
+from services import db as db_module
+from services.alerts import Alert, AlertLog
 from services.db import Database
 from services.history import History
 from services.market import MarketService
+from services.netguard import WebhookPolicy
+from services.notify import WebhookNotifier
 from services.settings import AppConfig, SettingsStore, validate
 from services.sources import Tick, utc_from_epoch
 
@@ -83,7 +86,7 @@ def test_a_restarted_service_resumes_from_the_store_and_backfills_only_the_hole(
 def test_a_settings_save_shows_at_once_here_and_within_a_second_in_another_process(tmp_path, monkeypatch):
     """Every tab's tick reads the settings; the version is looked at once a second, not per tick."""
     clock = {"now": 1000.0}
-    monkeypatch.setattr(settings_module.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(db_module.time, "monotonic", lambda: clock["now"])
     here, there = SettingsStore(Database(tmp_path / "pm.db")), SettingsStore(Database(tmp_path / "pm.db"))
     assert there.current().symbol_a == "BTCUSDT"
     saved = here.save(replace(here.current(), symbol_a="SOLUSDT"))
@@ -92,6 +95,46 @@ def test_a_settings_save_shows_at_once_here_and_within_a_second_in_another_proce
     assert there.current().symbol_a == "BTCUSDT", "looked less than a second ago"
     clock["now"] += 0.5
     assert there.current() == saved
+
+
+def test_what_every_tick_looks_at_in_the_database_is_one_statement_a_second(tmp_path, monkeypatch):
+    """The settings' version, the webhook's last delivery and the newest alert's id are read in
+    one statement at most once a second per process (the database's Pulse); what this process
+    writes shows here at once, and in another process within a second."""
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(db_module.time, "monotonic", lambda: clock["now"])
+
+    def process():
+        db = Database(tmp_path)
+        return db, SettingsStore(db), AlertLog(db), WebhookNotifier(db, WebhookPolicy())
+
+    first = SettingsStore(Database(tmp_path))
+    first.save(first.current())  # settings saved once: a version to look at
+    here, there = process(), process()
+    statements = {id(here): 0, id(there): 0}  # connections taken: each read, or write, takes one
+    for p in (here, there):
+        connection = p[0].connection
+        monkeypatch.setattr(
+            p[0], "connection", lambda c=connection, p=p: statements.update({id(p): statements[id(p)] + 1}) or c()
+        )
+
+    def look(p) -> tuple:
+        return p[1].current().symbol_a, p[2].last_id(), (p[3].status() or {}).get("detail")
+
+    before = ("BTCUSDT", 0, None)
+    assert [look(there) for _ in range(10)] == [before] * 10 and statements[id(there)] == 2  # the pulse, the rows
+    assert look(here) == before
+    here[1].save(replace(here[1].current(), symbol_a="SOLUSDT"))
+    [alert] = here[2].add([Alert(100, "|z| ≥ 2", "abs_z:θ::0:0", "abs_z", "SOLUSDT/ETHUSDT", 2.5, 2.0, 2.5, 1.0)])
+    here[3]._record(alert, True, "answered HTTP 200")
+    wrote = statements[id(here)]
+    after = ("SOLUSDT", alert.id, "answered HTTP 200")
+    assert [look(here) for _ in range(10)] == [after] * 10, "the process that wrote shows it at once"
+    assert statements[id(here)] == wrote, "without reading it back"
+    clock["now"] += 0.5
+    assert look(there) == before and statements[id(there)] == 2, "looked less than a second ago"
+    clock["now"] += 0.5
+    assert look(there) == after and statements[id(there)] == 4
 
 
 def test_several_processes_write_at_once_without_errors(tmp_path):
