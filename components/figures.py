@@ -44,16 +44,20 @@ def describe(params) -> str:
 X_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
-def utc_x(index: pd.DatetimeIndex) -> list[str]:
-    """UTC wall-clock times, to the second, as ISO text without a zone (plotly draws them as
-    given), e.g. 2025-10-22T00:00:05."""
-    return np.datetime_as_string(index.tz_convert("UTC").tz_localize(None).to_numpy(), unit="s").tolist()
+def utc_x(times) -> list[str]:
+    """UTC wall-clock times (a DatetimeIndex, or epoch seconds), to the second, as ISO text
+    without a zone (plotly draws them as given), e.g. 2025-10-22T00:00:05."""
+    if isinstance(times, pd.DatetimeIndex):
+        values = times.tz_convert("UTC").tz_localize(None).to_numpy()
+    else:
+        values = np.asarray(times, dtype=np.int64).astype("datetime64[s]")
+    return np.datetime_as_string(values, unit="s").tolist()
 
 
-def _values(series: pd.Series) -> list:
+def _values(series) -> list:
     """Plain lists, not numpy: plotly would send numpy as a typed-array spec, which the
     browser's tail splice cannot extend. NaN (a break in the line) is sent as null."""
-    return series.to_numpy(dtype=float).tolist()
+    return np.asarray(series, dtype=float).tolist()
 
 
 def _hline(y: float, color: str, dash: str = "solid", width: float = 1.0) -> dict:
@@ -278,19 +282,20 @@ def equity_figure(times: pd.DatetimeIndex, equity, trades, params) -> go.Figure:
     return _layout(fig, f"Backtest equity · {a} − β·{b} · {describe(params)}", f"backtest_{a}-{b}", "equity")
 
 
-def tail_payload(
-    kind: str, df: pd.DataFrame, params, keep_from_s: int, ohlc: pd.DataFrame | None = None, alerts=None
-) -> dict:
-    """What a chart drawn whole earlier needs to be up to date: the bars of `df` (from the first
-    bar that may have changed), which replace the chart's bars from that time on, per trace in
+def tail_payload(kind: str, bars, params, keep_from_s: int, ohlc: pd.DataFrame | None = None, alerts=None) -> dict:
+    """What a chart drawn whole earlier needs to be up to date: the bars (from the first bar that
+    may have changed; `bars` = (open times, columns) as `PairEngine.arrays` gives them: no
+    DataFrame for a few bars), which replace the chart's bars from that time on, per trace in
     trace order; then bars before `keep_from_s` (the range's start) are dropped. The z chart's
     alert markers (`alerts` of its range, a few) replace its marker trace whole."""
     if ohlc is not None:
         x = utc_x(ohlc.index)
         traces = [{f: _values(ohlc[f"{sym} {f}"]) for f in ("open", "high", "low", "close")} for sym in params.pair]
     else:
-        x = utc_x(df.index)
-        traces = [{"y": _values(df[c])} for c in trace_columns(kind, params.pair)]
+        times, cols = bars
+        x = utc_x(times)
+        legs = dict(zip(params.pair, ("a", "b")))  # the engine's names of the legs' prices
+        traces = [{"y": _values(cols[legs.get(c, c)])} for c in trace_columns(kind, params.pair)]
     update = {"x": x, "traces": traces, "keep_from": pd.Timestamp(keep_from_s, unit="s").strftime(X_FORMAT)}
     if alerts is not None:
         update["replace"] = {len(traces): alert_markers(alerts)}

@@ -144,7 +144,7 @@ def chart(
             first = max(tail_from, bar_open(start_s, tf))
             ohlc = market.ohlc(snap, first, end_s) if kind == "price" else None
             alerts = market.alerts.log(settings.pair_label, since_s=start_s) if kind == "zscore" else None
-            return figures.tail_payload(kind, market.frame(snap, first, end_s), params, start_s, ohlc, alerts)
+            return figures.tail_payload(kind, market.arrays(snap, first, end_s), params, start_s, ohlc, alerts)
 
         return market.shared(("tail", json.dumps(shows), end_s, snap.seq, alert_id), tail), new_cursor
 

@@ -164,6 +164,10 @@ class Analyses:
         mean, std and z; final bars, then the provisional ones as they stand at `now_s`."""
         return self.engine(params, start_s, now_s).frame(int(start_s), int(end_s), int(now_s), late_s)
 
+    def arrays(self, params: Params, start_s: int, end_s: int, now_s: int, late_s: float):
+        """`frame`'s bars as (open times, {column: values})."""
+        return self.engine(params, start_s, now_s).arrays(int(start_s), int(end_s), int(now_s), late_s)
+
     def ohlc(self, params: Params, start_s: int, end_s: int) -> pd.DataFrame | None:
         """Open, high, low, close of both legs per bar of the timeframe (None at 1 s: no candles)."""
         tf = params.tf_s
@@ -182,7 +186,7 @@ class Analyses:
         """The newest bar with prices (the open bar, or the one before while the open bar has
         none yet): current prices, β, spread, mean, std, z."""
         start = now_s - 2 * max(params.tf_s, step_s) + 1
-        times, cols = self.engine(params, start, now_s).arrays(int(start), int(now_s), int(now_s), late_s)
+        times, cols = self.arrays(params, start, now_s, now_s, late_s)
         if not len(times):
             return None
         priced = np.flatnonzero(~np.isnan(cols["a"]) & ~np.isnan(cols["b"]))

@@ -535,6 +535,11 @@ class MarketService:
         mean, std and z (final bars, then the provisional ones as they stand)."""
         return self.analyses.frame(params or snap.params, start_s, end_s, snap.now_s, snap.late_s)
 
+    def arrays(self, snap: Snapshot, start_s: int, end_s: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """`frame`'s bars as (open times, {column: values}) with the engine's column names ("a" and
+        "b" for the legs' prices): a few bars without building a DataFrame."""
+        return self.analyses.arrays(snap.params, start_s, end_s, snap.now_s, snap.late_s)
+
     def ohlc(self, snap: Snapshot, start_s: int, end_s: int, params: Params | None = None) -> pd.DataFrame | None:
         return self.analyses.ohlc(params or snap.params, start_s, end_s)
 

@@ -82,7 +82,8 @@ def test_zscore_bands_and_alert_markers():
 
 
 def test_tail_payload_matches_trace_order():
-    update = json.loads(to_json_plotly(figures.tail_payload("price", frame(3), PARAMS, 1_761_091_200)))
+    bars = (1_761_091_200 + np.arange(3), {"a": np.array([100.0, 101.0, np.nan]), "b": np.array([10.0, 11.0, np.nan])})
+    update = json.loads(to_json_plotly(figures.tail_payload("price", bars, PARAMS, 1_761_091_200)))
     assert [list(t) for t in update["traces"]] == [["y"], ["y"]]
     assert update["traces"][0]["y"] == [100.0, 101.0, None] and update["traces"][1]["y"] == [10.0, 11.0, None]
     assert update["x"] == ["2025-10-22T00:00:00", "2025-10-22T00:00:01", "2025-10-22T00:00:02"]
