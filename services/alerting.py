@@ -20,7 +20,7 @@ import pandas as pd
 
 from services import metrics
 from services.alerts import TEST_RULE, Alert, AlertLog, RuleState, evaluate_rule, initial_state
-from services.db import FAILURES, Backlog, Database, set_meta
+from services.db import FAILURES, Backlog, Database, set_metas
 from services.engine import PairEngine
 from services.notify import WebhookNotifier
 from services.settings import DatabaseDown, UserSettings
@@ -130,8 +130,7 @@ class AlertEvaluator:
             return
         moved = [run for run in runs if run.cursor != run.saved]
         with self.db.write() as conn:
-            for run in moved:
-                set_meta(conn, _cursor_key(run.key), str(run.cursor))
+            set_metas(conn, {_cursor_key(run.key): str(run.cursor) for run in moved})
         for run in moved:
             run.saved, run.found = run.cursor, False
 

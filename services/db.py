@@ -474,8 +474,16 @@ def insert(conn, table: Table):
 
 
 def set_meta(conn, key: str, value: str) -> None:
-    stmt = insert(conn, meta).values(key=key, value=value)
-    conn.execute(stmt.on_conflict_do_update(index_elements=[meta.c.key], set_={"value": stmt.excluded.value}))
+    set_metas(conn, {key: value})
+
+
+def set_metas(conn, values: dict[str, str]) -> None:
+    """Upsert several meta rows in one statement."""
+    if not values:
+        return
+    stmt = insert(conn, meta)
+    stmt = stmt.on_conflict_do_update(index_elements=[meta.c.key], set_={"value": stmt.excluded.value})
+    conn.execute(stmt, [{"key": k, "value": v} for k, v in values.items()])
 
 
 def _make_schema(conn, where: str) -> None:

@@ -227,15 +227,12 @@ def test_the_watchlists_cursors_are_saved_together_in_one_write_every_few_second
     market.save_settings({"symbol_a": "AAAUSDT", "symbol_b": "BBBUSDT", "rules": [{"kind": "z_above"}]})
     for a, b in (("CCCUSDT", "BBBUSDT"), ("DDDUSDT", "BBBUSDT")):
         market.add_pair(a, b)
-    saved = []  # (transaction, key, bar) of each cursor written (the connection kept: ids are not reused)
-    record = alerting.set_meta
-    monkeypatch.setattr(alerting, "set_meta", lambda conn, k, v: (saved.append((conn, k, v)), record(conn, k, v)))
+    saved = []  # the cursors of each write
+    record = alerting.set_metas
+    monkeypatch.setattr(alerting, "set_metas", lambda conn, values: (saved.append(values), record(conn, values)))
     clock.origin = int(clock()) - ORIGIN_OFFSET
     run_until(clock, [market], 1_100)
-    writes = {}
-    for conn, key, bar in saved:
-        writes.setdefault(id(conn), {})[key] = bar
-    sizes = [len(keys) for keys in writes.values()]
+    sizes = [len(cursors) for cursors in saved]
     steady = sizes[sizes.index(3) :]  # the pairs' evaluations start one after another
     assert len(steady) >= 9 and set(steady) == {3}, f"once all three run, one write holds them: {sizes}"
     runs = market.alerting._runs.values()
