@@ -61,9 +61,10 @@ FILENAME = "dashboard.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_S = 3  # PostgreSQL: a server that does not answer is an outage after this, not a hang
 
+PULSE_EVERY_S = 1.0  # a write in another process shows within this long (Pulse)
+
 # What a failed statement raises: the driver's error (wrapped by SQLAlchemy), or no connection free
 # in the pool in time. Callers that must go on without the database catch these.
-PULSE_EVERY_S = 1.0  # a write in another process shows within this long (Pulse)
 RETRY_S = 1.0  # PostgreSQL down: each process tries it again at most this often, failing at once in between
 
 
@@ -188,11 +189,15 @@ class Pulse:
         self._read_at = -math.inf
 
     def value(self, name: str):
-        """`name`'s value, at most PULSE_EVERY_S old. Raises what the database raised."""
+        """`name`'s value, at most PULSE_EVERY_S old (or the last one read, while the database
+        can't be read). Raises what the database raised, or Unreachable before any read worked."""
         now = time.monotonic()
         if now - self._read_at >= PULSE_EVERY_S:
+            self._read_at = now  # a read that failed is not tried again within the second either
             row = self.db.query(self._statement)[0]
-            self._values, self._read_at = dict(zip(self._reads, row)), now
+            self._values = dict(zip(self._reads, row))
+        if name not in self._values:
+            raise Unreachable("not read yet")
         return self._values[name]
 
     def saw(self, name: str, value) -> None:

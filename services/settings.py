@@ -477,6 +477,7 @@ class SettingsStore:
 
     def _take_over_legacy(self) -> None:
         if self.legacy is None or not self.legacy.exists():
+            self.legacy = None  # nothing to take over: not looked for again
             return
         try:
             self.save(validate({**asdict(UserSettings()), **json.loads(self.legacy.read_text(encoding="utf-8"))}))

@@ -21,7 +21,7 @@ from loopback import free_port
 from scripted import ScriptedSource
 from services import db as db_module
 from services.alerts import Alert, AlertLog
-from services.db import Database
+from services.db import Database, Unreachable
 from services.history import History
 from services.market import MarketService
 from services.netguard import WebhookPolicy
@@ -135,6 +135,18 @@ def test_what_every_tick_looks_at_in_the_database_is_one_statement_a_second(tmp_
     assert look(there) == before and statements[id(there)] == 2, "looked less than a second ago"
     clock["now"] += 0.5
     assert look(there) == after and statements[id(there)] == 4
+
+    def down():
+        statements[id(there)] += 1
+        raise Unreachable("down")
+
+    monkeypatch.setattr(there[0], "connection", down)
+    clock["now"] += 1.0
+    assert [look(there) for _ in range(10)] == [after] * 10, "while the database is down, what was read last"
+    assert statements[id(there)] == 5, "a read that failed is not tried again within the second"
+    cut_off = process()  # a process that never read it: the defaults
+    monkeypatch.setattr(cut_off[0], "connection", down)
+    assert [look(cut_off) for _ in range(3)] == [before] * 3
 
 
 def test_several_processes_write_at_once_without_errors(tmp_path):
