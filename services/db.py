@@ -477,7 +477,12 @@ def _refuse_newer(where, version: int) -> None:
 
 def insert(conn, table: Table):
     """An INSERT that can say what to do ON CONFLICT, in the connection's dialect."""
-    return (sqlite_dialect if conn.dialect.name == "sqlite" else pg_dialect).insert(table)
+    return dialect_insert(conn.dialect.name, table)
+
+
+def dialect_insert(dialect: str, table: Table):
+    """`insert` in the dialect named `dialect` ("sqlite" or "postgresql")."""
+    return (sqlite_dialect if dialect == "sqlite" else pg_dialect).insert(table)
 
 
 def set_meta(conn, key: str, value: str) -> None:

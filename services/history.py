@@ -8,9 +8,11 @@ Rows are keyed by source ("binance", "sim-7", ...) so a simulation never mixes w
 
 from __future__ import annotations
 
+import functools
+
 from sqlalchemy import delete, select
 
-from services.db import FAILURES, Backlog, Database, buckets, insert, ticks
+from services.db import FAILURES, Backlog, Database, buckets, dialect_insert, ticks
 from services.sources import Tick, utc_from_epoch
 
 MAX_UNWRITTEN_ROWS = 100_000  # of each kind: 40 symbols' seconds for 40 minutes
@@ -22,6 +24,19 @@ def _ns(tick: Tick) -> int:
 
 def _tick(symbol: str, tick_ns: int, price: float) -> Tick:
     return Tick(symbol, price, utc_from_epoch(tick_ns / 1e9))
+
+
+@functools.cache
+def _save_statements(dialect: str):
+    """A save's two statements in `dialect`, built once: building them each second cost as much as
+    running them. A bucket keeps the last tick of its second; a raw tick is stored once."""
+    put_bars = dialect_insert(dialect, buckets)
+    put_bars = put_bars.on_conflict_do_update(
+        index_elements=[buckets.c.source, buckets.c.symbol, buckets.c.second],
+        set_={"tick_ns": put_bars.excluded.tick_ns, "price": put_bars.excluded.price},
+        where=put_bars.excluded.tick_ns > buckets.c.tick_ns,
+    )
+    return put_bars, dialect_insert(dialect, ticks).on_conflict_do_nothing()
 
 
 class History:
@@ -56,24 +71,19 @@ class History:
 
     def _write(self, last: dict, raw_rows: dict) -> None:
         with self.db.write() as conn:
+            put_bars, put_ticks = _save_statements(conn.dialect.name)
             if last:
-                stmt = insert(conn, buckets)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[buckets.c.source, buckets.c.symbol, buckets.c.second],
-                    set_={"tick_ns": stmt.excluded.tick_ns, "price": stmt.excluded.price},
-                    where=stmt.excluded.tick_ns > buckets.c.tick_ns,
-                )
                 rows = [
                     {"source": self.source, "symbol": sym, "second": s, "tick_ns": _ns(t), "price": t.price}
                     for (sym, s), t in sorted(last.items())
                 ]
-                conn.execute(stmt, rows)
+                conn.execute(put_bars, rows)
             if raw_rows:
                 rows = [
                     {"source": self.source, "symbol": sym, "tick_ns": ns, "price": p}
                     for (sym, ns), p in sorted(raw_rows.items())
                 ]
-                conn.execute(insert(conn, ticks).on_conflict_do_nothing(), rows)
+                conn.execute(put_ticks, rows)
 
     def buckets(self, symbol: str, start_s: int, end_s: int) -> list[Tick]:
         """The stored last tick of each second in [start_s, end_s], oldest first."""
