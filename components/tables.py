@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
 import numpy as np
@@ -68,6 +70,12 @@ ALERT_COLUMNS = [
 ]
 
 
+@functools.lru_cache(maxsize=4096)
+def _shown_time(when) -> str:
+    """`iso_utc`, once per tick: each tick stays in the table for a minute of ticks."""
+    return iso_utc(when)
+
+
 def tick_rows(ticks) -> dict:
     """Ticks newest first, each with its change from the previous tick of the same symbol, as
     columns of numpy arrays ({"columns": {field: array}}): Dash encodes an array in one step,
@@ -76,7 +84,7 @@ def tick_rows(ticks) -> dict:
     times, symbols, prices, changes, older = [], [], [], [], {}
     for t in reversed(ticks):  # oldest first, to know each tick's predecessor
         prev = older.get(t.symbol)
-        times.append(iso_utc(t.time))
+        times.append(_shown_time(t.time))
         symbols.append(t.symbol)
         prices.append(t.price)
         changes.append(np.nan if prev is None else round(t.price - prev, 10))

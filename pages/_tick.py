@@ -143,7 +143,7 @@ def chart(
         def tail():
             first = max(tail_from, bar_open(start_s, tf))
             ohlc = market.ohlc(snap, first, end_s) if kind == "price" else None
-            alerts = market.alerts.log(settings.pair_label, since_s=start_s) if kind == "zscore" else None
+            alerts = market.alert_marks(snap, range_s, start_s) if kind == "zscore" else None
             return figures.tail_payload(kind, market.arrays(snap, first, end_s), params, start_s, ohlc, alerts)
 
         return market.shared(("tail", json.dumps(shows), end_s, snap.seq, alert_id), tail), new_cursor
@@ -151,7 +151,7 @@ def chart(
     def whole():
         df = market.frame(snap, start_s, end_s)
         ohlc = market.ohlc(snap, start_s, end_s) if kind == "price" else None
-        alerts = market.alerts.log(settings.pair_label, since_s=start_s) if kind == "zscore" else []
+        alerts = market.alert_marks(snap, range_s, start_s) if kind == "zscore" else []
         marked = df.index.get_indexer(pd.to_datetime([a.second for a in alerts if a.is_z], unit="s", utc=True))
         dense = None if window is None else slice(*df.index.searchsorted(pd.to_datetime(window, unit="s", utc=True)))
         columns = [df[c].to_numpy() for c in figures.trace_columns(kind, params.pair)]

@@ -250,11 +250,13 @@ class AlertLog:
         except FAILURES:
             return default
 
-    def _rows(self, *where, limit: int | None = None) -> list[Alert]:
+    def _rows(self, *where, limit: int | None = None) -> list[Alert] | None:
+        """Alerts, newest first; None when the log can't be read."""
         statement = select(*COLUMNS).where(*where).order_by(alert_rows.c.id.desc())
         if limit:
             statement = statement.limit(int(limit))
-        return [self._alert(*row) for row in self._read(statement, [])]
+        rows = self._read(statement)
+        return None if rows is None else [self._alert(*row) for row in rows]
 
     @staticmethod
     def _alert(id_, second, rule, rule_key, pair, value, level, zscore, spread) -> Alert:
@@ -275,6 +277,10 @@ class AlertLog:
 
     def log(self, pair: str | None = None, limit: int | None = None, since_s: int | None = None) -> list[Alert]:
         """Alerts, newest first: for one pair or all, at bars from `since_s` on or all."""
+        return self.read_log(pair, limit, since_s) or []
+
+    def read_log(self, pair: str | None = None, limit: int | None = None, since_s: int | None = None):
+        """`log`, or None when the log can't be read."""
         where = [alert_rows.c.pair == pair] if pair is not None else []
         where += [alert_rows.c.second >= since_s] if since_s is not None else []
         return self._rows(*where, limit=limit)
@@ -290,7 +296,7 @@ class AlertLog:
 
     def since(self, alert_id: int, limit: int = 20) -> list[Alert]:
         """Alerts logged after `alert_id` (any process), newest first: for toasts."""
-        return self._rows(alert_rows.c.id > alert_id, limit=limit)
+        return self._rows(alert_rows.c.id > alert_id, limit=limit) or []
 
     def last_id(self) -> int:
         """The newest alert's id, at most a second old (the database's `Pulse`), and at once for an

@@ -450,6 +450,27 @@ class MarketService:
         tab that has seen the same one (the tabs of one browser, or of one desk, mostly have)."""
         return self.shared(("alerts-since", seen, self.newest_alert(snap)), lambda: self.alerts.since(seen))
 
+    def alert_marks(self, snap: Snapshot, range_s: int, since_s: int) -> list[Alert]:
+        """The shown pair's alerts at bars from `since_s` on, newest first: the z chart's markers
+        for a range of `range_s`. Read once for every tab and chart of that range, and again
+        only when an alert has been logged, not each second: as the range's start moves on, the
+        older ones are dropped here. A read that failed shows none and is not kept."""
+        pair = snap.settings.pair_label
+
+        def read() -> tuple[int, list[Alert]]:
+            alerts = self.alerts.read_log(pair, since_s=since_s)
+            if alerts is None:
+                raise _Unread
+            return since_s, alerts
+
+        try:
+            read_from, alerts = self.shared(("alert-marks", pair, range_s, self.newest_alert(snap)), read)
+            if since_s < read_from:  # the range starts earlier than that read (a clock set back)
+                read_from, alerts = read()
+        except _Unread:
+            return []
+        return [a for a in alerts if a.second >= since_s]
+
     def pair_rows(self, snap: Snapshot) -> list[tuple[UserSettings, dict]]:
         """Every watched pair's settings and figures (`pair_row`), computed once per second and
         store write for every tab (the overview) and API client (/api/pairs)."""

@@ -223,3 +223,37 @@ def test_the_alert_count_card_is_read_once_per_new_alert_and_a_failed_read_is_no
     failing.clear()
     assert shown() == {"2"} and len(reads) == 7
     assert shown() == {"2"} and len(reads) == 7
+
+
+def test_the_z_charts_markers_are_read_once_per_new_alert_and_a_failed_read_is_not_kept(tmp_path, monkeypatch):
+    """The markers of a range are read once for every tab and chart, again when an alert is
+    logged (not each second: the range's start moving on drops the older ones without a read);
+    a read that failed shows none and is asked again."""
+    from app import create_app
+
+    market = create_app(AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600)).server.extensions["market"]
+    monkeypatch.setattr(alerting, "TEST_ALERT_GAP_S", 0)
+    reads, failing = [], []
+    read_log = market.alerts.read_log
+
+    def reading(pair=None, limit=None, since_s=None):
+        reads.append(since_s)
+        return None if failing else read_log(pair, limit, since_s)
+
+    monkeypatch.setattr(market.alerts, "read_log", reading)
+    snap = market.tick()
+    start = snap.now_s - 900
+    assert [market.alert_marks(snap, 900, start) for _ in range(4)] == [[]] * 4 and reads == [start]
+    first = market.send_test_alert()
+    wait_next_second()
+    snap = market.tick()
+    assert [market.alert_marks(snap, 900, start + 1) for _ in range(4)] == [[first]] * 4 and len(reads) == 2
+    assert market.alert_marks(snap, 900, first.second + 1) == [] and len(reads) == 2, "dropped here, not read"
+    assert market.alert_marks(snap, 900, start - 10) == [first] and len(reads) == 3, "an earlier start is read"
+    failing.append(True)
+    second = market.send_test_alert()
+    wait_next_second()
+    snap = market.tick()
+    assert [market.alert_marks(snap, 900, start + 2) for _ in range(2)] == [[]] * 2 and len(reads) == 5
+    failing.clear()
+    assert [market.alert_marks(snap, 900, start + 2) for _ in range(2)] == [[second, first]] * 2 and len(reads) == 6
