@@ -457,19 +457,14 @@ class MarketService:
         older ones are dropped here. A read that failed shows none and is not kept."""
         pair = snap.settings.pair_label
 
-        def read() -> tuple[int, list[Alert]]:
+        def read() -> tuple[int, list[Alert]] | None:
             alerts = self.alerts.read_log(pair, since_s=since_s)
-            if alerts is None:
-                raise _Unread
-            return since_s, alerts
+            return None if alerts is None else (since_s, alerts)
 
-        try:
-            read_from, alerts = self.shared(("alert-marks", pair, range_s, self.newest_alert(snap)), read)
-            if since_s < read_from:  # the range starts earlier than that read (a clock set back)
-                read_from, alerts = read()
-        except _Unread:
-            return []
-        return [a for a in alerts if a.second >= since_s]
+        got = self._read_once(("alert-marks", pair, range_s, self.newest_alert(snap)), read)
+        if got is not None and since_s < got[0]:  # the range starts before that read (a clock set back)
+            got = read()
+        return [] if got is None else [a for a in got[1] if a.second >= since_s]
 
     def pair_rows(self, snap: Snapshot) -> list[tuple[UserSettings, dict]]:
         """Every watched pair's settings and figures (`pair_row`), computed once per second and
@@ -526,15 +521,22 @@ class MarketService:
         """`AlertLog.count`, once for every tab, and again only when an alert has been logged
         (`newest_alert` changed). None when the log can't be read, which is not kept: the next
         tick asks again."""
+        return self._read_once(
+            ("alert-count", pair_label, since_s, newest_alert), lambda: self.alerts.count(pair_label, since_s=since_s)
+        )
 
-        def count() -> int:
-            counted = self.alerts.count(pair_label, since_s=since_s)
-            if counted is None:
+    def _read_once(self, key, read):
+        """`shared(key, read)` for a database read that returns None when the database can't be
+        read: that None is returned, not kept (the next caller reads again)."""
+
+        def value():
+            got = read()
+            if got is None:
                 raise _Unread
-            return counted
+            return got
 
         try:
-            return self.shared(("alert-count", pair_label, since_s, newest_alert), count)
+            return self.shared(key, value)
         except _Unread:
             return None
 
