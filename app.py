@@ -660,6 +660,14 @@ def open_market(market: MarketService) -> None:
     log.info("source: %s (%s)", source.label, market.link.source_note)
 
 
+def set_up_dash(server: Flask) -> None:
+    """Before serving: Dash sets itself up on a server's first request (a before-request hook), and
+    two first requests on two threads can race there (plotly/dash#2925: "dictionary changed size
+    during iteration", a 500; seen once on a gunicorn host of the desk test). A request of our own,
+    on this thread, does it first; its answer (a 404) does not matter."""
+    server.test_client().get("/_dash-set-up")
+
+
 def run_collector(config: AppConfig, stop: threading.Event | None = None) -> None:
     """Ingestion and alerting with no web server: refresh once per poll interval until `stop`
     (SIGTERM or Ctrl-C). It shares the data dir's cache and database with any web app, so the
@@ -772,6 +780,7 @@ def main(argv=None) -> None:
     check_exposure(config)
     app = create_app(config)
     open_market(app.server.extensions["market"])
+    set_up_dash(app.server)
     for warning in startup_warnings(config):
         log.warning(warning)
     log.info("serving on http://%s:%d", config.host, config.port)

@@ -41,10 +41,12 @@ def child_exit(_server, worker):
 
 def post_worker_init(_worker):
     """Open the source as a worker starts, as `python app.py` does, not on its first request: a
-    stream source then takes its part in the deployment's one connection at once."""
-    from app import open_market, server
+    stream source then takes its part in the deployment's one connection at once. Dash is set up
+    then too, before the worker's threads take requests (`app.set_up_dash`)."""
+    from app import open_market, server, set_up_dash
 
     open_market(server.extensions["market"])
+    set_up_dash(server)
 
 
 def worker_exit(_server, _worker):

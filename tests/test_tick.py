@@ -259,3 +259,16 @@ def test_the_z_charts_markers_are_read_once_per_new_alert_and_a_failed_read_is_n
     assert [market.alert_marks(snap, 900, start + 2) for _ in range(2)] == [[]] * 2 and len(reads) == 5
     failing.clear()
     assert [market.alert_marks(snap, 900, start + 2) for _ in range(2)] == [[second, first]] * 2 and len(reads) == 6
+
+
+def test_dash_is_set_up_before_the_first_request_of_a_served_app(tmp_path):
+    """`python app.py` and each gunicorn worker set Dash up on one thread before serving, so two
+    first requests on two threads never race in Dash's own set-up (plotly/dash#2925)."""
+    from app import create_app, set_up_dash
+
+    app = create_app(AppConfig(source="sim", data_dir=str(tmp_path), history_s=3_600))
+    assert not app._got_first_request["setup_server"]
+    set_up_dash(app.server)
+    assert app._got_first_request["setup_server"]
+    resp = app.server.test_client().get("/_dash-layout")
+    assert resp.status_code == 200 and resp.get_json()["props"]["children"]
