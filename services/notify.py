@@ -127,7 +127,12 @@ class WebhookNotifier:
             "rule": alert.rule,
         }
         stored = json.dumps(status)
-        self.db.set_meta(STATUS_KEY, stored)
+        self._status = (stored, status)
+        try:
+            self.db.set_meta(STATUS_KEY, stored)
+        except FAILURES:  # the database is down: this process shows it meanwhile, and the queue goes on
+            log.warning("webhook status for alert %s not stored: the database did not answer", alert.id)
+            return ok
         self.db.pulse.saw(STATUS_KEY, stored)
         return ok
 

@@ -11,8 +11,10 @@ from werkzeug import Response
 from scripted import ScriptedSource
 from services import alerting
 from services.alerts import Alert, AlertLog, Rule, RuleState, evaluate_rule
-from services.db import Database
+from services.db import Database, Unreachable
 from services.market import MarketService
+from services.netguard import WebhookPolicy
+from services.notify import WebhookNotifier
 from services.settings import AppConfig, SettingsError
 
 ARMED = RuleState(armed=True)
@@ -186,6 +188,28 @@ def test_a_failing_webhook_never_blocks_ingestion(tmp_path, clock, httpserver):
         assert time.time() < deadline, "the failure is reported"
         time.sleep(0.1)
     assert "503" in market.snapshot().status.webhook["detail"]
+
+
+def test_deliveries_go_on_while_the_database_is_down(tmp_path, httpserver, monkeypatch):
+    """A delivery's status can't be stored while the database is down: the alerts queued behind
+    it are still POSTed (the delivery thread goes on), and this process shows the last one."""
+    received = []
+    httpserver.expect_request("/while-down", method="POST").respond_with_handler(
+        lambda r: (received.append(json.loads(r.data)), Response("ok"))[1]
+    )
+    db = Database(tmp_path)
+    notifier = WebhookNotifier(db, WebhookPolicy(allow_private=True))
+
+    def down():
+        raise Unreachable("down")
+
+    monkeypatch.setattr(db, "connection", down)
+    alerts = [Alert(100 + i, "|z| ≥ 2", "abs_z:θ::0:0", "abs_z", "A/B", 2.5, 2.0, 2.5, 1.0, id=i + 1) for i in range(3)]
+    for alert in alerts:
+        notifier.send(httpserver.url_for("/while-down"), alert)
+    assert notifier.wait_idle()
+    assert [r["id"] for r in received] == [1, 2, 3]
+    assert notifier.status()["alert_id"] == 3 and notifier.status()["ok"] is True
 
 
 def test_test_alert_goes_to_the_log_and_the_webhook(tmp_path, clock, httpserver):
