@@ -17,6 +17,7 @@ one that delivers it (webhook), so several workers and the collector never doubl
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import delete, func, select
 
-from services.db import FAILURES, Database, insert
+from services.db import FAILURES, Database, dialect_insert
 from services.db import alerts as alert_rows
 from services.sources import utc_from_epoch
 
@@ -197,6 +198,21 @@ COLUMNS = tuple(
 IS_TEST = alert_rows.c.rule_key.like(TEST_PREFIX + "%")
 
 
+@functools.cache
+def _add_statements(dialect: str, max_rows: int, max_test_rows: int):
+    """An add's statements in `dialect`, built once (building them cost more than running them):
+    the insert of one alert (its id, or none if another process logged it first), and for real and
+    for test alerts, the delete of all but the newest `cap` of that kind."""
+    put = dialect_insert(dialect, alert_rows).on_conflict_do_nothing().returning(alert_rows.c.id)
+    prune = {}
+    for test, cap in ((False, max_rows), (True, max_test_rows)):
+        kind = IS_TEST if test else ~IS_TEST
+        newest = select(alert_rows.c.id).where(kind).order_by(alert_rows.c.id.desc()).limit(cap).subquery()
+        oldest_kept = select(func.min(newest.c.id)).scalar_subquery()
+        prune[test] = delete(alert_rows).where(kind, alert_rows.c.id < oldest_kept)
+    return put, prune
+
+
 class AlertLog:
     """The alert log in the embedded database: shared by every process, kept across restarts."""
 
@@ -212,6 +228,7 @@ class AlertLog:
         not returned, so it is delivered once)."""
         added = []
         with self.db.write() as conn:
+            put, prune = _add_statements(conn.dialect.name, self.max_rows, self.max_test_rows)
             for a in alerts:
                 row = {
                     "rule_key": a.rule_key,
@@ -224,16 +241,11 @@ class AlertLog:
                     "spread": _num(a.spread),
                     "created_ns": time.time_ns(),
                 }
-                stmt = insert(conn, alert_rows).values(row).on_conflict_do_nothing().returning(alert_rows.c.id)
-                new_id = conn.execute(stmt).scalar()
+                new_id = conn.execute(put, row).scalar()
                 if new_id is not None:
                     added.append(replace(a, id=new_id))
-            for test, cap in ((False, self.max_rows), (True, self.max_test_rows)):
-                if any(a.is_test == test for a in added):
-                    kind = IS_TEST if test else ~IS_TEST
-                    newest = select(alert_rows.c.id).where(kind).order_by(alert_rows.c.id.desc()).limit(cap).subquery()
-                    oldest_kept = select(func.min(newest.c.id)).scalar_subquery()
-                    conn.execute(delete(alert_rows).where(kind, alert_rows.c.id < oldest_kept))
+            for test in {a.is_test for a in added}:
+                conn.execute(prune[test])
         if added:
             self.db.pulse.saw(LAST_ID, max(self._last_id, *(a.id for a in added)))
         return added
