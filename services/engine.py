@@ -81,9 +81,8 @@ class PairEngine:
         a_sym, b_sym = self.p.pair
         tf = self.p.tf_s
         if tf == 1:
-            lo = first - self.ffill_s
-            a = analytics.forward_fill(self.store.prices(a_sym, lo, last), self.ffill_s)[self.ffill_s :]
-            b = analytics.forward_fill(self.store.prices(b_sym, lo, last), self.ffill_s)[self.ffill_s :]
+            a = self.store.filled(a_sym, first, last, self.ffill_s)
+            b = self.store.filled(b_sym, first, last, self.ffill_s)
             return np.arange(first, last + 1, dtype=np.int64), a, b
         times, a = to_bars(first, self.store.prices(a_sym, first, last + tf - 1), tf)
         _, b = to_bars(first, self.store.prices(b_sym, first, last + tf - 1), tf)

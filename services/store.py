@@ -4,7 +4,8 @@ Each symbol has a ring buffer indexed by epoch second modulo its capacity, so me
 the configured span (default 24 h) and writing a tick is O(1). A bucket holds the LAST price of
 its second: a tick that is older than the one already in its bucket (out of order) loses, a
 duplicate changes nothing. Reading returns NaN for seconds that had no tick; forward-filling
-short gaps is the reader's choice (`services.analytics.forward_fill`).
+short gaps is the reader's choice (`services.analytics.forward_fill`; `PriceStore.filled` does it
+once per store write for every reader of the same seconds).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from collections import deque
 
 import numpy as np
 
+from services.analytics import forward_fill
 from services.sources import Tick
 
 NO_SECOND = np.iinfo(np.int64).min
+FILLED_KEPT = 256  # filled reads kept per store write (each second's pairs ask for a few spans per symbol)
 
 
 class BucketRing:
@@ -67,6 +70,7 @@ class PriceStore:
         self.write_seq = 0  # bumped by every batch that stored something
         self.tick_seq = 0  # bumped by every batch that stored or logged a tick (a new last tick)
         self._writes: deque[tuple[int, int]] = deque(maxlen=4_096)  # (seq, earliest second written)
+        self._filled: tuple[int, dict] = (-1, {})  # (write_seq, {(symbol, start, end, limit): prices})
 
     def add_ticks(self, ticks, raw: bool = True) -> int:
         """Put ticks in their buckets; `raw` ones (live polls, not backfill) also go to the tick log."""
@@ -117,6 +121,25 @@ class PriceStore:
             if ring is None:
                 return np.full(max(int(end_s) - int(start_s) + 1, 0), np.nan)
             return ring.window(start_s, end_s)
+
+    def filled(self, symbol: str, start_s: int, end_s: int, limit: int) -> np.ndarray:
+        """`prices` for start_s..end_s, a second without a tick taking the last price of the `limit`
+        seconds before it (`forward_fill`), read-only: computed once per store write for all its
+        readers (every pair with this leg asks for the same seconds each second)."""
+        key = (symbol, int(start_s), int(end_s), int(limit))
+        with self._lock:
+            seq, kept = self._filled
+            if seq != self.write_seq or len(kept) >= FILLED_KEPT:
+                kept = {}
+                self._filled = (self.write_seq, kept)
+            values = kept.get(key)
+            if values is None:
+                ring = self._rings.get(symbol)
+                lo = int(start_s) - int(limit)
+                raw = ring.window(lo, end_s) if ring is not None else np.full(max(int(end_s) - lo + 1, 0), np.nan)
+                values = kept[key] = forward_fill(raw, limit)[int(limit) :]
+                values.flags.writeable = False
+        return values
 
     def recent_ticks(self, symbols, limit: int) -> list[Tick]:
         """The newest `limit` raw ticks of `symbols`, newest first."""

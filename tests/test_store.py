@@ -83,3 +83,15 @@ def test_a_later_tick_at_the_same_price_changes_nothing_readers_see():
     assert store.add_ticks([Tick("X", 2.0, utc_from_epoch(s + 0.5))]) == 0, "older than the bucket's newest tick"
     assert store.add_ticks([Tick("X", 2.0, utc_from_epoch(s + 0.95))]) == 1 and store.write_seq == seq + 1
     assert store.prices("X", s, s)[0] == 2.0
+
+
+def test_a_filled_read_is_computed_once_per_write_for_all_its_readers():
+    store = PriceStore(span_s=60)
+    store.add_ticks([tick("A", 1.0, 0.5), tick("A", 2.0, 3.5)])  # seconds 0 and 3; 1, 2 and 4.. empty
+    first = store.filled("A", S0 + 1, S0 + 6, 2)
+    np.testing.assert_array_equal(first, [1.0, 1.0, 2.0, 2.0, 2.0, np.nan])  # filled for 2 s at most
+    assert store.filled("A", S0 + 1, S0 + 6, 2) is first, "the same read of the same write: computed once"
+    assert not first.flags.writeable, "shared by its readers: none may change it"
+    np.testing.assert_array_equal(store.filled("B", S0, S0 + 1, 2), [np.nan, np.nan])  # a symbol not held
+    store.add_ticks([tick("A", 5.0, 5.5)])
+    np.testing.assert_array_equal(store.filled("A", S0 + 1, S0 + 6, 2), [1.0, 1.0, 2.0, 2.0, 5.0, 5.0])
