@@ -2,7 +2,7 @@
 against a minimal Dash page (one 1 s interval, one callback) measured in the same run.
 
     python bench/pagecost.py [--tabs 4] [--seconds 40] [--rounds 3] [--gunicorn]
-                             [--pages /live,/analytics,/settings,/] [--pairs 20] [--stream]
+                             [--pages /live,/analytics,/settings,/] [--pairs 20] [--stream] [--marginal]
 
 Each server runs in its own process (the dev server, as `python app.py` runs it, or gunicorn with
 deploy/gunicorn.conf.py); the app polls the loopback fake Binance of the tests. For each page it
@@ -12,8 +12,11 @@ page's median multiple is printed: on a shared machine one 40 s sample of a few 
 core varies by a fifth from run to run. With --pairs N the app watches N pairs of seven symbols the
 fake exchange trades (N ≤ 21). With --stream the app reads the fake's market stream (10 trades a
 second per symbol, the live cards pushed as they trade); the app's cost with no tab open (the
-stream's ingest) is measured too, and each page's cost above it. Needs Debian's chromium and
-chromium-driver (as the browser tests do).
+stream's ingest) is measured too, and each page's cost above it. With --marginal each server is
+also measured with one tab, and the cost of each tab past the first is set against the minimal
+page's: what a tab adds, apart from the work done once for all of them (the poll, the ingest, every
+pair's analysis and alerts, which grow with --pairs). Needs Debian's chromium and chromium-driver
+(as the browser tests do).
 """
 
 from __future__ import annotations
@@ -68,10 +71,12 @@ def main() -> None:
     p.add_argument("--pages", default="/live,/analytics,/settings,/", help="comma-separated paths to measure")
     p.add_argument("--pairs", type=int, default=1, help="pairs watched (1 to 21)")
     p.add_argument("--stream", action="store_true", help="the app reads the fake's market stream")
+    p.add_argument("--marginal", action="store_true", help="also measure one tab: the cost of each tab past the first")
     args = p.parse_args()
     data = Path(tempfile.mkdtemp(prefix="pagecost-"))
     pages = args.pages.split(",")
     floors, costs = [], {page: [] for page in pages}
+    singles: dict[str, list[float]] = {page: [] for page in ["", *pages]}  # one tab ("": the floor)
     idle = 0.0
     floor_port = free_port()
     floor_url = f"http://127.0.0.1:{floor_port}/"
@@ -96,6 +101,10 @@ def main() -> None:
                 floors.append(measure(floor.pid, floor_url, args.tabs, args.seconds))
                 for page in pages:
                     costs[page].append(measure(proc.pid, base + page, args.tabs, args.seconds))
+                if args.marginal:
+                    singles[""].append(measure(floor.pid, floor_url, 1, args.seconds))
+                    for page in pages:
+                        singles[page].append(measure(proc.pid, base + page, 1, args.seconds))
     server = "gunicorn -k gthread" if args.gunicorn else "the dev server"
     source = "the stream" if args.stream else "REST at 1 s"
     print(
@@ -116,6 +125,18 @@ def main() -> None:
             print(
                 f"app {page}: × floor, median of {args.rounds} rounds {statistics.median(ratios):.2f} "
                 f"(from {ratios[0]:.2f} to {ratios[-1]:.2f})"
+            )
+
+    if args.marginal:
+        print(f"each tab past the first ({args.tabs} tabs less 1 tab, per tab), as a multiple of the floor's:")
+        floor_extra = [(f - one) / (args.tabs - 1) for f, one in zip(floors, singles[""])]
+        for page in pages:
+            extra = [(c - one) / (args.tabs - 1) for c, one in zip(costs[page], singles[page])]
+            ratios = sorted(e / f for e, f in zip(extra, floor_extra))
+            shared = statistics.median(one - e for one, e in zip(singles[page], extra))  # 1 tab less a tab's own
+            print(
+                f"app {page}: {statistics.median(ratios):.2f} (from {ratios[0]:.2f} to {ratios[-1]:.2f}); "
+                f"the work done once for all tabs, about {shared:.3f} cores"
             )
 
 
