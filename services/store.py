@@ -20,6 +20,7 @@ from services.sources import Tick
 
 NO_SECOND = np.iinfo(np.int64).min
 FILLED_KEPT = 256  # filled reads kept per store write (each second's pairs ask for a few spans per symbol)
+FILLED_KEPT_MAX_S = 1_024  # longer spans (a whole history, on a start or restart) are not kept
 
 
 class BucketRing:
@@ -124,21 +125,25 @@ class PriceStore:
 
     def filled(self, symbol: str, start_s: int, end_s: int, limit: int) -> np.ndarray:
         """`prices` for start_s..end_s, a second without a tick taking the last price of the `limit`
-        seconds before it (`forward_fill`), read-only: computed once per store write for all its
-        readers (every pair with this leg asks for the same seconds each second)."""
-        key = (symbol, int(start_s), int(end_s), int(limit))
+        seconds before it (`forward_fill`), read-only. A short span is computed once per store
+        write for all its readers (every pair with this leg asks for the same seconds each second)."""
+        start_s, end_s, limit = int(start_s), int(end_s), int(limit)
+        key = (symbol, start_s, end_s, limit)
         with self._lock:
             seq, kept = self._filled
             if seq != self.write_seq or len(kept) >= FILLED_KEPT:
                 kept = {}
                 self._filled = (self.write_seq, kept)
             values = kept.get(key)
-            if values is None:
-                ring = self._rings.get(symbol)
-                lo = int(start_s) - int(limit)
-                raw = ring.window(lo, end_s) if ring is not None else np.full(max(int(end_s) - lo + 1, 0), np.nan)
-                values = kept[key] = forward_fill(raw, limit)[int(limit) :]
-                values.flags.writeable = False
+            if values is not None:
+                return values
+            ring, lo = self._rings.get(symbol), start_s - limit
+            raw = np.full(max(end_s - lo + 1, 0), np.nan) if ring is None else ring.window(lo, end_s)
+        values = forward_fill(raw, limit)[limit:]
+        values.flags.writeable = False
+        if end_s - start_s < FILLED_KEPT_MAX_S:
+            with self._lock:
+                kept[key] = values  # (a dict of an earlier write is no longer read: harmless)
         return values
 
     def recent_ticks(self, symbols, limit: int) -> list[Tick]:

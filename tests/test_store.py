@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from services.sources import Tick, utc_from_epoch
-from services.store import BucketRing, PriceStore
+from services.store import FILLED_KEPT_MAX_S, BucketRing, PriceStore
 
 T0 = datetime(2025, 10, 22, 0, 0, 0, tzinfo=UTC)
 S0 = int(T0.timestamp())
@@ -95,3 +95,6 @@ def test_a_filled_read_is_computed_once_per_write_for_all_its_readers():
     np.testing.assert_array_equal(store.filled("B", S0, S0 + 1, 2), [np.nan, np.nan])  # a symbol not held
     store.add_ticks([tick("A", 5.0, 5.5)])
     np.testing.assert_array_equal(store.filled("A", S0 + 1, S0 + 6, 2), [1.0, 1.0, 2.0, 2.0, 5.0, 5.0])
+    whole = store.filled("A", S0 - FILLED_KEPT_MAX_S, S0 + 6, 2)  # a whole history (a start): not kept
+    assert store.filled("A", S0 - FILLED_KEPT_MAX_S, S0 + 6, 2) is not whole
+    np.testing.assert_array_equal(whole[-6:], [1.0, 1.0, 2.0, 2.0, 5.0, 5.0])
