@@ -196,6 +196,9 @@ COLUMNS = tuple(
     alert_rows.c[name] for name in ("id", "second", "rule", "rule_key", "pair", "value", "level", "zscore", "spread")
 )
 IS_TEST = alert_rows.c.rule_key.like(TEST_PREFIX + "%")
+# Real alerts a process logs between its prunes of the log. A prune reads the newest max_rows ids
+# (1.2 ms of CPU at 10,000 on SQLite, three times the insert), so it is not paid on every alert.
+PRUNE_EVERY = 64
 
 
 @functools.cache
@@ -216,10 +219,12 @@ def _add_statements(dialect: str, max_rows: int, max_test_rows: int):
 class AlertLog:
     """The alert log in the embedded database: shared by every process, kept across restarts."""
 
-    def __init__(self, db: Database, max_rows: int = 10_000, max_test_rows: int = 100):
+    def __init__(self, db: Database, max_rows: int = 10_000, max_test_rows: int = 100, prune_every: int = PRUNE_EVERY):
         self.db = db
-        self.max_rows = max_rows  # real alerts kept
+        self.max_rows = max_rows  # real alerts kept (up to `prune_every` more per process between prunes)
         self.max_test_rows = max_test_rows  # test alerts kept, apart: they never evict a real one
+        self.prune_every = prune_every
+        self._unpruned = 0  # real alerts this process logged since it last pruned them
         self._last_id = 0
         db.pulse.watch(LAST_ID, select(func.coalesce(func.max(alert_rows.c.id), 0)))
 
@@ -244,8 +249,12 @@ class AlertLog:
                 new_id = conn.execute(put, row).scalar()
                 if new_id is not None:
                     added.append(replace(a, id=new_id))
+            real = sum(not a.is_test for a in added)
+            prune_real = self._unpruned + real >= self.prune_every
             for test in {a.is_test for a in added}:
-                conn.execute(prune[test])
+                if test or prune_real:
+                    conn.execute(prune[test])
+        self._unpruned = 0 if prune_real else self._unpruned + real
         if added:
             self.db.pulse.saw(LAST_ID, max(self._last_id, *(a.id for a in added)))
         return added

@@ -83,6 +83,17 @@ def test_the_log_keeps_one_row_per_alert_across_processes(tmp_path):
     assert added.id > seen and [x.id for x in second.since(seen)] == [added.id], "ids keep counting after Clear"
 
 
+def test_the_log_is_pruned_to_its_cap_every_few_alerts_not_on_each(tmp_path):
+    log = AlertLog(Database(tmp_path), max_rows=2, prune_every=3)
+    kept = []
+    for second in range(100, 106):
+        log.add([Alert(second, "|z| ≥ 2", "abs_z:θ::0:0", "abs_z", "A/B", 2.5, 2.0, 2.5, 1.0)])
+        kept.append(sorted(a.second for a in log.log()))
+    assert kept == [[100], [100, 101], [101, 102], [101, 102, 103], [101, 102, 103, 104], [104, 105]]
+    log.add([Alert(106, "Test alert", "test:1", "test", "A/B", 0.0, 2.0)])  # test alerts: capped on each
+    assert sorted(a.second for a in log.log()) == [104, 105, 106]
+
+
 def test_rules_are_validated(tmp_path, clock):
     market = scripted_market(tmp_path, clock)
     market.save_settings({"symbol_a": "AAAUSDT", "symbol_b": "BBBUSDT"})

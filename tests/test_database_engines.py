@@ -101,7 +101,7 @@ def test_an_alert_is_logged_once_whichever_host_logs_it_and_ids_go_on_after_a_cl
 
 
 def test_the_log_keeps_its_caps_apart_for_real_and_test_alerts(tmp_path, database_url):
-    log = AlertLog(db_for(tmp_path, database_url), max_rows=3, max_test_rows=2)
+    log = AlertLog(db_for(tmp_path, database_url), max_rows=3, max_test_rows=2, prune_every=1)
     log.add([alert(T0 + i) for i in range(5)])
     log.add([alert(T0 + i, rule_key=f"test:{i}") for i in range(4)])
     assert [a.second for a in log.log()] == [T0 + 3, T0 + 2, T0 + 4, T0 + 3, T0 + 2], "the newest of each kind"

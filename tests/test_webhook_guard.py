@@ -119,7 +119,7 @@ def test_test_alerts_are_rate_limited_and_never_evict_real_alerts(tmp_path):
     m.send_test_alert()
     with pytest.raises(TooSoonForTestAlert, match=r"try again in [1-5] s"):
         m.send_test_alert()
-    log = AlertLog(Database(tmp_path / "cap"), max_rows=5, max_test_rows=2)
+    log = AlertLog(Database(tmp_path / "cap"), max_rows=5, max_test_rows=2, prune_every=1)
     real = [Alert(1_000 + i, "|z| ≥ 2", "abs_z:θ::0:0", "abs_z", "A/B", 2.5, 2.0) for i in range(5)]
     log.add(real)
     for i in range(30):
